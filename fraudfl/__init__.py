@@ -1,0 +1,1 @@
+"""fraudfl: federated fraud detection."""

@@ -1,0 +1,5 @@
+import sys
+
+from fraudfl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,158 @@
+"""Long-term Ed25519 identities of banks and the aggregator, and the enrolment allowlist.
+
+Private keys are stored as PKCS#8 PEM files readable only by their owner (0600); public keys as raw
+32-byte hex. The allowlist is a JSON object ``{"participants": {id: public_key_hex}}`` written by
+``fraudfl keys enroll`` and read by the aggregator (and by banks, to verify one another's keys).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from fraudfl.errors import FraudflError
+
+PUBLIC_KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A participant's name and Ed25519 signing key."""
+
+    participant_id: str
+    private_key: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls, participant_id: str) -> Identity:
+        return cls(participant_id, Ed25519PrivateKey.generate())
+
+    @property
+    def public_bytes(self) -> bytes:
+        return public_key_bytes(self.private_key.public_key())
+
+    def sign(self, data: bytes) -> bytes:
+        return self.private_key.sign(data)
+
+    def save(self, directory: Path) -> tuple[Path, Path]:
+        """Write ``<id>.key`` (0600) and ``<id>.pub``; refuses to overwrite an existing key."""
+        directory.mkdir(parents=True, exist_ok=True)
+        key_path = directory / f"{self.participant_id}.key"
+        pub_path = directory / f"{self.participant_id}.pub"
+        pem = self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        try:
+            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError as exc:
+            raise FraudflError(
+                f"{key_path}: key file already exists; refusing to overwrite"
+            ) from exc
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+        pub_path.write_text(self.public_bytes.hex() + "\n")
+        return key_path, pub_path
+
+    @classmethod
+    def load(cls, participant_id: str, key_path: Path) -> Identity:
+        try:
+            mode = key_path.stat().st_mode
+            data = key_path.read_bytes()
+        except OSError as exc:
+            raise FraudflError(f"{key_path}: cannot read identity key: {exc.strerror}") from exc
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise FraudflError(
+                f"{key_path}: identity key is readable by group/others; run chmod 600 on it"
+            )
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as exc:
+            raise FraudflError(f"{key_path}: not a PEM private key") from exc
+        if not isinstance(key, Ed25519PrivateKey):
+            raise FraudflError(f"{key_path}: expected an Ed25519 private key")
+        return cls(participant_id, key)
+
+
+def public_key_bytes(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def load_public_key(raw: bytes) -> Ed25519PublicKey:
+    if len(raw) != PUBLIC_KEY_BYTES:
+        raise FraudflError(f"public key must be {PUBLIC_KEY_BYTES} bytes, got {len(raw)}")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def verify(public_key: bytes, signature: bytes, data: bytes) -> bool:
+    """True when ``signature`` is a valid Ed25519 signature of ``data`` under ``public_key``."""
+    if len(signature) != SIGNATURE_BYTES or len(public_key) != PUBLIC_KEY_BYTES:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, data)
+    except InvalidSignature:
+        return False
+    return True
+
+
+@dataclass
+class Allowlist:
+    """Enrolled participants and their Ed25519 public keys."""
+
+    participants: dict[str, bytes] = field(default_factory=dict)
+
+    def enroll(self, participant_id: str, public_key: bytes) -> None:
+        load_public_key(public_key)
+        existing = self.participants.get(participant_id)
+        if existing is not None and existing != public_key:
+            raise FraudflError(
+                f"participant {participant_id!r} is already enrolled with a different key"
+            )
+        self.participants[participant_id] = public_key
+
+    def key_of(self, participant_id: str) -> bytes | None:
+        return self.participants.get(participant_id)
+
+    def __contains__(self, participant_id: object) -> bool:
+        return participant_id in self.participants
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = {"participants": {k: v.hex() for k, v in sorted(self.participants.items())}}
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(body, indent=2) + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Allowlist:
+        try:
+            body = json.loads(path.read_text())
+        except OSError as exc:
+            raise FraudflError(f"{path}: cannot read allowlist: {exc.strerror}") from exc
+        except json.JSONDecodeError as exc:
+            raise FraudflError(f"{path}: allowlist is not valid JSON ({exc.msg})") from exc
+        entries = body.get("participants") if isinstance(body, dict) else None
+        if not isinstance(entries, dict):
+            raise FraudflError(f"{path}: expected an object with a 'participants' mapping")
+        allow = cls()
+        for pid, hexkey in entries.items():
+            try:
+                raw = bytes.fromhex(hexkey)
+            except (ValueError, TypeError) as exc:
+                raise FraudflError(f"{path}: participants.{pid}: not a hex public key") from exc
+            try:
+                allow.enroll(pid, raw)
+            except (FraudflError, ValueError) as exc:
+                raise FraudflError(f"{path}: participants.{pid}: {exc}") from exc
+        return allow
