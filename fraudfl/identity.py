@@ -3,6 +3,8 @@
 Private keys are stored as PKCS#8 PEM files readable only by their owner (0600); public keys as raw
 32-byte hex. The allowlist is a JSON object ``{"participants": {id: public_key_hex}}`` written by
 ``fraudfl keys enroll`` and read by the aggregator (and by banks, to verify one another's keys).
+It may also carry ``"encryption_keys": {id: x25519_public_key_hex}``, the long-term keys that
+``fraudfl.transport.sealing`` encrypts payloads to; files without it stay valid.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class Allowlist:
     """Enrolled participants and their Ed25519 public keys."""
 
     participants: dict[str, bytes] = field(default_factory=dict)
+    encryption_keys: dict[str, bytes] = field(default_factory=dict)
 
     def enroll(self, participant_id: str, public_key: bytes) -> None:
         load_public_key(public_key)
@@ -124,12 +127,29 @@ class Allowlist:
     def key_of(self, participant_id: str) -> bytes | None:
         return self.participants.get(participant_id)
 
+    def enroll_encryption_key(self, participant_id: str, public_key: bytes) -> None:
+        """Record an enrolled participant's X25519 public key (32 raw bytes)."""
+        if participant_id not in self.participants:
+            raise FraudflError(f"participant {participant_id!r} is not enrolled")
+        if len(public_key) != PUBLIC_KEY_BYTES:
+            raise FraudflError(
+                f"encryption key must be {PUBLIC_KEY_BYTES} bytes, got {len(public_key)}"
+            )
+        self.encryption_keys[participant_id] = public_key
+
+    def encryption_key_of(self, participant_id: str) -> bytes | None:
+        return self.encryption_keys.get(participant_id)
+
     def __contains__(self, participant_id: object) -> bool:
         return participant_id in self.participants
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         body = {"participants": {k: v.hex() for k, v in sorted(self.participants.items())}}
+        if self.encryption_keys:
+            body["encryption_keys"] = {
+                k: v.hex() for k, v in sorted(self.encryption_keys.items())
+            }
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(json.dumps(body, indent=2) + "\n")
         os.replace(tmp, path)
@@ -155,4 +175,16 @@ class Allowlist:
                 allow.enroll(pid, raw)
             except (FraudflError, ValueError) as exc:
                 raise FraudflError(f"{path}: participants.{pid}: {exc}") from exc
+        enc_entries = body.get("encryption_keys", {})
+        if not isinstance(enc_entries, dict):
+            raise FraudflError(f"{path}: 'encryption_keys' must be an object")
+        for pid, hexkey in enc_entries.items():
+            try:
+                raw = bytes.fromhex(hexkey)
+            except (ValueError, TypeError) as exc:
+                raise FraudflError(f"{path}: encryption_keys.{pid}: not a hex public key") from exc
+            try:
+                allow.enroll_encryption_key(pid, raw)
+            except FraudflError as exc:
+                raise FraudflError(f"{path}: encryption_keys.{pid}: {exc}") from exc
         return allow
