@@ -1,0 +1,313 @@
+"""Typed configuration of the aggregator and bank-node services.
+
+A service reads one TOML file; relative paths in it are resolved against the file's directory so
+a federation directory written by ``fraudfl init`` can be moved as a whole. Environment
+variables override file values: ``FRAUDFL_KAFKA__BOOTSTRAP_SERVERS=host:9092`` sets
+``kafka.bootstrap_servers`` (``__`` separates levels; the value is parsed as a TOML value
+when it is one, else taken as a string). Every model forbids unknown keys, and a validation
+failure becomes one :class:`FraudflError` line naming the file (or variable), the key path and
+what is expected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fraudfl.errors import FraudflError
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "FRAUDFL_"
+ENV_SEPARATOR = "__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    """Broker connection; TLS/SASL values are passed to kafka-python unchanged."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = None
+    replication_factor: int = Field(default=1, ge=1)
+    # Apache Kafka's default message.max.bytes is ~1 MB; payloads are chunked below this.
+    max_message_bytes: int = Field(default=900_000, ge=16_384)
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError("sasl_mechanism is required when security_protocol uses SASL")
+        return self
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for kafka-python clients (security settings only when set)."""
+        opts: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+        }
+        if self.client_id:
+            opts["client_id"] = self.client_id
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            opts["ssl_check_hostname"] = self.ssl_check_hostname
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                value = getattr(self, name)
+                if value is not None:
+                    opts[name] = str(value)
+        if self.security_protocol.startswith("SASL"):
+            opts["sasl_mechanism"] = self.sasl_mechanism
+            opts["sasl_plain_username"] = self.sasl_plain_username
+            opts["sasl_plain_password"] = self.sasl_plain_password
+        return opts
+
+
+class TrainingSettings(_Section):
+    """Local training of one round; the aggregator announces these to the banks."""
+
+    model: str = "mlp"
+    hidden: tuple[int, ...] = (32, 16)
+    local_epochs: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    lr: float = Field(default=0.05, gt=0)
+    mu: float = Field(default=0.01, ge=0)
+
+
+class StrategySettings(_Section):
+    name: Literal["fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi"] = "fedprox"
+    server_lr: float = Field(default=1.0, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+
+
+class RoundSettings(_Section):
+    rounds: int = Field(default=5, ge=1)
+    banks_per_round: int | None = Field(default=None, ge=1)
+    # The secure-aggregation threshold t: a round aborts when fewer banks survive a stage.
+    min_banks: int = Field(default=2, ge=2)
+    seed: int = 0
+
+
+class StageTimeouts(_Section):
+    """Seconds the aggregator waits in each stage before continuing with whoever answered."""
+
+    advertise_keys: float = Field(default=30.0, gt=0)
+    share_keys: float = Field(default=30.0, gt=0)
+    # Local training happens inside this stage, so it is the longest.
+    masked_input: float = Field(default=300.0, gt=0)
+    unmask: float = Field(default=30.0, gt=0)
+    feature_stats: float = Field(default=60.0, gt=0)
+
+
+class SecAggSettings(_Section):
+    enabled: bool = True
+    # SecAgg+ neighbours per bank (k of a k-regular graph); None masks with every other bank.
+    neighbours: int | None = Field(default=None, ge=2)
+    # Bits per coordinate in Z_{2^b}; None lets the protocol choose so the sum cannot wrap.
+    bits: int | None = Field(default=None, ge=8, le=64)
+    clip_range: float = Field(default=1.0, gt=0)
+
+
+class BankDPSettings(_Section):
+    """Bank-level DP of the update (clip + share of Gaussian noise), announced per round."""
+
+    enabled: bool = False
+    clip_norm: float = Field(default=1.0, gt=0)
+    noise_multiplier: float = Field(default=1.0, ge=0)
+
+
+class PrivacySettings(_Section):
+    """A bank's record-level DP-SGD settings and its lifetime budget."""
+
+    enabled: bool = True
+    target_epsilon: float = Field(default=8.0, gt=0)
+    # None: chosen below 1 / number of the bank's records.
+    delta: float | None = Field(default=None, gt=0, lt=1)
+    # None: calibrated so that planned_rounds rounds spend target_epsilon.
+    noise_multiplier: float | None = Field(default=None, gt=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    accountant: Literal["rdp", "prv"] = "rdp"
+    planned_rounds: int = Field(default=10, ge=1)
+
+
+class ServiceConfig(_Section):
+    federation_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    identity_key: Path
+    allowlist: Path
+    state_dir: Path
+    kafka: KafkaSettings = KafkaSettings()
+    # Prometheus /metrics port; None disables the endpoint.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+
+class AggregatorConfig(ServiceConfig):
+    aggregator_id: str = "aggregator"
+    # Optional held-out data on which the aggregator scores each new global model.
+    eval_data: Path | None = None
+    rounds: RoundSettings = RoundSettings()
+    training: TrainingSettings = TrainingSettings()
+    strategy: StrategySettings = StrategySettings()
+    secagg: SecAggSettings = SecAggSettings()
+    bank_dp: BankDPSettings = BankDPSettings()
+    timeouts: StageTimeouts = StageTimeouts()
+    # Whether banks fit their preprocessing from a secure sum of feature statistics first.
+    feature_stats_round: bool = True
+
+    @model_validator(mode="after")
+    def _threshold_fits(self) -> AggregatorConfig:
+        per_round = self.rounds.banks_per_round
+        if per_round is not None and per_round < self.rounds.min_banks:
+            raise ValueError(
+                f"rounds.banks_per_round ({per_round}) is below rounds.min_banks "
+                f"({self.rounds.min_banks})"
+            )
+        return self
+
+
+class BankNodeConfig(ServiceConfig):
+    bank_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    aggregator_id: str = "aggregator"
+    data: Path
+    privacy: PrivacySettings = PrivacySettings()
+    # Test-only: record each plain update to state_dir so tests can recompute plain FedAvg.
+    # Never sent anywhere; off in every generated config.
+    record_plain_updates: bool = False
+
+
+C = TypeVar("C", bound=ServiceConfig)
+
+
+def load_config(cls: type[C], path: Path, env: Mapping[str, str] | None = None) -> C:
+    """Read ``path`` as TOML, apply ``FRAUDFL_*`` overrides from ``env`` and validate.
+
+    Key files named by the config are checked for readability here, so a service fails at start
+    with the file's name rather than mid-round.
+    """
+    try:
+        raw_text = path.read_bytes()
+    except OSError as exc:
+        raise FraudflError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    try:
+        data: dict[str, Any] = tomllib.loads(raw_text.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise FraudflError(f"{path}: not valid TOML ({exc})") from exc
+    sources = _apply_env(cls, data, os.environ if env is None else env)
+    _resolve_paths(cls, data, path.parent)
+    try:
+        config = cls.model_validate(data)
+    except ValidationError as exc:
+        raise FraudflError(_describe(exc, path, sources)) from exc
+    _check_readable(config.identity_key, "identity_key", path)
+    _check_readable(config.allowlist, "allowlist", path)
+    if isinstance(config, BankNodeConfig) and not config.data.exists():
+        raise FraudflError(f"{path}: data: {config.data} does not exist")
+    return config
+
+
+def _apply_env(
+    cls: type[BaseModel], data: dict[str, Any], env: Mapping[str, str]
+) -> dict[tuple[str, ...], str]:
+    """Merge overrides into ``data``; returns which key paths came from which variable."""
+    sources: dict[tuple[str, ...], str] = {}
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = tuple(k.lower() for k in name[len(ENV_PREFIX) :].split(ENV_SEPARATOR))
+        if not _is_field_path(cls, keys):
+            # FRAUDFL_* variables may belong to the other service or to tools; only a path
+            # this config knows is an override.
+            log.debug("ignoring %s: not a setting of %s", name, cls.__name__)
+            continue
+        node = data
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise FraudflError(f"{name}: {'.'.join(keys[:-1])} is not a table in the file")
+            node = child
+        node[keys[-1]] = _parse_env_value(env[name])
+        sources[keys] = name
+    return sources
+
+
+def _is_field_path(cls: type[BaseModel], keys: tuple[str, ...]) -> bool:
+    model: Any = cls
+    for i, key in enumerate(keys):
+        fields = getattr(model, "model_fields", None)
+        if fields is None or key not in fields:
+            return False
+        model = fields[key].annotation
+        if i < len(keys) - 1 and not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return False
+    return True
+
+
+def _parse_env_value(value: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+_PATH_FIELDS: dict[tuple[str, ...], None] = dict.fromkeys(
+    [
+        ("identity_key",),
+        ("allowlist",),
+        ("state_dir",),
+        ("data",),
+        ("eval_data",),
+        ("kafka", "ssl_cafile"),
+        ("kafka", "ssl_certfile"),
+        ("kafka", "ssl_keyfile"),
+    ]
+)
+
+
+def _resolve_paths(cls: type[BaseModel], data: dict[str, Any], base: Path) -> None:
+    for keys in _PATH_FIELDS:
+        node: Any = data
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+            value = Path(node[keys[-1]]).expanduser()
+            node[keys[-1]] = value if value.is_absolute() else base / value
+
+
+def _describe(exc: ValidationError, path: Path, sources: Mapping[tuple[str, ...], str]) -> str:
+    err = exc.errors()[0]
+    loc = tuple(str(p) for p in err["loc"])
+    key = ".".join(loc) or "(top level)"
+    origin = sources.get(loc)
+    where = f"{origin} (overrides {path})" if origin else str(path)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        what = "unknown key"
+    elif kind == "missing":
+        what = "required key is missing"
+    else:
+        what = f"{err['msg']} (got {err.get('input')!r})"
+    more = len(exc.errors()) - 1
+    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    return f"{where}: {key}: {what}{suffix}"
+
+
+def _check_readable(target: Path, key: str, config_path: Path) -> None:
+    try:
+        with target.open("rb"):
+            pass
+    except OSError as exc:
+        raise FraudflError(
+            f"{config_path}: {key}: cannot read {target}: {exc.strerror}"
+        ) from exc

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fraudfl.config import AggregatorConfig, BankNodeConfig, load_config
+from fraudfl.errors import FraudflError
+from fraudfl.identity import Allowlist, Identity
+
+
+@pytest.fixture()
+def fed(tmp_path: Path) -> Path:
+    ident = Identity.generate("bank-1")
+    ident.save(tmp_path / "keys")
+    Identity.generate("aggregator").save(tmp_path / "keys")
+    allow = Allowlist()
+    allow.enroll("bank-1", ident.public_bytes)
+    allow.save(tmp_path / "allowlist.json")
+    (tmp_path / "data.csv").write_text("x\n")
+    return tmp_path
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+BANK = """
+federation_id = "fed1"
+bank_id = "bank-1"
+identity_key = "keys/bank-1.key"
+allowlist = "allowlist.json"
+data = "data.csv"
+state_dir = "state/bank-1"
+
+[kafka]
+bootstrap_servers = "127.0.0.1:1234"
+
+[privacy]
+target_epsilon = 3.0
+"""
+
+AGG = """
+federation_id = "fed1"
+identity_key = "keys/aggregator.key"
+allowlist = "allowlist.json"
+state_dir = "state/agg"
+
+[rounds]
+rounds = 3
+min_banks = 2
+banks_per_round = 3
+"""
+
+
+def test_loads_bank_config_and_resolves_paths(fed: Path) -> None:
+    cfg = load_config(BankNodeConfig, write(fed / "bank.toml", BANK), env={})
+    assert cfg.bank_id == "bank-1"
+    assert cfg.identity_key == fed / "keys/bank-1.key"
+    assert cfg.state_dir == fed / "state/bank-1"
+    assert cfg.privacy.target_epsilon == 3.0
+    assert cfg.kafka.client_options()["bootstrap_servers"] == ["127.0.0.1:1234"]
+
+
+def test_env_overrides_nested_and_top_level(fed: Path) -> None:
+    env = {
+        "FRAUDFL_KAFKA__BOOTSTRAP_SERVERS": "10.0.0.1:9093",
+        "FRAUDFL_PRIVACY__TARGET_EPSILON": "1.5",
+        "FRAUDFL_METRICS_PORT": "9100",
+        "FRAUDFL_ROUNDS__ROUNDS": "7",  # an aggregator setting: not this config's, ignored
+        "OTHER": "x",
+    }
+    cfg = load_config(BankNodeConfig, write(fed / "bank.toml", BANK), env=env)
+    assert cfg.kafka.bootstrap_servers == "10.0.0.1:9093"
+    assert cfg.privacy.target_epsilon == 1.5
+    assert cfg.metrics_port == 9100
+
+
+def test_unknown_key_names_path_and_file(fed: Path) -> None:
+    path = write(fed / "bank.toml", BANK + "\n[training]\nlr = 1\n")
+    with pytest.raises(FraudflError, match=r"bank\.toml: training: unknown key"):
+        load_config(BankNodeConfig, path, env={})
+    path = write(fed / "bank.toml", BANK.replace("target_epsilon", "target_epsilom"))
+    with pytest.raises(FraudflError, match=r"privacy\.target_epsilom: unknown key"):
+        load_config(BankNodeConfig, path, env={})
+
+
+def test_wrong_type_names_key(fed: Path) -> None:
+    path = write(fed / "agg.toml", AGG.replace("rounds = 3", 'rounds = "many"'))
+    with pytest.raises(FraudflError, match=r"agg\.toml: rounds\.rounds: .*integer.*'many'"):
+        load_config(AggregatorConfig, path, env={})
+
+
+def test_wrong_type_from_env_names_variable(fed: Path) -> None:
+    path = write(fed / "agg.toml", AGG)
+    expected = r"FRAUDFL_ROUNDS__MIN_BANKS \(overrides .*\): rounds\.min_banks"
+    with pytest.raises(FraudflError, match=expected):
+        load_config(AggregatorConfig, path, env={"FRAUDFL_ROUNDS__MIN_BANKS": "lots"})
+
+
+def test_missing_required_key(fed: Path) -> None:
+    path = write(fed / "bank.toml", BANK.replace('bank_id = "bank-1"\n', ""))
+    with pytest.raises(FraudflError, match="bank_id: required key is missing"):
+        load_config(BankNodeConfig, path, env={})
+
+
+def test_missing_config_file(fed: Path) -> None:
+    with pytest.raises(FraudflError, match=r"nope\.toml: cannot read config file"):
+        load_config(BankNodeConfig, fed / "nope.toml", env={})
+
+
+def test_bad_toml(fed: Path) -> None:
+    with pytest.raises(FraudflError, match="not valid TOML"):
+        load_config(BankNodeConfig, write(fed / "bank.toml", "a = = 1"), env={})
+
+
+def test_unreadable_key_file(fed: Path) -> None:
+    (fed / "keys/bank-1.key").unlink()
+    with pytest.raises(FraudflError, match=r"identity_key: cannot read .*bank-1\.key"):
+        load_config(BankNodeConfig, write(fed / "bank.toml", BANK), env={})
+
+
+def test_threshold_above_banks_per_round_rejected(fed: Path) -> None:
+    path = write(fed / "agg.toml", AGG.replace("min_banks = 2", "min_banks = 4"))
+    with pytest.raises(FraudflError, match="banks_per_round"):
+        load_config(AggregatorConfig, path, env={})
+
+
+def test_sasl_passthrough(fed: Path) -> None:
+    text = AGG + (
+        '\n[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "SCRAM-SHA-512"\n'
+        'sasl_plain_username = "u"\nsasl_plain_password = "p"\nssl_cafile = "ca.pem"\n'
+    )
+    cfg = load_config(AggregatorConfig, write(fed / "agg.toml", text), env={})
+    opts = cfg.kafka.client_options()
+    assert opts["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert opts["ssl_cafile"] == str(fed / "ca.pem")
+    with pytest.raises(FraudflError, match="sasl_mechanism is required"):
+        load_config(
+            AggregatorConfig,
+            write(fed / "agg.toml", AGG + '\n[kafka]\nsecurity_protocol = "SASL_PLAINTEXT"\n'),
+            env={},
+        )
