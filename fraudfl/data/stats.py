@@ -1,0 +1,186 @@
+"""Additive per-bank feature statistics.
+
+Everything the feature pipeline needs (row count, per-numeric sum and sum of squares, category
+counts, label counts) is a sum over rows, so the consortium's statistics are the sum of the banks'
+statistics. ``to_vector`` lays them out as one float64 vector whose layout depends only on the
+schema (with a declared vocabulary per categorical column), so the sum can be computed by secure
+aggregation without any bank revealing its own statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from fraudfl.data.schema import Schema
+from fraudfl.data.validation import (
+    FloatArray,
+    IntArray,
+    categorical_column,
+    label_column,
+    numeric_column,
+)
+from fraudfl.errors import FraudflError
+
+
+def _same_roles(a: Schema, b: Schema) -> bool:
+    return (
+        a.label == b.label
+        and a.numeric == b.numeric
+        and a.categorical == b.categorical
+        and a.task == b.task
+        and a.num_classes == b.num_classes
+    )
+
+
+@dataclass
+class FeatureStats:
+    """Sufficient statistics of one bank (or a sum of banks) for the feature pipeline."""
+
+    schema: Schema
+    count: int
+    sums: FloatArray  # per numeric column, schema order
+    sums_sq: FloatArray
+    category_counts: dict[str, dict[str, int]]  # column -> category -> rows
+    label_counts: IntArray  # per class
+
+    @classmethod
+    def empty(cls, schema: Schema) -> FeatureStats:
+        return cls(
+            schema=schema,
+            count=0,
+            sums=np.zeros(len(schema.numeric)),
+            sums_sq=np.zeros(len(schema.numeric)),
+            category_counts={col: {} for col in schema.categorical},
+            label_counts=np.zeros(schema.num_classes, dtype=np.int64),
+        )
+
+    def __add__(self, other: FeatureStats) -> FeatureStats:
+        if not isinstance(other, FeatureStats):
+            return NotImplemented
+        if not _same_roles(self.schema, other.schema):
+            raise FraudflError("cannot add feature statistics of different schemas")
+        counts: dict[str, dict[str, int]] = {}
+        for col in self.schema.categorical:
+            merged = dict(self.category_counts[col])
+            for category, n in other.category_counts[col].items():
+                merged[category] = merged.get(category, 0) + n
+            counts[col] = merged
+        return FeatureStats(
+            schema=self.schema,
+            count=self.count + other.count,
+            sums=self.sums + other.sums,
+            sums_sq=self.sums_sq + other.sums_sq,
+            category_counts=counts,
+            label_counts=self.label_counts + other.label_counts,
+        )
+
+    def __radd__(self, other: object) -> FeatureStats:
+        # Lets ``sum(stats_list)`` start from the integer 0.
+        if other == 0:
+            return self
+        return NotImplemented
+
+    @staticmethod
+    def vector_size(schema: Schema) -> int:
+        """Length of :meth:`to_vector` for ``schema`` (needs every vocabulary declared)."""
+        vocab = _vocabularies(schema)
+        return (
+            1 + 2 * len(schema.numeric) + sum(len(v) for v in vocab.values()) + schema.num_classes
+        )
+
+    def to_vector(self) -> FloatArray:
+        """``[count, sums, sums_sq, category counts (vocabulary order), label counts]``."""
+        vocab = _vocabularies(self.schema)
+        parts: list[FloatArray] = [
+            np.array([self.count], dtype=np.float64),
+            self.sums.astype(np.float64),
+            self.sums_sq.astype(np.float64),
+        ]
+        for col in self.schema.categorical:
+            counts = self.category_counts[col]
+            outside = sorted(set(counts) - set(vocab[col]))
+            if outside:
+                raise FraudflError(
+                    f"column '{col}': categories {outside} are not in the schema's vocabulary"
+                )
+            parts.append(np.array([counts.get(c, 0) for c in vocab[col]], dtype=np.float64))
+        parts.append(self.label_counts.astype(np.float64))
+        return np.concatenate(parts)
+
+    @classmethod
+    def from_vector(cls, schema: Schema, vector: FloatArray) -> FeatureStats:
+        """Inverse of :meth:`to_vector` (counts are rounded to integers)."""
+        vector = np.asarray(vector, dtype=np.float64)
+        expected = cls.vector_size(schema)
+        if vector.ndim != 1 or vector.shape[0] != expected:
+            raise FraudflError(
+                f"feature statistics vector has shape {vector.shape}, expected ({expected},)"
+            )
+        if not np.isfinite(vector).all():
+            raise FraudflError("feature statistics vector has non-finite entries")
+        vocab = _vocabularies(schema)
+        n_num = len(schema.numeric)
+
+        def as_counts(values: FloatArray, what: str) -> IntArray:
+            counts = np.rint(values).astype(np.int64)
+            if (counts < 0).any():
+                raise FraudflError(f"feature statistics vector has negative {what}")
+            return counts
+
+        count = int(as_counts(vector[:1], "row count")[0])
+        pos = 1
+        sums = vector[pos : pos + n_num].copy()
+        pos += n_num
+        sums_sq = vector[pos : pos + n_num].copy()
+        pos += n_num
+        category_counts: dict[str, dict[str, int]] = {}
+        for col in schema.categorical:
+            values = as_counts(vector[pos : pos + len(vocab[col])], f"counts for '{col}'")
+            pos += len(vocab[col])
+            category_counts[col] = {c: int(n) for c, n in zip(vocab[col], values, strict=True) if n}
+        label_counts = as_counts(vector[pos:], "label counts")
+        return cls(schema, count, sums, sums_sq, category_counts, label_counts)
+
+
+def _vocabularies(schema: Schema) -> dict[str, list[str]]:
+    missing = [c for c in schema.categorical if not schema.categories.get(c)]
+    if missing:
+        raise FraudflError(
+            f"categorical column(s) {missing} have no declared vocabulary; a fixed statistics "
+            "layout needs [categories] in schema.toml (load_dataset fills it from the banks)"
+        )
+    return {c: schema.categories[c] for c in schema.categorical}
+
+
+def compute_stats(frame: pd.DataFrame, schema: Schema, *, source: str = "data") -> FeatureStats:
+    """Statistics of one frame (typically one bank's validated frame)."""
+    missing = [c for c in schema.required if c not in frame.columns]
+    if missing:
+        raise FraudflError(f"{source}: missing column(s) {missing} required by the schema")
+    sums = np.zeros(len(schema.numeric))
+    sums_sq = np.zeros(len(schema.numeric))
+    for i, col in enumerate(schema.numeric):
+        values = numeric_column(frame[col], col, source)
+        sums[i] = values.sum()
+        sums_sq[i] = np.square(values).sum()
+    category_counts = {
+        col: {
+            str(k): int(v)
+            for k, v in categorical_column(frame[col], col, source).value_counts().items()
+        }
+        for col in schema.categorical
+    }
+    labels = label_column(
+        frame[schema.label], schema.label, schema.task, schema.num_classes, source
+    )
+    return FeatureStats(
+        schema=schema,
+        count=len(frame),
+        sums=sums,
+        sums_sq=sums_sq,
+        category_counts=category_counts,
+        label_counts=np.bincount(labels, minlength=schema.num_classes).astype(np.int64),
+    )
