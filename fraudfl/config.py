@@ -113,7 +113,6 @@ class StageTimeouts(_Section):
 
 
 class SecAggSettings(_Section):
-    enabled: bool = True
     # SecAgg+ neighbours per bank (k of a k-regular graph); None masks with every other bank.
     neighbours: int | None = Field(default=None, ge=2)
     # Bits per coordinate in Z_{2^b}; None lets the protocol choose so the sum cannot wrap.
@@ -145,7 +144,9 @@ class PrivacySettings(_Section):
 
 class ServiceConfig(_Section):
     federation_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    # Ed25519 signing key (``<id>.key``) and X25519 key for sealed payloads (``<id>.enc.key``).
     identity_key: Path
+    encryption_key: Path
     allowlist: Path
     state_dir: Path
     kafka: KafkaSettings = KafkaSettings()
@@ -181,10 +182,16 @@ class BankNodeConfig(ServiceConfig):
     bank_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     aggregator_id: str = "aggregator"
     data: Path
+    # The dataset's schema.toml; by default the one next to the data file.
+    schema_file: Path | None = None
     privacy: PrivacySettings = PrivacySettings()
     # Test-only: record each plain update to state_dir so tests can recompute plain FedAvg.
     # Never sent anywhere; off in every generated config.
     record_plain_updates: bool = False
+
+    @property
+    def schema_path(self) -> Path:
+        return self.schema_file or self.data.parent / "schema.toml"
 
 
 C = TypeVar("C", bound=ServiceConfig)
@@ -211,9 +218,11 @@ def load_config(cls: type[C], path: Path, env: Mapping[str, str] | None = None) 
     except ValidationError as exc:
         raise FraudflError(_describe(exc, path, sources)) from exc
     _check_readable(config.identity_key, "identity_key", path)
+    _check_readable(config.encryption_key, "encryption_key", path)
     _check_readable(config.allowlist, "allowlist", path)
-    if isinstance(config, BankNodeConfig) and not config.data.exists():
-        raise FraudflError(f"{path}: data: {config.data} does not exist")
+    if isinstance(config, BankNodeConfig):
+        _check_readable(config.data, "data", path)
+        _check_readable(config.schema_path, "schema_file", path)
     return config
 
 
@@ -264,7 +273,9 @@ def _parse_env_value(value: str) -> Any:
 _PATH_FIELDS: dict[tuple[str, ...], None] = dict.fromkeys(
     [
         ("identity_key",),
+        ("encryption_key",),
         ("allowlist",),
+        ("schema_file",),
         ("state_dir",),
         ("data",),
         ("eval_data",),

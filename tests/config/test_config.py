@@ -14,6 +14,9 @@ def fed(tmp_path: Path) -> Path:
     ident = Identity.generate("bank-1")
     ident.save(tmp_path / "keys")
     Identity.generate("aggregator").save(tmp_path / "keys")
+    for pid in ("bank-1", "aggregator"):
+        (tmp_path / "keys" / f"{pid}.enc.key").write_text("k")
+    (tmp_path / "schema.toml").write_text("")
     allow = Allowlist()
     allow.enroll("bank-1", ident.public_bytes)
     allow.save(tmp_path / "allowlist.json")
@@ -30,6 +33,7 @@ BANK = """
 federation_id = "fed1"
 bank_id = "bank-1"
 identity_key = "keys/bank-1.key"
+encryption_key = "keys/bank-1.enc.key"
 allowlist = "allowlist.json"
 data = "data.csv"
 state_dir = "state/bank-1"
@@ -44,6 +48,7 @@ target_epsilon = 3.0
 AGG = """
 federation_id = "fed1"
 identity_key = "keys/aggregator.key"
+encryption_key = "keys/aggregator.enc.key"
 allowlist = "allowlist.json"
 state_dir = "state/agg"
 
@@ -97,6 +102,12 @@ def test_wrong_type_from_env_names_variable(fed: Path) -> None:
     expected = r"FRAUDFL_ROUNDS__MIN_BANKS \(overrides .*\): rounds\.min_banks"
     with pytest.raises(FraudflError, match=expected):
         load_config(AggregatorConfig, path, env={"FRAUDFL_ROUNDS__MIN_BANKS": "lots"})
+
+
+def test_missing_data_file(fed: Path) -> None:
+    (fed / "data.csv").unlink()
+    with pytest.raises(FraudflError, match=r"data: cannot read .*data\.csv"):
+        load_config(BankNodeConfig, write(fed / "bank.toml", BANK), env={})
 
 
 def test_missing_required_key(fed: Path) -> None:
