@@ -143,7 +143,7 @@ class PrivacySettings(_Section):
 
 
 class ServiceConfig(_Section):
-    federation_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    federation_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     # Ed25519 signing key (``<id>.key``) and X25519 key for sealed payloads (``<id>.enc.key``).
     identity_key: Path
     encryption_key: Path
@@ -179,7 +179,7 @@ class AggregatorConfig(ServiceConfig):
 
 
 class BankNodeConfig(ServiceConfig):
-    bank_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    bank_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     aggregator_id: str = "aggregator"
     data: Path
     # The dataset's schema.toml; by default the one next to the data file.

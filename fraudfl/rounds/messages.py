@@ -1,0 +1,161 @@
+"""Control-plane payloads of a round, and their one strict codec.
+
+Each payload is ``magic "FFRM" | version u8 | kind u8 | header length u32 | header JSON | blob``:
+a small JSON header validated by a pydantic model (unknown keys rejected) plus an optional raw
+blob (a secure-aggregation setup message, a float32 parameter vector). They travel as the payload
+of signed transport envelopes; the envelope's ``payload_type`` repeats the kind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from typing import Any, ClassVar, Literal, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MAGIC = b"FFRM"
+VERSION = 1
+_HEAD = struct.Struct(">4sBBI")
+MAX_HEADER_BYTES = 1 << 20
+
+ANNOUNCE = "round.announce"
+DECLINE = "round.decline"
+MODEL = "model"
+SECAGG = "secagg"
+
+
+class ControlMessageError(ValueError):
+    """A control payload failed to decode or validate."""
+
+
+class _Header(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    KIND: ClassVar[int]
+
+
+class TrainInstructions(_Header):
+    """Local training a bank is asked to do this round (from the strategy's configure_round)."""
+
+    local_epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    mu: float = Field(ge=0)
+    accept_partial_work: bool = False
+
+
+class BankDPInstructions(_Header):
+    """Bank-level DP: clip the update to ``clip_norm`` and add this bank's share of noise."""
+
+    enabled: bool = False
+    clip_norm: float = Field(default=1.0, gt=0)
+    noise_multiplier: float = Field(default=0.0, ge=0)
+    expected_banks: int = Field(default=1, ge=1)
+
+
+class Announcement(_Header):
+    """Aggregator to every bank: a round starts. The blob is the secagg setup message.
+
+    ``kind="stats"`` asks for the bank's feature statistics (round 0); ``kind="train"`` for a
+    weighted model update relative to the global model ``model_version``.
+    """
+
+    KIND: ClassVar[int] = 1
+    round: int = Field(ge=0)
+    kind: Literal["stats", "train"]
+    participants: tuple[str, ...]
+    model_version: int | None = None
+    model_sha256: str | None = None
+    train: TrainInstructions | None = None
+    bank_dp: BankDPInstructions | None = None
+    # Banks send weight = min(1, examples / weight_scale) next to weight * update.
+    weight_scale: float = Field(default=1.0, gt=0)
+    planned_rounds: int = Field(default=1, ge=1)
+    # Stats rounds: fixed-point settings of the exact integer sum (see exact_sum).
+    stats_frac_bits: int | None = None
+
+
+class Decline(_Header):
+    """Bank to aggregator: it will not take part in ``round`` (so nobody waits for it)."""
+
+    KIND: ClassVar[int] = 2
+    round: int = Field(ge=0)
+    reason: Literal["privacy_budget", "no_data", "error"]
+    detail: str = ""
+
+
+class ModelInfo(_Header):
+    """A versioned global model; the blob is the float32 parameter vector (little-endian).
+
+    Version 0 is the initial model, published with the feature pipeline fitted from the summed
+    statistics; version v > 0 is the model produced by round v.
+    """
+
+    KIND: ClassVar[int] = 3
+    version: int = Field(ge=0)
+    round: int = Field(ge=0)
+    spec: dict[str, Any]
+    pipeline: dict[str, Any]
+    num_params: int = Field(ge=1)
+    sha256: str
+    participants: tuple[str, ...] = ()
+    dropouts: tuple[str, ...] = ()
+    declined: tuple[str, ...] = ()
+    federation_epsilon: float | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    created_ms: int = 0
+
+
+H = TypeVar("H", bound=_Header)
+
+
+def params_digest(params: npt.NDArray[np.float32]) -> str:
+    return hashlib.sha256(np.ascontiguousarray(params, dtype="<f4").tobytes()).hexdigest()
+
+
+def encode(header: _Header, blob: bytes = b"") -> bytes:
+    head = header.model_dump_json().encode()
+    return _HEAD.pack(MAGIC, VERSION, header.KIND, len(head)) + head + blob
+
+
+def decode(data: bytes, cls: type[H]) -> tuple[H, bytes]:
+    """Parse ``data`` as a ``cls`` payload; raise :class:`ControlMessageError` on any defect."""
+    if len(data) < _HEAD.size:
+        raise ControlMessageError("control payload truncated")
+    magic, version, kind, head_len = _HEAD.unpack_from(data)
+    if magic != MAGIC:
+        raise ControlMessageError("not a control payload (bad magic)")
+    if version != VERSION:
+        raise ControlMessageError(f"control payload version {version} is not supported")
+    if kind != cls.KIND:
+        raise ControlMessageError(f"expected a {cls.__name__} payload, got kind {kind}")
+    if head_len > MAX_HEADER_BYTES or _HEAD.size + head_len > len(data):
+        raise ControlMessageError("control header length out of range")
+    raw = data[_HEAD.size : _HEAD.size + head_len]
+    try:
+        header = cls.model_validate(json.loads(raw))
+    except (ValueError, ValidationError) as exc:
+        raise ControlMessageError(f"invalid {cls.__name__}: {exc}".splitlines()[0]) from exc
+    return header, bytes(data[_HEAD.size + head_len :])
+
+
+def encode_model(info: ModelInfo, params: npt.NDArray[np.float32]) -> bytes:
+    return encode(info, np.ascontiguousarray(params, dtype="<f4").tobytes())
+
+
+def decode_model(data: bytes) -> tuple[ModelInfo, npt.NDArray[np.float32]]:
+    """A published model; checks the vector's length and digest against its header."""
+    info, blob = decode(data, ModelInfo)
+    if len(blob) != 4 * info.num_params:
+        raise ControlMessageError(
+            f"model v{info.version}: {len(blob)} bytes for {info.num_params} parameters"
+        )
+    params = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+    if params_digest(params) != info.sha256:
+        raise ControlMessageError(f"model v{info.version}: parameter digest mismatch")
+    if not np.all(np.isfinite(params)):
+        raise ControlMessageError(f"model v{info.version}: non-finite parameters")
+    return info, params
