@@ -1,0 +1,43 @@
+"""Checks shared by client and server: who signed a message, and hashing for idempotency."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from fraudfl.identity import Allowlist, verify
+from fraudfl.secagg.errors import MessageRejected, RejectReason
+from fraudfl.secagg.messages import Message
+
+
+def authenticate(allowlist: Allowlist, message: Message) -> None:
+    """Raise unless ``message`` is signed by the enrolled key of its claimed sender.
+
+    A signature that fails under the claimed sender's key but verifies under another enrolled
+    key is reported as impersonation: an enrolled party tried to speak as someone else.
+    """
+    sender = message.header.sender
+    key = allowlist.key_of(sender)
+    if key is None:
+        raise MessageRejected(RejectReason.UNKNOWN_SENDER, f"{sender!r} is not enrolled")
+    if verify(key, message.signature, bytes(message.signed)):
+        return
+    for other, other_key in allowlist.participants.items():
+        if other != sender and verify(other_key, message.signature, bytes(message.signed)):
+            raise MessageRejected(
+                RejectReason.IMPERSONATION, f"message claims to be from {sender!r} but {other!r} "
+                "signed it",
+            )
+    raise MessageRejected(RejectReason.BAD_SIGNATURE, f"signature does not match {sender!r}'s key")
+
+
+def digest(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode(), validate=True)

@@ -1,0 +1,115 @@
+"""Cryptographic building blocks: X25519 key agreement, HKDF-SHA256, AES-GCM and the ChaCha20 PRG.
+
+All keys and seeds are 32 bytes. Masks are ChaCha20 keystreams under a 256-bit seed with an
+all-zero nonce; every seed is used for exactly one stream (self-mask seeds are fresh per round,
+pairwise seeds are HKDF outputs bound to federation, round and the pair), so the zero nonce never
+repeats under one key.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+_ZERO_NONCE = bytes(16)
+
+
+def x25519_keypair() -> tuple[bytes, bytes]:
+    """A fresh (private, public) X25519 key pair as raw bytes."""
+    sk = X25519PrivateKey.generate()
+    return _raw_private(sk), _raw_public(sk.public_key())
+
+
+def x25519_public(private: bytes) -> bytes:
+    return _raw_public(X25519PrivateKey.from_private_bytes(private).public_key())
+
+
+def agree(private: bytes, public: bytes) -> bytes:
+    """X25519(private, public); raises ``ValueError`` for an invalid (e.g. all-zero) result."""
+    return X25519PrivateKey.from_private_bytes(private).exchange(
+        X25519PublicKey.from_public_bytes(public)
+    )
+
+
+def hkdf(secret: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(secret)
+
+
+def context(label: bytes, federation_id: str, round_number: int, *parts: int) -> bytes:
+    """Domain-separated HKDF info / AEAD data binding a derivation to its round and parties."""
+    fed = federation_id.encode()
+    return (
+        b"fraudfl-secagg/v1/"
+        + label
+        + struct.pack(">H", len(fed))
+        + fed
+        + struct.pack(f">Q{len(parts)}I", round_number, *parts)
+    )
+
+
+def pairwise_seed(
+    mask_private: bytes, peer_mask_public: bytes, federation_id: str, round_number: int,
+    index_a: int, index_b: int,
+) -> bytes:
+    """The seed s_uv both ends of a pair derive (the indices are ordered so both agree)."""
+    lo, hi = sorted((index_a, index_b))
+    return hkdf(
+        agree(mask_private, peer_mask_public),
+        context(b"pairwise-mask", federation_id, round_number, lo, hi),
+    )
+
+
+def share_key(
+    enc_private: bytes, peer_enc_public: bytes, federation_id: str, round_number: int,
+    sender: int, recipient: int,
+) -> bytes:
+    """AES-256-GCM key for shares from ``sender`` to ``recipient`` (one key per direction)."""
+    return hkdf(
+        agree(enc_private, peer_enc_public),
+        context(b"share-key", federation_id, round_number, sender, recipient),
+    )
+
+
+def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def open_sealed(key: bytes, sealed: bytes, aad: bytes) -> bytes | None:
+    """The plaintext, or None when the ciphertext or its binding data was tampered with."""
+    if len(sealed) < NONCE_BYTES + 16:
+        return None
+    try:
+        return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
+    except InvalidTag:
+        return None
+
+
+def prg(seed: bytes, length: int, dtype: npt.DTypeLike) -> npt.NDArray[np.unsignedinteger]:
+    """``length`` uniformly random unsigned integers of ``dtype`` expanded from a 32-byte seed."""
+    nbytes = length * np.dtype(dtype).itemsize
+    stream = Cipher(algorithms.ChaCha20(seed, _ZERO_NONCE), mode=None).encryptor().update(
+        bytes(nbytes)
+    )
+    return np.frombuffer(stream, dtype=np.dtype(dtype).newbyteorder("<"))
+
+
+def _raw_private(key: X25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+
+def _raw_public(key: X25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
