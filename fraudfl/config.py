@@ -293,7 +293,7 @@ def _resolve_paths(cls: type[BaseModel], data: dict[str, Any], base: Path) -> No
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
             value = Path(node[keys[-1]]).expanduser()
-            node[keys[-1]] = value if value.is_absolute() else base / value
+            node[keys[-1]] = (value if value.is_absolute() else base / value).resolve()
 
 
 def _describe(exc: ValidationError, path: Path, sources: Mapping[tuple[str, ...], str]) -> str:

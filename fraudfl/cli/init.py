@@ -1,0 +1,213 @@
+"""``fraudfl init DIR --banks N``: a ready-to-run federation directory.
+
+Layout::
+
+    DIR/README.md            how to start each process
+    DIR/allowlist.json       every participant's Ed25519 and X25519 public keys
+    DIR/keys/                <id>.key, <id>.enc.key (0600) and their .pub files
+    DIR/data/                synthetic bank files, test.csv (the aggregator's held-out set), schema
+    DIR/aggregator.toml
+    DIR/banks/<bank>.toml
+    DIR/state/               created by the services (checkpoints, accountants, models)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fraudfl.errors import FraudflError
+from fraudfl.identity import Allowlist, Identity
+
+log = logging.getLogger(__name__)
+
+AGGREGATOR_ID = "aggregator"
+TomlValue = str | int | float | bool | list[int] | None
+
+
+@dataclass
+class FederationPlan:
+    """What ``init`` writes; ``demo`` and the tests build on the same function."""
+
+    directory: Path
+    banks: int = 3
+    transactions: int = 20_000
+    federation_id: str = "demo"
+    bootstrap_servers: str = "127.0.0.1:9092"
+    rounds: int = 5
+    min_banks: int = 2
+    seed: int = 0
+    # Extra settings per TOML section, merged over the defaults below.
+    aggregator_overrides: dict[str, dict[str, TomlValue]] = field(default_factory=dict)
+    bank_overrides: dict[str, dict[str, TomlValue]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Federation:
+    directory: Path
+    aggregator_config: Path
+    bank_configs: dict[str, Path]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "init",
+        help="write a ready-to-run federation directory (keys, allowlist, configs, data)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("directory", type=Path, help="directory to create (must be empty or absent)")
+    p.add_argument("--banks", type=int, default=3, help="number of banks (default: 3)")
+    p.add_argument(
+        "--transactions", type=int, default=20_000, help="synthetic rows in total (default: 20000)"
+    )
+    p.add_argument("--federation-id", default="demo", help="federation id (default: demo)")
+    p.add_argument(
+        "--bootstrap-servers",
+        default="127.0.0.1:9092",
+        help="Kafka bootstrap servers written into the configs (default: 127.0.0.1:9092)",
+    )
+    p.add_argument("--rounds", type=int, default=5, help="rounds to run (default: 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: 0)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    fed = write_federation(
+        FederationPlan(
+            directory=args.directory,
+            banks=args.banks,
+            transactions=args.transactions,
+            federation_id=args.federation_id,
+            bootstrap_servers=args.bootstrap_servers,
+            rounds=args.rounds,
+            seed=args.seed,
+        )
+    )
+    banks = len(fed.bank_configs)
+    print(f"wrote federation {args.federation_id!r} with {banks} banks to {fed.directory}")
+    print(f"see {fed.directory / 'README.md'} for how to start it")
+    return 0
+
+
+def write_federation(plan: FederationPlan) -> Federation:
+    # Imported here so that `fraudfl --help` does not pay for pandas and the crypto stack.
+    from fraudfl.data.generators.banks import generate_bank_data
+    from fraudfl.data.loading import find_data_files
+    from fraudfl.transport.sealing import EncryptionKey
+
+    root = plan.directory
+    if plan.banks < 2:
+        raise FraudflError(f"--banks must be at least 2, got {plan.banks}")
+    if plan.min_banks > plan.banks:
+        raise FraudflError(f"min_banks {plan.min_banks} exceeds the number of banks {plan.banks}")
+    if root.exists() and any(root.iterdir()):
+        raise FraudflError(f"{root}: directory is not empty; choose a new one")
+    root.mkdir(parents=True, exist_ok=True)
+    data_dir = generate_bank_data(
+        root / "data",
+        n_banks=plan.banks,
+        total_transactions=plan.transactions,
+        seed=plan.seed,
+    )
+    bank_files, test_file = find_data_files(data_dir)
+    keys = root / "keys"
+    allow = Allowlist()
+    for pid in [AGGREGATOR_ID, *bank_files]:
+        ident = Identity.generate(pid)
+        enc = EncryptionKey.generate(pid)
+        ident.save(keys)
+        enc.save(keys)
+        allow.enroll(pid, ident.public_bytes)
+        allow.enroll_encryption_key(pid, enc.public_bytes)
+    allow.save(root / "allowlist.json")
+
+    agg_sections: dict[str, dict[str, TomlValue]] = {
+        "": {
+            "federation_id": plan.federation_id,
+            "aggregator_id": AGGREGATOR_ID,
+            "identity_key": f"keys/{AGGREGATOR_ID}.key",
+            "encryption_key": f"keys/{AGGREGATOR_ID}.enc.key",
+            "allowlist": "allowlist.json",
+            "state_dir": f"state/{AGGREGATOR_ID}",
+            "eval_data": f"data/{test_file.name}" if test_file else None,
+        },
+        "kafka": {"bootstrap_servers": plan.bootstrap_servers},
+        "rounds": {"rounds": plan.rounds, "min_banks": plan.min_banks, "seed": plan.seed},
+        "training": {"local_epochs": 1, "batch_size": 128, "lr": 0.05, "mu": 0.01},
+        "strategy": {"name": "fedprox"},
+        "secagg": {"clip_range": 0.5},
+    }
+    agg_path = root / "aggregator.toml"
+    agg_path.write_text(_toml(_merge(agg_sections, plan.aggregator_overrides)))
+
+    bank_paths: dict[str, Path] = {}
+    (root / "banks").mkdir(exist_ok=True)
+    for bank_id, data_path in bank_files.items():
+        sections: dict[str, dict[str, TomlValue]] = {
+            "": {
+                "federation_id": plan.federation_id,
+                "bank_id": bank_id,
+                "aggregator_id": AGGREGATOR_ID,
+                "identity_key": f"../keys/{bank_id}.key",
+                "encryption_key": f"../keys/{bank_id}.enc.key",
+                "allowlist": "../allowlist.json",
+                "data": f"../data/{data_path.name}",
+                "state_dir": f"../state/{bank_id}",
+            },
+            "kafka": {"bootstrap_servers": plan.bootstrap_servers},
+            "privacy": {
+                "target_epsilon": 8.0,
+                "max_grad_norm": 1.0,
+                "planned_rounds": plan.rounds,
+            },
+        }
+        path = root / "banks" / f"{bank_id}.toml"
+        path.write_text(_toml(_merge(sections, plan.bank_overrides)))
+        bank_paths[bank_id] = path
+    (root / "README.md").write_text(_readme(plan, list(bank_paths)))
+    log.info("wrote federation %s to %s", plan.federation_id, root)
+    return Federation(root, agg_path, bank_paths)
+
+
+def _merge(
+    base: Mapping[str, dict[str, TomlValue]], extra: Mapping[str, dict[str, TomlValue]]
+) -> dict[str, dict[str, TomlValue]]:
+    out = {k: dict(v) for k, v in base.items()}
+    for section, values in extra.items():
+        out.setdefault(section, {}).update(values)
+    return out
+
+
+def _toml(sections: Mapping[str, Mapping[str, TomlValue]]) -> str:
+    """TOML for flat sections; JSON string and list syntax is valid TOML for these values."""
+    lines: list[str] = []
+    for section in sorted(sections, key=lambda s: (s != "", s)):
+        values = {k: v for k, v in sections[section].items() if v is not None}
+        if section:
+            lines.append(f"\n[{section}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _readme(plan: FederationPlan, banks: list[str]) -> str:
+    bank_lines = "\n".join(f"fraudfl bank-node --config banks/{b}.toml &" for b in banks)
+    return f"""# Federation `{plan.federation_id}`
+
+Written by `fraudfl init`. Start a Kafka broker reachable at `{plan.bootstrap_servers}` (for a
+local one: `fraudfl broker --port {plan.bootstrap_servers.rsplit(":", 1)[-1]}`), then, from this
+directory, one process each:
+
+```bash
+fraudfl aggregator --config aggregator.toml &
+{bank_lines}
+```
+
+Keys are in `keys/` (private keys 0600; never copy another participant's), the aggregator's
+enrolment list in `allowlist.json`, each service's state in `state/<id>/`. Override any config
+value with an environment variable, e.g. `FRAUDFL_KAFKA__BOOTSTRAP_SERVERS=host:9092`.
+"""

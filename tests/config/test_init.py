@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from fraudfl.cli import main
+from fraudfl.config import AggregatorConfig, BankNodeConfig, load_config
+from fraudfl.identity import Allowlist
+
+
+def test_init_writes_loadable_federation(tmp_path: Path) -> None:
+    root = tmp_path / "fed"
+    assert main(["init", str(root), "--banks", "2", "--transactions", "2000"]) == 0
+    agg = load_config(AggregatorConfig, root / "aggregator.toml", env={})
+    assert agg.eval_data is not None and agg.eval_data.exists()
+    allow = Allowlist.load(agg.allowlist)
+    banks = sorted(p.stem for p in (root / "banks").glob("*.toml"))
+    assert banks == ["bank_00", "bank_01"]
+    assert set(allow.participants) == {"aggregator", *banks}
+    assert set(allow.encryption_keys) == set(allow.participants)
+    for bank in banks:
+        cfg = load_config(BankNodeConfig, root / "banks" / f"{bank}.toml", env={})
+        assert cfg.bank_id == bank
+        assert cfg.data.exists() and cfg.schema_path.exists()
+        for key in (cfg.identity_key, cfg.encryption_key):
+            assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert "fraudfl bank-node --config banks/bank_01.toml" in (root / "README.md").read_text()
+
+
+def test_init_refuses_non_empty_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "x").write_text("")
+    assert main(["init", str(tmp_path), "--banks", "2"]) == 2
+    assert "not empty" in capsys.readouterr().err
