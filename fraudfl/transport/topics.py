@@ -1,0 +1,79 @@
+"""The Kafka topics of one federation; see docs/topics.md for why they look like this."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from fraudfl.errors import FraudflError
+from fraudfl.transport.base import TopicSpec, Transport
+
+PREFIX = "fraudfl"
+# Kafka allows [a-zA-Z0-9._-] up to 249 characters in a topic name.
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_name(kind: str, value: str) -> str:
+    """Validate a federation or participant id used inside topic names."""
+    if not _NAME.fullmatch(value):
+        raise FraudflError(
+            f"{kind} {value!r} must be 1-64 characters of letters, digits, '_' or '-'"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class TopicLayout:
+    """Topic names and partition counts for federation ``federation``."""
+
+    federation: str
+    to_aggregator_partitions: int = 1
+
+    def __post_init__(self) -> None:
+        check_name("federation id", self.federation)
+        if self.to_aggregator_partitions < 1:
+            raise FraudflError("to_aggregator_partitions must be at least 1")
+
+    @property
+    def prefix(self) -> str:
+        return f"{PREFIX}.{self.federation}."
+
+    @property
+    def control(self) -> str:
+        """Aggregator -> everyone: round announcements and stage broadcasts (1 partition)."""
+        return f"{self.prefix}control"
+
+    @property
+    def to_aggregator(self) -> str:
+        """Banks -> aggregator, keyed by bank id."""
+        return f"{self.prefix}to-aggregator"
+
+    @property
+    def models(self) -> str:
+        """Versioned global models published by the aggregator (1 partition)."""
+        return f"{self.prefix}models"
+
+    def inbox(self, bank_id: str) -> str:
+        """Messages addressed to one bank (1 partition)."""
+        return f"{self.prefix}bank.{check_name('bank id', bank_id)}"
+
+    def specs(self, bank_ids: Iterable[str]) -> list[TopicSpec]:
+        return [
+            TopicSpec(self.control, 1),
+            TopicSpec(self.to_aggregator, self.to_aggregator_partitions),
+            TopicSpec(self.models, 1),
+            *(TopicSpec(self.inbox(b), 1) for b in sorted(set(bank_ids))),
+        ]
+
+    def create(self, transport: Transport, bank_ids: Iterable[str]) -> list[TopicSpec]:
+        """Create the federation's topics (idempotent); returns what it asked for."""
+        specs = self.specs(bank_ids)
+        transport.create_topics(specs)
+        return specs
+
+    def delete(self, transport: Transport) -> list[str]:
+        """Delete every topic of this federation; returns the names deleted."""
+        names = sorted(t for t in transport.list_topics() if t.startswith(self.prefix))
+        transport.delete_topics(names)
+        return names
