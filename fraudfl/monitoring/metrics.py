@@ -1,0 +1,557 @@
+"""The metrics the fraudfl services export, behind a small typed interface.
+
+Services call methods such as :meth:`AggregatorMetrics.round_completed` and never touch
+prometheus-client directly. Conventions (https://prometheus.io/docs/practices/naming/):
+
+- every name starts with ``fraudfl_``; values are in base units (seconds, bytes);
+  counters end in ``_total``;
+- labels are few and bounded: ``federation`` and ``bank`` are fixed per process and bound at
+  construction; ``stage``, ``reason``, ``metric``, ``endpoint`` and ``outcome`` take values from
+  the closed sets below, so a typo is a mypy error and, at run time, a ``ValueError`` rather than
+  a new time series. Message or transaction ids never become labels.
+- every labelled child is created up front, so each series exists (at 0) from the first scrape
+  and ``rate()``/``increase()`` see the first event.
+
+Each class takes the registry to register on: ``None`` means prometheus-client's process-wide
+default registry (which already carries the process, platform and GC collectors); tests and
+processes that host several services pass a private one from :func:`new_registry`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import weakref
+from collections.abc import Iterable, Mapping
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from typing import Any, Literal, TypeVar, get_args
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.metrics import MetricWrapperBase
+
+# The aggregation stages the aggregator times out separately (the keys of ``[timeouts]`` in its
+# config): the secure-aggregation stages, the secure sum of feature statistics, and the single
+# upload stage of the plain, non-secure mode.
+Stage = Literal[
+    "advertise_keys", "share_keys", "masked_input", "unmask", "feature_stats", "plain_update"
+]
+AbortReason = Literal[
+    "timeout",
+    "below_threshold",
+    "no_eligible_banks",
+    "unmasking_failed",
+    "aggregator_restart",
+    "internal_error",
+]
+# The values of ``fraudfl.transport.errors.RejectReason`` and ``fraudfl.secagg.errors.RejectReason``
+# (both StrEnums, so their members can be passed as they are).
+REJECT_REASONS: tuple[str, ...] = (
+    "malformed",
+    "unsupported_version",
+    "too_large",
+    "corrupt",
+    "bad_signature",
+    "unknown_sender",
+    "wrong_federation",
+    "wrong_recipient",
+    "wrong_round",
+    "wrong_stage",
+    "replay",
+    "duplicate",
+    "wrong_length",
+    "impersonation",
+    "inconsistent",
+    "undecryptable",
+    "decryption_failed",
+)
+RecoveryOutcome = Literal["resumed", "round_aborted"]
+QualityMetric = Literal["auprc", "roc_auc", "loss"]
+DeclineReason = Literal["privacy_budget", "no_data", "error"]
+KafkaErrorReason = Literal["send_failed", "receive_failed", "connection_lost", "timeout"]
+Endpoint = Literal["score", "health", "model", "stream"]
+Outcome = Literal["ok", "client_error", "server_error"]
+Component = Literal["aggregator", "bank-node", "scoring"]
+
+STAGES: tuple[Stage, ...] = get_args(Stage)
+ABORT_REASONS: tuple[AbortReason, ...] = get_args(AbortReason)
+RECOVERY_OUTCOMES: tuple[RecoveryOutcome, ...] = get_args(RecoveryOutcome)
+QUALITY_METRICS: tuple[QualityMetric, ...] = get_args(QualityMetric)
+DECLINE_REASONS: tuple[DeclineReason, ...] = get_args(DeclineReason)
+KAFKA_ERROR_REASONS: tuple[KafkaErrorReason, ...] = get_args(KafkaErrorReason)
+ENDPOINTS: tuple[Endpoint, ...] = get_args(Endpoint)
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+
+# Rounds run from seconds (small models, in-process) to tens of minutes (large banks, DP).
+ROUND_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+STAGE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
+TRAINING_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+CHECKPOINT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# The scoring target is p99 under 5 ms for one transaction: resolve the low milliseconds.
+SCORING_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
+)
+
+_K = TypeVar("_K", bound=str)
+_C = TypeVar("_C", Counter, Gauge, Histogram)
+
+
+def new_registry() -> CollectorRegistry:
+    """A private registry with the process, platform and GC collectors the default one has."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+def config_digest(config_bytes: bytes) -> str:
+    """The ``config_hash`` of the build-info metric: short SHA-256 of the config file's bytes."""
+    return hashlib.sha256(config_bytes).hexdigest()[:16]
+
+
+def fraudfl_version() -> str:
+    try:
+        return package_version("fraudfl")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class _RegistryState:
+    """Metric families already created on one registry, and which services registered there."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, MetricWrapperBase] = {}
+        self.owners: set[tuple[str, ...]] = set()
+
+
+# Families are shared per registry so that one process may host several services (a bank node
+# serving scoring, or tests running two banks): each adds its own children to the same family.
+_states: weakref.WeakKeyDictionary[CollectorRegistry, _RegistryState] = (
+    weakref.WeakKeyDictionary()
+)
+_M = TypeVar("_M", bound=MetricWrapperBase)
+
+
+class _Factory:
+    """Creates (or reuses) families on a registry and binds the service's fixed labels."""
+
+    def __init__(
+        self, registry: CollectorRegistry, component: Component, fixed: dict[str, str],
+        config_hash: str,
+    ) -> None:
+        self.registry = registry
+        self.fixed = fixed
+        self.base = tuple(fixed)
+        self._state = _states.setdefault(registry, _RegistryState())
+        owner = (component, *fixed.values())
+        if owner in self._state.owners:
+            raise ValueError(
+                f"{component} metrics for {', '.join(f'{k}={v}' for k, v in fixed.items())} "
+                "are already registered on this registry"
+            )
+        self._state.owners.add(owner)
+        info = self.family(
+            Info, "fraudfl_build",
+            "fraudfl version and configuration of this process (value always 1)",
+            ("federation", "bank", "component"),
+        )
+        info.labels(fixed["federation"], fixed.get("bank", ""), component).info(
+            {"version": fraudfl_version(), "config_hash": config_hash}
+        )
+
+    def family(
+        self, kind: type[_M], name: str, doc: str, labelnames: tuple[str, ...], **kwargs: Any
+    ) -> _M:
+        existing = self._state.families.get(name)
+        if existing is None:
+            existing = kind(name, doc, labelnames, registry=self.registry, **kwargs)
+            self._state.families[name] = existing
+        assert isinstance(existing, kind)
+        return existing
+
+    def one(self, kind: type[_C], name: str, doc: str, **kwargs: Any) -> _C:
+        return self.family(kind, name, doc, self.base, **kwargs).labels(**self.fixed)
+
+    def each(
+        self, kind: type[_C], name: str, doc: str, label: str, keys: Iterable[_K], **kwargs: Any
+    ) -> dict[_K, _C]:
+        parent = self.family(kind, name, doc, (*self.base, label), **kwargs)
+        return {key: parent.labels(**self.fixed, **{label: key}) for key in keys}
+
+
+def _pick(children: Mapping[_K, _C], key: _K, what: str) -> _C:
+    try:
+        return children[key]
+    except KeyError:
+        raise ValueError(
+            f"unknown {what} {key!r}; expected one of {', '.join(sorted(children))}"
+        ) from None
+
+
+def _count(value: float, what: str) -> float:
+    if value < 0:
+        raise ValueError(f"{what} must be >= 0, got {value}")
+    return value
+
+
+class AggregatorMetrics:
+    """Metrics of the aggregator: rounds, secure-aggregation stages, traffic, checkpoints."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        federation: str,
+        config_hash: str = "",
+    ) -> None:
+        self.registry = REGISTRY if registry is None else registry
+        f = _Factory(self.registry, "aggregator", {"federation": federation}, config_hash)
+        self._rounds_started = f.one(
+            Counter, "fraudfl_aggregator_rounds_started_total", "Rounds announced."
+        )
+        self._rounds_completed = f.one(
+            Counter, "fraudfl_aggregator_rounds_completed_total",
+            "Rounds that produced a new global model.",
+        )
+        self._rounds_aborted = f.each(
+            Counter, "fraudfl_aggregator_rounds_aborted_total",
+            "Rounds abandoned without a new model, by reason.", "reason", ABORT_REASONS,
+        )
+        self._round_duration = f.one(
+            Histogram, "fraudfl_aggregator_round_duration_seconds",
+            "Wall time from round announcement to the new global model.",
+            buckets=ROUND_BUCKETS,
+        )
+        self._banks_selected = f.one(
+            Counter, "fraudfl_aggregator_banks_selected_total",
+            "Banks selected into rounds, summed over rounds (denominator of the dropout ratio).",
+        )
+        self._stage_duration = f.each(
+            Histogram, "fraudfl_aggregator_secagg_stage_duration_seconds",
+            "Duration of each aggregation stage on the aggregator.", "stage", STAGES,
+            buckets=STAGE_BUCKETS,
+        )
+        self._stage_participants = f.each(
+            Gauge, "fraudfl_aggregator_stage_participants",
+            "Banks that completed the stage in the latest round that reached it.",
+            "stage", STAGES,
+        )
+        self._dropouts = f.each(
+            Counter, "fraudfl_aggregator_dropouts_total",
+            "Banks that were expected in a stage and did not complete it.", "stage", STAGES,
+        )
+        self._current_round = f.one(
+            Gauge, "fraudfl_aggregator_current_round",
+            "Number of the round in progress or last run.",
+        )
+        self._model_version = f.one(
+            Gauge, "fraudfl_aggregator_model_version",
+            "Version of the latest published global model.",
+        )
+        self._received_bytes = f.one(
+            Counter, "fraudfl_aggregator_received_bytes_total", "Bytes of Kafka records consumed."
+        )
+        self._sent_bytes = f.one(
+            Counter, "fraudfl_aggregator_sent_bytes_total", "Bytes of Kafka records produced."
+        )
+        self._messages_received = f.one(
+            Counter, "fraudfl_aggregator_messages_received_total", "Kafka records consumed."
+        )
+        self._messages_sent = f.one(
+            Counter, "fraudfl_aggregator_messages_sent_total", "Kafka records produced."
+        )
+        self._rejected = f.each(
+            Counter, "fraudfl_aggregator_messages_rejected_total",
+            "Inbound messages dropped before acting on them, by reason.",
+            "reason", REJECT_REASONS,
+        )
+        self._kafka_errors = f.each(
+            Counter, "fraudfl_aggregator_kafka_errors_total", "Kafka client errors, by reason.",
+            "reason", KAFKA_ERROR_REASONS,
+        )
+        self._checkpoint_writes = f.one(
+            Counter, "fraudfl_aggregator_checkpoint_writes_total",
+            "Checkpoints written (atomically).",
+        )
+        self._checkpoint_duration = f.one(
+            Histogram, "fraudfl_aggregator_checkpoint_write_duration_seconds",
+            "Time to write one checkpoint including fsync.", buckets=CHECKPOINT_BUCKETS,
+        )
+        self._recoveries = f.each(
+            Counter, "fraudfl_aggregator_recoveries_total",
+            "Restarts from a checkpoint, by what happened to the round in progress.",
+            "outcome", RECOVERY_OUTCOMES,
+        )
+        self._quality = f.each(
+            Gauge, "fraudfl_aggregator_global_model_quality",
+            "Quality of the latest global model on the aggregator's held-out set.",
+            "metric", QUALITY_METRICS,
+        )
+        self._federation_epsilon = f.one(
+            Gauge, "fraudfl_aggregator_federation_epsilon",
+            "Federation-level (bank-level DP) epsilon published with the latest model.",
+        )
+
+    def round_started(self, round_number: int, *, selected_banks: int) -> None:
+        self._rounds_started.inc()
+        self._current_round.set(round_number)
+        self._banks_selected.inc(_count(selected_banks, "selected_banks"))
+
+    def round_completed(self, *, duration_seconds: float, model_version: int) -> None:
+        self._rounds_completed.inc()
+        self._round_duration.observe(_count(duration_seconds, "duration_seconds"))
+        self._model_version.set(model_version)
+
+    def round_aborted(self, reason: AbortReason) -> None:
+        _pick(self._rounds_aborted, reason, "abort reason").inc()
+
+    def stage_completed(
+        self, stage: Stage, *, duration_seconds: float, participants: int, dropouts: int
+    ) -> None:
+        """A stage ended: ``participants`` banks completed it, ``dropouts`` did not."""
+        _pick(self._stage_duration, stage, "stage").observe(
+            _count(duration_seconds, "duration_seconds")
+        )
+        self._stage_participants[stage].set(_count(participants, "participants"))
+        self._dropouts[stage].inc(_count(dropouts, "dropouts"))
+
+    def message_received(self, nbytes: int) -> None:
+        self._messages_received.inc()
+        self._received_bytes.inc(_count(nbytes, "nbytes"))
+
+    def message_sent(self, nbytes: int) -> None:
+        self._messages_sent.inc()
+        self._sent_bytes.inc(_count(nbytes, "nbytes"))
+
+    def message_rejected(self, reason: str) -> None:
+        _pick(self._rejected, reason, "reject reason").inc()
+
+    def kafka_error(self, reason: KafkaErrorReason) -> None:
+        _pick(self._kafka_errors, reason, "Kafka error reason").inc()
+
+    def checkpoint_written(self, *, duration_seconds: float) -> None:
+        self._checkpoint_writes.inc()
+        self._checkpoint_duration.observe(_count(duration_seconds, "duration_seconds"))
+
+    def recovered(self, outcome: RecoveryOutcome) -> None:
+        _pick(self._recoveries, outcome, "recovery outcome").inc()
+
+    def set_model_quality(self, metric: QualityMetric, value: float) -> None:
+        _pick(self._quality, metric, "quality metric").set(value)
+
+    def set_federation_epsilon(self, epsilon: float) -> None:
+        self._federation_epsilon.set(_count(epsilon, "epsilon"))
+
+
+class BankMetrics:
+    """Metrics of one bank node: local training, privacy spending, protocol and Kafka traffic."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        federation: str,
+        bank: str,
+        config_hash: str = "",
+    ) -> None:
+        self.registry = REGISTRY if registry is None else registry
+        f = _Factory(
+            self.registry, "bank-node", {"federation": federation, "bank": bank}, config_hash
+        )
+        self._training_duration = f.one(
+            Histogram, "fraudfl_bank_training_duration_seconds", "Local training time per round.",
+            buckets=TRAINING_BUCKETS,
+        )
+        self._examples = f.one(
+            Counter, "fraudfl_bank_training_examples_total",
+            "Training examples processed (summed over local epochs).",
+        )
+        self._training_loss = f.one(
+            Gauge, "fraudfl_bank_training_loss", "Mean training loss of the latest local training."
+        )
+        self._validation = f.each(
+            Gauge, "fraudfl_bank_validation_quality",
+            "Quality of the model in use on the bank's own validation split.",
+            "metric", QUALITY_METRICS,
+        )
+        self._epsilon_spent = f.one(
+            Gauge, "fraudfl_bank_privacy_epsilon_spent",
+            "Record-level epsilon spent so far (at the configured delta).",
+        )
+        self._epsilon_budget = f.one(
+            Gauge, "fraudfl_bank_privacy_epsilon_budget", "Record-level epsilon budget."
+        )
+        self._epsilon_remaining = f.one(
+            Gauge, "fraudfl_bank_privacy_epsilon_remaining",
+            "Record-level epsilon left in the budget (never below 0).",
+        )
+        self._delta = f.one(
+            Gauge, "fraudfl_bank_privacy_delta", "Delta the epsilon figures refer to."
+        )
+        self._federation_epsilon = f.one(
+            Gauge, "fraudfl_bank_federation_epsilon",
+            "Federation-level epsilon of the latest global model received.",
+        )
+        self._rounds_joined = f.one(
+            Counter, "fraudfl_bank_rounds_joined_total",
+            "Rounds this bank sent its (masked) update to.",
+        )
+        self._rounds_declined = f.each(
+            Counter, "fraudfl_bank_rounds_declined_total",
+            "Round invitations declined, by reason.", "reason", DECLINE_REASONS,
+        )
+        self._stage_duration = f.each(
+            Histogram, "fraudfl_bank_secagg_stage_duration_seconds",
+            "Duration of each aggregation stage on the bank (client side).", "stage", STAGES,
+            buckets=STAGE_BUCKETS,
+        )
+        self._sent_bytes = f.one(
+            Counter, "fraudfl_bank_kafka_sent_bytes_total", "Bytes of Kafka records produced."
+        )
+        self._received_bytes = f.one(
+            Counter, "fraudfl_bank_kafka_received_bytes_total", "Bytes of Kafka records consumed."
+        )
+        self._kafka_errors = f.each(
+            Counter, "fraudfl_bank_kafka_errors_total", "Kafka client errors, by reason.",
+            "reason", KAFKA_ERROR_REASONS,
+        )
+        self._rejected = f.each(
+            Counter, "fraudfl_bank_messages_rejected_total",
+            "Inbound messages dropped before acting on them, by reason.",
+            "reason", REJECT_REASONS,
+        )
+        self._model_version = f.one(
+            Gauge, "fraudfl_bank_model_version", "Version of the global model the bank is using."
+        )
+
+    def training_completed(self, *, duration_seconds: float, examples: int, loss: float) -> None:
+        self._training_duration.observe(_count(duration_seconds, "duration_seconds"))
+        self._examples.inc(_count(examples, "examples"))
+        self._training_loss.set(loss)
+
+    def set_validation_quality(self, metric: QualityMetric, value: float) -> None:
+        _pick(self._validation, metric, "quality metric").set(value)
+
+    def set_privacy(self, *, epsilon_spent: float, epsilon_budget: float, delta: float) -> None:
+        """The accountant's state after a round (or at start-up, from the saved state)."""
+        self._epsilon_spent.set(_count(epsilon_spent, "epsilon_spent"))
+        self._epsilon_budget.set(_count(epsilon_budget, "epsilon_budget"))
+        self._epsilon_remaining.set(max(epsilon_budget - epsilon_spent, 0.0))
+        self._delta.set(_count(delta, "delta"))
+
+    def set_federation_epsilon(self, epsilon: float) -> None:
+        self._federation_epsilon.set(_count(epsilon, "epsilon"))
+
+    def round_joined(self) -> None:
+        self._rounds_joined.inc()
+
+    def round_declined(self, reason: DeclineReason) -> None:
+        _pick(self._rounds_declined, reason, "decline reason").inc()
+
+    def stage_completed(self, stage: Stage, *, duration_seconds: float) -> None:
+        _pick(self._stage_duration, stage, "stage").observe(
+            _count(duration_seconds, "duration_seconds")
+        )
+
+    def message_sent(self, nbytes: int) -> None:
+        self._sent_bytes.inc(_count(nbytes, "nbytes"))
+
+    def message_received(self, nbytes: int) -> None:
+        self._received_bytes.inc(_count(nbytes, "nbytes"))
+
+    def kafka_error(self, reason: KafkaErrorReason) -> None:
+        _pick(self._kafka_errors, reason, "Kafka error reason").inc()
+
+    def message_rejected(self, reason: str) -> None:
+        _pick(self._rejected, reason, "reject reason").inc()
+
+    def set_model_version(self, version: int) -> None:
+        self._model_version.set(version)
+
+
+class ScoringMetrics:
+    """Metrics of a bank's scoring service (HTTP API and streaming scorer)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        federation: str,
+        bank: str,
+        config_hash: str = "",
+    ) -> None:
+        self.registry = REGISTRY if registry is None else registry
+        fixed = {"federation": federation, "bank": bank}
+        f = _Factory(self.registry, "scoring", fixed, config_hash)
+        requests = f.family(
+            Counter, "fraudfl_scoring_requests_total", "Scoring requests, by endpoint and outcome.",
+            (*f.base, "endpoint", "outcome"),
+        )
+        self._requests = {
+            (endpoint, outcome): requests.labels(**fixed, endpoint=endpoint, outcome=outcome)
+            for endpoint in ENDPOINTS
+            for outcome in OUTCOMES
+        }
+        self._latency = f.each(
+            Histogram, "fraudfl_scoring_request_duration_seconds",
+            "Time to answer a scoring request (a batch counts once).", "endpoint", ENDPOINTS,
+            buckets=SCORING_BUCKETS,
+        )
+        self._transactions = f.one(
+            Counter, "fraudfl_scoring_transactions_total", "Transactions scored."
+        )
+        self._alerts = f.one(
+            Counter, "fraudfl_scoring_fraud_alerts_total",
+            "Transactions whose score crossed the decision threshold.",
+        )
+        self._model_version = f.one(
+            Gauge, "fraudfl_scoring_model_version", "Version of the model currently serving."
+        )
+        self._model_swaps = f.one(
+            Counter, "fraudfl_scoring_model_swaps_total", "Hot swaps to a newer model."
+        )
+        self._model_loaded_at = f.one(
+            Gauge, "fraudfl_scoring_model_loaded_timestamp_seconds",
+            "Unix time the serving model was loaded.",
+        )
+
+    def request_finished(
+        self,
+        endpoint: Endpoint,
+        outcome: Outcome,
+        *,
+        duration_seconds: float,
+        transactions: int = 0,
+        alerts: int = 0,
+    ) -> None:
+        """One request answered; ``transactions`` scored in it, ``alerts`` of them flagged."""
+        if alerts > transactions:
+            raise ValueError(f"alerts ({alerts}) cannot exceed transactions ({transactions})")
+        counter = self._requests.get((endpoint, outcome))
+        if counter is None:
+            raise ValueError(
+                f"unknown endpoint/outcome {endpoint!r}/{outcome!r}; expected endpoint in "
+                f"{', '.join(ENDPOINTS)} and outcome in {', '.join(OUTCOMES)}"
+            )
+        counter.inc()
+        self._latency[endpoint].observe(_count(duration_seconds, "duration_seconds"))
+        self._transactions.inc(_count(transactions, "transactions"))
+        self._alerts.inc(_count(alerts, "alerts"))
+
+    def model_loaded(self, version: int, *, swapped: bool) -> None:
+        """A model started serving; ``swapped`` when it replaced one (a hot swap)."""
+        self._model_version.set(version)
+        self._model_loaded_at.set(time.time())
+        if swapped:
+            self._model_swaps.inc()

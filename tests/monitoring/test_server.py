@@ -1,0 +1,77 @@
+"""The /metrics endpoint over real HTTP."""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from fraudfl.errors import FraudflError
+from fraudfl.monitoring import AggregatorMetrics, MetricsServer, start_metrics_server
+
+
+def get(url: str) -> tuple[int, str, str]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.headers["Content-Type"], response.read().decode()
+
+
+def test_serves_the_registry_and_reflects_new_values(registry: CollectorRegistry) -> None:
+    metrics = AggregatorMetrics(registry, federation="fed-http")
+    server = start_metrics_server(0, host="127.0.0.1", registry=registry)
+    try:
+        assert server.port > 0
+        status, content_type, body = get(server.url)
+        assert status == 200
+        assert content_type.startswith("text/plain")
+        assert 'fraudfl_aggregator_rounds_completed_total{federation="fed-http"} 0.0' in body
+        assert "process_start_time_seconds" in body
+
+        metrics.round_started(4, selected_banks=3)
+        metrics.round_completed(duration_seconds=2.0, model_version=4)
+        _, _, body = get(server.url)
+        values = {
+            s.name: s.value
+            for fam in text_string_to_metric_families(body)
+            for s in fam.samples
+            if s.labels.get("federation") == "fed-http"
+        }
+        assert values["fraudfl_aggregator_rounds_completed_total"] == 1
+        assert values["fraudfl_aggregator_model_version"] == 4
+    finally:
+        server.stop()
+
+
+def test_stop_releases_the_port(registry: CollectorRegistry) -> None:
+    server = start_metrics_server(0, host="127.0.0.1", registry=registry)
+    port = server.port
+    server.stop()
+    server.stop()
+    with pytest.raises(urllib.error.URLError):
+        get(f"http://127.0.0.1:{port}/metrics")
+    again = start_metrics_server(port, host="127.0.0.1", registry=registry)
+    try:
+        assert again.port == port
+        assert get(again.url)[0] == 200
+    finally:
+        again.stop()
+
+
+def test_port_in_use_is_a_clear_error(registry: CollectorRegistry) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(FraudflError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
+            start_metrics_server(port, host="127.0.0.1", registry=registry)
+    with pytest.raises(FraudflError, match="out of range"):
+        start_metrics_server(70000, registry=registry)
+
+
+def test_live_server_fixture_exposes_all_three_services(live_metrics_server: MetricsServer) -> None:
+    _, _, body = get(live_metrics_server.url)
+    for prefix in ("fraudfl_aggregator_", "fraudfl_bank_", "fraudfl_scoring_"):
+        assert prefix in body
