@@ -1,0 +1,256 @@
+"""Forged, misdirected, replayed, duplicated and malformed messages are refused with a reason,
+and the round still completes with the exact sum afterwards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from secagg_driver import Driver, make_driver
+
+from fraudfl.identity import Identity
+from fraudfl.secagg import MessageRejected, RejectReason, ServerStatus
+from fraudfl.secagg.messages import (
+    AdvertiseKeys,
+    KeyList,
+    MaskedInput,
+    ShareRouting,
+    UnmaskRequest,
+    decode,
+    encode,
+)
+from fraudfl.secagg.server import Outgoing
+
+
+def _reject(fn: object, data: bytes, reason: RejectReason) -> MessageRejected:
+    with pytest.raises(MessageRejected) as info:
+        fn(data)  # type: ignore[operator]
+    assert info.value.reason is reason, info.value
+    return info.value
+
+
+def _finish(drv: Driver, outgoing: list[Outgoing]) -> None:
+    drv.run(outgoing=outgoing)
+    assert drv.server.status is ServerStatus.DONE, drv.server.abort_reason
+    np.testing.assert_array_equal(drv.server.result, drv.expected_total(drv.names))
+
+
+def _advance_to_masked(drv: Driver) -> dict[str, bytes]:
+    """Run stages 1-2 and return every bank's masked-input message (not yet delivered)."""
+    adverts = drv.to_clients(drv.server.start())
+    shares = drv.to_clients(drv.to_server(adverts))
+    return drv.to_clients(drv.to_server(shares))
+
+
+def test_forged_signature_is_rejected_then_the_real_message_accepted() -> None:
+    drv = make_driver()
+    adverts = drv.to_clients(drv.server.start())
+    forged = bytearray(adverts["bank-01"])
+    forged[-1] ^= 1
+    err = _reject(drv.server.receive, bytes(forged), RejectReason.BAD_SIGNATURE)
+    assert "bank-01" in str(err)
+    _finish(drv, drv.to_server(adverts))
+
+
+def test_tampered_body_is_rejected() -> None:
+    drv = make_driver()
+    masked = _advance_to_masked(drv)
+    tampered = bytearray(masked["bank-02"])
+    tampered[-100] ^= 0xFF  # a vector byte: the signature no longer matches
+    _reject(drv.server.receive, bytes(tampered), RejectReason.BAD_SIGNATURE)
+    _finish(drv, drv.to_server(masked))
+
+
+def test_bank_impersonating_another_is_rejected() -> None:
+    drv = make_driver()
+    adverts = drv.to_clients(drv.server.start())
+    # bank-00 signs with its own key but claims to be bank-01.
+    liar = Identity("bank-01", drv.fed.banks["bank-00"].private_key)
+    fake = encode(liar, drv.fed.federation_id, 1, AdvertiseKeys(b"\x01" * 32, b"\x02" * 32))
+    err = _reject(drv.server.receive, fake, RejectReason.IMPERSONATION)
+    assert "bank-00" in str(err)
+    _finish(drv, drv.to_server(adverts))
+
+
+def test_unknown_sender_is_rejected() -> None:
+    drv = make_driver()
+    adverts = drv.to_clients(drv.server.start())
+    stranger = Identity.generate("bank-99")
+    msg = encode(stranger, drv.fed.federation_id, 1, AdvertiseKeys(b"\x01" * 32, b"\x02" * 32))
+    _reject(drv.server.receive, msg, RejectReason.UNKNOWN_SENDER)
+    # Enrolled at the key level but not picked for this round: also unknown here.
+    outsider = Identity.generate("bank-77")
+    drv.fed.allowlist.enroll("bank-77", outsider.public_bytes)
+    msg = encode(outsider, drv.fed.federation_id, 1, AdvertiseKeys(b"\x01" * 32, b"\x02" * 32))
+    _reject(drv.server.receive, msg, RejectReason.UNKNOWN_SENDER)
+    _finish(drv, drv.to_server(adverts))
+
+
+def test_wrong_round_and_wrong_federation_are_rejected() -> None:
+    drv = make_driver()
+    adverts = drv.to_clients(drv.server.start())
+    bank = drv.fed.banks["bank-00"]
+    keys = AdvertiseKeys(b"\x01" * 32, b"\x02" * 32)
+    _reject(drv.server.receive, encode(bank, drv.fed.federation_id, 0, keys),
+            RejectReason.WRONG_ROUND)
+    _reject(drv.server.receive, encode(bank, "other-fed", 1, keys), RejectReason.WRONG_FEDERATION)
+    _finish(drv, drv.to_server(adverts))
+
+
+def test_message_replayed_from_a_previous_round_is_rejected() -> None:
+    first = make_driver(n=4, d=6)
+    old = first.to_clients(first.server.start())
+    first.run(outgoing=first.to_server(old))
+    second = make_driver(n=4, d=6, round_number=2, fed=first.fed)
+    adverts = second.to_clients(second.server.start())
+    _reject(second.server.receive, old["bank-00"], RejectReason.WRONG_ROUND)
+    _finish(second, second.to_server(adverts))
+
+
+def test_wrong_stage_is_rejected() -> None:
+    drv = make_driver(d=16)
+    adverts = drv.to_clients(drv.server.start())
+    early = encode(
+        drv.fed.banks["bank-00"], drv.fed.federation_id, 1,
+        MaskedInput(np.zeros(16, dtype=np.uint32)),
+    )
+    _reject(drv.server.receive, early, RejectReason.WRONG_STAGE)
+    _finish(drv, drv.to_server(adverts))
+
+
+def test_identical_duplicates_are_idempotent_and_not_double_counted() -> None:
+    drv = make_driver()
+    masked = _advance_to_masked(drv)
+    assert drv.server.receive(masked["bank-00"]) == []
+    assert drv.server.receive(masked["bank-00"]) == []  # ignored, not added twice
+    # an identical stage-1 message arriving late is ignored too, not an error
+    _finish(drv, drv.to_server(masked))
+    assert drv.server.receive(masked["bank-03"]) == []
+
+
+def test_a_different_second_message_from_one_bank_is_a_duplicate() -> None:
+    drv = make_driver(d=16)
+    masked = _advance_to_masked(drv)
+    drv.server.receive(masked["bank-00"])
+    again = encode(
+        drv.fed.banks["bank-00"], drv.fed.federation_id, 1,
+        MaskedInput(np.ones(16, dtype=np.uint32)),
+    )
+    _reject(drv.server.receive, again, RejectReason.DUPLICATE)
+    _finish(drv, drv.to_server({k: v for k, v in masked.items() if k != "bank-00"}))
+
+
+@pytest.mark.parametrize("length", [15, 17, 0])
+def test_wrong_length_vector_is_rejected(length: int) -> None:
+    drv = make_driver(d=16)
+    masked = _advance_to_masked(drv)
+    short = encode(
+        drv.fed.banks["bank-01"], drv.fed.federation_id, 1,
+        MaskedInput(np.zeros(length, dtype=np.uint32)),
+    )
+    _reject(drv.server.receive, short, RejectReason.WRONG_LENGTH)
+    wrong_bits = encode(
+        drv.fed.banks["bank-01"], drv.fed.federation_id, 1,
+        MaskedInput(np.zeros(16, dtype=np.uint16)),
+    )
+    _reject(drv.server.receive, wrong_bits, RejectReason.WRONG_LENGTH)
+    _finish(drv, drv.to_server(masked))
+
+
+def test_truncated_and_garbage_bytes_are_rejected() -> None:
+    drv = make_driver()
+    adverts = drv.to_clients(drv.server.start())
+    data = adverts["bank-00"]
+    _reject(drv.server.receive, data[:-1], RejectReason.WRONG_LENGTH)
+    _reject(drv.server.receive, data + b"\x00", RejectReason.WRONG_LENGTH)
+    _reject(drv.server.receive, b"\x00" * 200, RejectReason.MALFORMED)
+    _reject(drv.server.receive, b"FSAG", RejectReason.WRONG_LENGTH)
+    bad_version = bytearray(data)
+    bad_version[4] = 9
+    _reject(drv.server.receive, bytes(bad_version), RejectReason.MALFORMED)
+    _finish(drv, drv.to_server(adverts))
+
+
+def test_client_rejects_server_messages_from_a_bank() -> None:
+    drv = make_driver()
+    setup = drv.server.start()
+    fake_server = Identity("aggregator", drv.fed.banks["bank-02"].private_key)
+    forged = encode(fake_server, drv.fed.federation_id, 1, decode(setup[0].data).payload)
+    _reject(drv.clients["bank-00"].receive, forged, RejectReason.IMPERSONATION)
+    _finish(drv, setup)
+
+
+def test_client_rejects_a_key_list_with_a_substituted_key() -> None:
+    drv = make_driver()
+    keylist_out = drv.to_server(drv.to_clients(drv.server.start()))
+    keylist = decode(keylist_out[0].data).payload
+    assert isinstance(keylist, KeyList)
+    # The server swaps in its own mask key for bank-01 (a man-in-the-middle attempt).
+    e = keylist.entries[1]
+    swapped = KeyList(
+        (*keylist.entries[:1], type(e)(e.index, e.enc_public, b"\x09" * 32, e.signature),
+         *keylist.entries[2:])
+    )
+    forged = encode(drv.fed.aggregator, drv.fed.federation_id, 1, swapped)
+    err = _reject(drv.clients["bank-00"].receive, forged, RejectReason.BAD_SIGNATURE)
+    assert "bank-01" in str(err)
+    # Dropping the recipient's own keys is caught too.
+    without_me = encode(
+        drv.fed.aggregator, drv.fed.federation_id, 1, KeyList(keylist.entries[1:])
+    )
+    _reject(drv.clients["bank-00"].receive, without_me, RejectReason.IMPERSONATION)
+    _finish(drv, keylist_out)
+
+
+def test_client_rejects_shares_routed_to_the_wrong_bank() -> None:
+    drv = make_driver()
+    shares = drv.to_clients(drv.to_server(drv.to_clients(drv.server.start())))
+    routing = drv.to_server(shares)
+    by_name = {o.recipients[0]: o for o in routing}
+    mine = decode(by_name["bank-00"].data).payload
+    other = decode(by_name["bank-01"].data).payload
+    assert isinstance(mine, ShareRouting) and isinstance(other, ShareRouting)
+    # Give bank-00 the ciphertext bank-02 addressed to bank-01, labelled as addressed to it.
+    stolen = dict(other.shares)[2]
+    rerouted = tuple((s, stolen if s == 2 else ct) for s, ct in mine.shares)
+    forged = encode(
+        drv.fed.aggregator, drv.fed.federation_id, 1, ShareRouting(mine.survivors, rerouted)
+    )
+    _reject(drv.clients["bank-00"].receive, forged, RejectReason.DECRYPTION_FAILED)
+    _finish(drv, routing)
+
+
+def test_client_refuses_an_unmask_request_asking_for_both_shares() -> None:
+    drv = make_driver(n=5)
+    masked = _advance_to_masked(drv)
+    request = drv.to_server(masked)
+    everyone = tuple(range(5))
+    both = encode(
+        drv.fed.aggregator, drv.fed.federation_id, 1, UnmaskRequest(everyone, (3,))
+    )
+    err = _reject(drv.clients["bank-00"].receive, both, RejectReason.INCONSISTENT)
+    assert "both shares" in str(err) and "bank-03" in str(err)
+    _finish(drv, request)
+
+
+def test_client_answers_one_unmask_request_only() -> None:
+    drv = make_driver(n=5)
+    masked = _advance_to_masked(drv)
+    request = drv.to_server(masked)
+    client = drv.clients["bank-00"]
+    first = client.receive(request[0].data)
+    assert client.receive(request[0].data) == first  # identical request: identical answer
+    # A second, different partition would reveal the other kind of share for bank-04.
+    second = encode(
+        drv.fed.aggregator, drv.fed.federation_id, 1, UnmaskRequest((0, 1, 2, 3), (4,))
+    )
+    _reject(client.receive, second, RejectReason.DUPLICATE)
+    drv.server.receive(first[0])
+    _finish(drv, [Outgoing(tuple(n for n in drv.names if n != "bank-00"), request[0].data)])
+
+
+def test_client_refuses_round_parameters_against_its_policy() -> None:
+    drv = make_driver(n=6, t=3)  # t = 3 is not a majority of 6
+    with pytest.raises(MessageRejected) as info:
+        drv.to_clients(drv.server.start())
+    assert info.value.reason is RejectReason.INCONSISTENT
+    assert "threshold 3 too low" in str(info.value)
