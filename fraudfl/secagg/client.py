@@ -245,6 +245,11 @@ class SecAggClient:
                 RejectReason.IMPERSONATION, "the key list does not carry this bank's own keys"
             )
         holders = sorted(p.groups[rnd.me] & keys.keys())
+        if len(holders) < p.threshold:
+            raise MessageRejected(
+                RejectReason.INCONSISTENT,
+                f"only {len(holders)} of this bank's group advertised keys (t={p.threshold})",
+            )
         xs = shamir.points(holders)
         b_shares = shamir.split(rnd.self_seed, xs, p.threshold)
         s_shares = shamir.split(rnd.mask_sk, xs, p.threshold)
@@ -272,6 +277,10 @@ class SecAggClient:
             )
         senders = [s for s, _ in routing.shares]
         expected = (p.groups[rnd.me] & set(u2)) - {rnd.me}
+        if len(expected) + 1 < p.threshold:
+            raise MessageRejected(
+                RejectReason.INCONSISTENT, f"fewer than t={p.threshold} of this bank's group in U2"
+            )
         if len(set(senders)) != len(senders) or set(senders) != expected:
             raise MessageRejected(
                 RejectReason.INCONSISTENT, "routed shares do not come from exactly my neighbours "

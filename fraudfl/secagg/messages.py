@@ -394,10 +394,11 @@ def encode(
     stage: int | None = None,
 ) -> bytes:
     """Serialise and sign ``payload`` as ``identity``; ``stage`` is needed only for Abort."""
-    header = Header(
-        federation_id, round_number, payload.STAGE if stage is None else stage,
-        identity.participant_id,
-    )
+    if payload.STAGE >= 0:
+        stage = payload.STAGE
+    elif stage is None:
+        raise ValueError(f"{type(payload).__name__} needs the stage it is sent in")
+    header = Header(federation_id, round_number, stage, identity.participant_id)
     data = signing_bytes(header, payload)
     return data + identity.sign(data)
 

@@ -288,8 +288,28 @@ class SecAggServer:
             STAGE_UNMASK: set(self.u4),
         }.get(self.stage, set())
 
+    def _prune(self, members: set[int]) -> set[int]:
+        """Drop banks with fewer than t group members left, until none remain (SecAgg+).
+
+        Such a bank's secrets could never be reconstructed, so it is treated as having dropped
+        now rather than failing the whole round later. With the full graph this never fires
+        while t banks remain.
+        """
+        t, groups = self.params.threshold, self.params.groups
+        while True:
+            starved = {u for u in members if len(groups[u] & members) < t}
+            if not starved:
+                return members
+            log.info(
+                "round %d: excluding %s, fewer than t=%d neighbours left", self.round,
+                [self.params.participants[u] for u in sorted(starved)], t,
+            )
+            members = members - starved
+
     def _close_stage(self) -> list[Outgoing]:
         answered = sorted(self._answered())
+        if self.stage in (STAGE_ADVERTISE, STAGE_SHARE):
+            answered = sorted(self._prune(set(answered)))
         t = self.params.threshold
         if len(answered) < t:
             return self._abort(
@@ -298,6 +318,7 @@ class SecAggServer:
         names = self.params.participants
         if self.stage == STAGE_ADVERTISE:
             self.stage = STAGE_SHARE
+            self.keys = {i: self.keys[i] for i in answered}
             keylist = KeyList(tuple(self.keys[i] for i in answered))
             return self._broadcast(tuple(names[i] for i in answered), keylist)
         if self.stage == STAGE_SHARE:
@@ -318,6 +339,11 @@ class SecAggServer:
             self.sealed = {}
             return list(self.outbox)
         if self.stage == STAGE_MASKED:
+            short = [v for v in self.u2 if len(self.params.groups[v] & set(answered)) < t]
+            if short:
+                return self._abort(
+                    f"fewer than t={t} share holders of {names[short[0]]!r} sent masked input"
+                )
             self.stage = STAGE_UNMASK
             self.u3 = answered
             dropped = tuple(sorted(set(self.u2) - set(self.u3)))
