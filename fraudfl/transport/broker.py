@@ -207,6 +207,10 @@ class EmbeddedBroker:
         return f"{HOST}:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -259,6 +263,13 @@ class EmbeddedBroker:
                     f"broker exited with status {self._proc.returncode}:\n" + _tail(self.log_path)
                 )
             try:
+                # Cheap connect first, so kafka-python does not log refused connections.
+                socket.create_connection((HOST, self.port), timeout=1).close()
+            except OSError as exc:
+                last = exc
+                time.sleep(0.05)
+                continue
+            try:
                 admin = KafkaAdminClient(
                     bootstrap_servers=self.bootstrap_servers,
                     request_timeout_ms=5000,
@@ -276,6 +287,10 @@ class EmbeddedBroker:
             f"broker on {self.bootstrap_servers} not ready after {self.ready_timeout_s:.0f} s"
             f" ({last}):\n" + _tail(self.log_path)
         )
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines the broker wrote (for error messages)."""
+        return _tail(self.log_path, lines)
 
     def stop_broker(self) -> None:
         """Stop Tansu only (durable storage stays up), e.g. to simulate an outage."""

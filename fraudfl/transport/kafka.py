@@ -26,7 +26,7 @@ _CLIENT_MAX_BYTES = 64 * 1024 * 1024
 _TOPIC_EXISTS = 36
 _UNKNOWN_TOPIC = 3
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-Compression = Literal["none", "lz4", "gzip", "zstd", "snappy"]
+Compression = Literal["none", "lz4", "gzip"]
 
 
 @dataclass(frozen=True)

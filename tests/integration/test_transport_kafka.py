@@ -185,3 +185,69 @@ def test_durable_broker_restart_mid_stream(
     fresh = durable_parties.channel("aggregator")
     fresh.listen([layout.to_aggregator])
     assert receive_until(fresh, len(payloads)) == payloads
+
+
+def test_broker_cli_serves_until_interrupted() -> None:
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fraudfl", "broker"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("broker ready: bootstrap servers 127.0.0.1:")
+        bootstrap = line.rsplit(" ", 1)[1].strip()
+        client = KafkaTransport(KafkaSettings(bootstrap_servers=bootstrap))
+        try:
+            TopicLayout(FED).create(client, BANKS)
+            assert TopicLayout(FED).control in client.list_topics()
+        finally:
+            client.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # The broker child went down with the CLI: nothing listens on the port any more.
+    import socket
+
+    host, port = bootstrap.split(":")
+    with pytest.raises(OSError):
+        socket.create_connection((host, int(port)), timeout=1).close()
+
+
+def test_broker_dies_with_a_killed_parent() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from fraudfl.transport.broker import EmbeddedBroker\n"
+        "b = EmbeddedBroker().start()\n"
+        "print(b.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    parent.kill()  # SIGKILL: no atexit, no cleanup in the parent
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{child}/stat") as fh:
+                if fh.read().split()[2] == "Z":
+                    break  # exited, waiting to be reaped by init
+        except FileNotFoundError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, 9)
+        pytest.fail("the broker outlived its parent")
