@@ -21,9 +21,9 @@ turns the sum into the next global model.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -80,6 +80,41 @@ def sum_updates(
 def _apply_step(global_params: np.ndarray, step: np.ndarray) -> np.ndarray:
     new: np.ndarray = (global_params.astype(np.float64) + step).astype(np.float32)
     return new
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One bank's result as the aggregation layer sees it (the strategy never does)."""
+
+    bank_id: str
+    weight: float
+    update: np.ndarray
+    partial: bool = False
+
+
+class Aggregator(Protocol):
+    """The aggregation seam: turns a round's contributions into their sum.
+
+    The plain aggregator adds them up; a secure-aggregation implementation reveals the same
+    sum without any individual update.
+    """
+
+    def sum(
+        self, server_round: int, contributions: Sequence[Contribution], dim: int
+    ) -> SummedUpdate: ...
+
+
+class PlainAggregator:
+    """Non-secure aggregation: the sum computed in the clear."""
+
+    def sum(
+        self, server_round: int, contributions: Sequence[Contribution], dim: int
+    ) -> SummedUpdate:
+        return sum_updates(
+            ((c.weight, c.update) for c in contributions),
+            dim=dim,
+            num_partial=sum(c.partial for c in contributions),
+        )
 
 
 class Strategy(ABC):
