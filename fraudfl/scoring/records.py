@@ -1,0 +1,160 @@
+"""Transactions in a bank's schema: validation of JSON input and a pandas-free feature encoder.
+
+The HTTP API and the streaming scorer receive transactions as JSON objects whose fields are the
+feature pipeline's columns: numeric columns take JSON numbers, categorical columns strings. An
+optional id field (``transaction_id`` by default) is echoed back; any other field (timestamps,
+the label, ...) is ignored. Validation is one pydantic-core pass over the raw bytes, and its
+errors name the field (and, in a batch, the transaction's index).
+
+:class:`RecordEncoder` turns validated records into the same matrix as
+:meth:`FeaturePipeline.transform_features` without building a DataFrame, which for one
+transaction would cost more than the model itself. A test pins the two to the same output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, NotRequired
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import AllowInfNan, ConfigDict, Field, Strict, StrictInt, StrictStr, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+from typing_extensions import TypedDict
+
+from fraudfl.data import FeaturePipeline
+
+DEFAULT_ID_FIELD = "transaction_id"
+# One request may carry up to this many transactions; larger batches go through `fraudfl score`.
+MAX_BATCH = 100_000
+
+Record = dict[str, Any]
+_Number = Annotated[float, Strict(), AllowInfNan(False)]
+TransactionId = StrictStr | StrictInt
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with the input: which transaction (batch index), which field, what is wrong."""
+
+    field: str
+    message: str
+    index: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"field": self.field, "message": self.message}
+        if self.index is not None:
+            out["index"] = self.index
+        return out
+
+    def __str__(self) -> str:
+        where = f"transaction {self.index}: " if self.index is not None else ""
+        return f"{where}field '{self.field}': {self.message}"
+
+
+class InvalidTransactions(ValueError):
+    """The input does not match the bank's schema; ``errors`` name the fields."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(str(e) for e in self.errors[:5]))
+
+
+class TransactionValidator:
+    """Strict validation of one transaction or a batch (JSON bytes or decoded objects)."""
+
+    def __init__(self, pipeline: FeaturePipeline, id_field: str = DEFAULT_ID_FIELD) -> None:
+        self.id_field = id_field
+        fields: dict[str, Any] = {col: _Number for col in pipeline.numeric}
+        fields.update({col: StrictStr for col in pipeline.categorical})
+        if id_field not in fields:
+            fields[id_field] = NotRequired[TransactionId]
+        # The fields are only known at run time; pydantic needs typing_extensions' TypedDict on
+        # Python 3.11.
+        make_typed_dict: Any = TypedDict
+        transaction: Any = make_typed_dict("Transaction", fields)
+        transaction.__pydantic_config__ = ConfigDict(extra="ignore")
+        self._one: TypeAdapter[Record] = TypeAdapter(transaction)
+        many: Any = Annotated[list[transaction], Field(min_length=1, max_length=MAX_BATCH)]
+        self._many: TypeAdapter[list[Record]] = TypeAdapter(many)
+
+    def json_schema(self) -> dict[str, Any]:
+        """OpenAPI schema of the request body: one transaction or a list of them."""
+        one = self._one.json_schema()
+        return {"oneOf": [one, {"type": "array", "items": one, "minItems": 1,
+                                "maxItems": MAX_BATCH}]}
+
+    def transaction_schema(self) -> dict[str, Any]:
+        return self._one.json_schema()
+
+    def validate_json(self, body: bytes) -> tuple[list[Record], bool]:
+        """Records and whether the input was a batch (a JSON array)."""
+        is_batch = body.lstrip()[:1] == b"["
+        try:
+            if is_batch:
+                return self._many.validate_json(body), True
+            return [self._one.validate_json(body)], False
+        except PydanticValidationError as exc:
+            raise InvalidTransactions(_field_errors(exc, is_batch)) from None
+
+    def validate_one(self, data: bytes | Mapping[str, Any]) -> Record:
+        """One transaction from JSON bytes or an already decoded object."""
+        try:
+            if isinstance(data, bytes | bytearray):
+                return self._one.validate_json(data)
+            return self._one.validate_python(data)
+        except PydanticValidationError as exc:
+            raise InvalidTransactions(_field_errors(exc, is_batch=False)) from None
+
+
+def _field_errors(exc: PydanticValidationError, is_batch: bool) -> list[FieldError]:
+    out: list[FieldError] = []
+    for err in exc.errors(include_url=False):
+        loc = list(err["loc"])
+        index: int | None = None
+        if is_batch and loc and isinstance(loc[0], int):
+            index = int(loc.pop(0))
+        # A union's alternatives appear as extra path parts ("transaction_id", "str"): the first
+        # part is the field the user wrote.
+        field = str(loc[0]) if loc else "(body)"
+        message = str(err["msg"])
+        if err["type"] == "json_invalid":
+            field, message = "(body)", f"invalid JSON: {err.get('ctx', {}).get('error', message)}"
+        out.append(FieldError(field=field, message=message, index=index))
+    # Union alternatives repeat the same field; report each field of a transaction once.
+    unique: dict[tuple[int | None, str], FieldError] = {}
+    for e in out:
+        unique.setdefault((e.index, e.field), e)
+    return list(unique.values())
+
+
+class RecordEncoder:
+    """Feature matrix of validated records, equal to ``pipeline.transform_features``."""
+
+    def __init__(self, pipeline: FeaturePipeline) -> None:
+        self.numeric = list(pipeline.numeric)
+        self.means = np.asarray(pipeline.means, dtype=np.float64)
+        self.stds = np.asarray(pipeline.stds, dtype=np.float64)
+        self.num_features = pipeline.num_features
+        self.categorical: list[tuple[str, dict[str, int]]] = []
+        offset = len(self.numeric)
+        for col in pipeline.categorical:
+            vocab = pipeline.vocabularies[col]
+            self.categorical.append((col, {v: offset + i for i, v in enumerate(vocab)}))
+            offset += len(vocab)
+
+    def encode(self, records: Sequence[Mapping[str, Any]]) -> npt.NDArray[np.float32]:
+        n = len(records)
+        out = np.zeros((n, self.num_features), dtype=np.float64)
+        if self.numeric:
+            cols = self.numeric
+            raw = np.array([[r[c] for c in cols] for r in records], dtype=np.float64)
+            out[:, : len(cols)] = (raw.reshape(n, len(cols)) - self.means) / self.stds
+        for col, index in self.categorical:
+            # A category outside the vocabulary encodes as all zeros, as in the pipeline.
+            positions = [index.get(r[col], -1) for r in records]
+            pos = np.fromiter(positions, dtype=np.int64, count=n)
+            known = pos >= 0
+            out[np.flatnonzero(known), pos[known]] = 1.0
+        return out.astype(np.float32)
