@@ -230,6 +230,7 @@ def _run_dp_sgd(
 
     dp_optimizer.attach_step_hook(after_noise)
     done = 0
+    nonempty = 0
     loss_sum = 0.0
     try:
         while done < steps:
@@ -238,11 +239,12 @@ def _run_dp_sgd(
                 loss = dp_criterion(dp_model(xb), yb)
                 loss.backward()
                 dp_optimizer.step()
-                if len(yb):
+                if len(yb):  # an empty Poisson batch still takes a (pure-noise) step
                     loss_sum += float(loss.item())
+                    nonempty += 1
                 done += 1
                 if done >= steps:
                     break
     finally:
         dp_model._close()
-    return get_flat_params(work), loss_sum / steps
+    return get_flat_params(work), loss_sum / max(1, nonempty)
