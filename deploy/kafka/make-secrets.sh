@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# TLS and SASL material for the SASL_SSL overlay (deploy/docker-compose.sasl-ssl.yml):
+#   deploy/kafka/make-secrets.sh deploy/kafka/secrets aggregator bank_00 bank_01 bank_02
+#
+# OUTDIR receives what the broker and the clients mount:
+#   ca.crt                       the CA certificate: fraudfl's kafka.ssl_cafile
+#   kafka.keystore.p12           broker key + certificate chain (SAN kafka, localhost)
+#   kafka.truststore.p12         the CA, for the broker and the Kafka CLI tools
+#   keystore_creds, truststore_creds   store passwords (the apache/kafka image reads these files)
+#   broker_jaas.conf             SASL/PLAIN users: admin (inter-broker, topic admin) and one per
+#                                participant
+#   admin.properties             client config for kafka-topics.sh over SASL_SSL
+#   <participant>.env            FRAUDFL_KAFKA__SASL_PLAIN_USERNAME/PASSWORD for docker compose
+# The CA private key goes to OUTDIR.ca/ (never mounted anywhere). Needs openssl and keytool
+# (a JDK, or run it inside the apache/kafka image). Refuses to overwrite an existing OUTDIR.
+set -euo pipefail
+
+out="${1:?usage: make-secrets.sh OUTDIR PARTICIPANT...}"
+shift
+participants=("$@")
+if [[ ${#participants[@]} -eq 0 ]]; then
+  echo "make-secrets.sh: name at least one participant (e.g. aggregator bank_00)" >&2
+  exit 2
+fi
+for p in "${participants[@]}"; do
+  if [[ ! "$p" =~ ^[A-Za-z0-9_-]{1,64}$ ]]; then
+    echo "make-secrets.sh: participant id '$p' must be 1-64 of [A-Za-z0-9_-]" >&2
+    exit 2
+  fi
+done
+if [[ -e "$out" || -e "$out.ca" ]]; then
+  echo "make-secrets.sh: $out or $out.ca already exists; refusing to overwrite" >&2
+  exit 1
+fi
+command -v openssl >/dev/null || { echo "make-secrets.sh: openssl not found" >&2; exit 1; }
+command -v keytool >/dev/null || { echo "make-secrets.sh: keytool not found (install a JDK)" >&2; exit 1; }
+
+umask 077
+mkdir -p "$out" "$out.ca"
+ca="$out.ca"
+days="${DAYS:-825}"
+secret() { openssl rand -hex 24; }
+
+openssl req -x509 -newkey rsa:3072 -sha256 -nodes -days "$days" \
+  -subj "/CN=fraudfl Kafka CA" -keyout "$ca/ca.key" -out "$out/ca.crt" 2>/dev/null
+
+openssl req -newkey rsa:3072 -sha256 -nodes -subj "/CN=kafka" \
+  -keyout "$ca/broker.key" -out "$ca/broker.csr" 2>/dev/null
+printf 'subjectAltName=DNS:kafka,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' \
+  > "$ca/broker.ext"
+openssl x509 -req -sha256 -days "$days" -in "$ca/broker.csr" -CA "$out/ca.crt" \
+  -CAkey "$ca/ca.key" -CAcreateserial -CAserial "$ca/ca.srl" -extfile "$ca/broker.ext" -out "$ca/broker.crt" 2>/dev/null
+
+keystore_pw="$(secret)"
+truststore_pw="$(secret)"
+printf '%s' "$keystore_pw" > "$out/keystore_creds"
+printf '%s' "$truststore_pw" > "$out/truststore_creds"
+openssl pkcs12 -export -name kafka -in "$ca/broker.crt" -inkey "$ca/broker.key" \
+  -certfile "$out/ca.crt" -passout "file:$out/keystore_creds" -out "$out/kafka.keystore.p12"
+keytool -importcert -noprompt -alias fraudfl-ca -file "$out/ca.crt" \
+  -keystore "$out/kafka.truststore.p12" -storetype PKCS12 \
+  -storepass:file "$out/truststore_creds" >/dev/null 2>&1
+
+admin_pw="$(secret)"
+{
+  echo "KafkaServer {"
+  echo "    org.apache.kafka.common.security.plain.PlainLoginModule required"
+  echo "    username=\"admin\""
+  echo "    password=\"$admin_pw\""
+  echo "    user_admin=\"$admin_pw\""
+  for p in "${participants[@]}"; do
+    pw="$(secret)"
+    echo "    user_$p=\"$pw\""
+    printf 'FRAUDFL_KAFKA__SASL_PLAIN_USERNAME=%s\nFRAUDFL_KAFKA__SASL_PLAIN_PASSWORD=%s\n' \
+      "$p" "$pw" > "$out/$p.env"
+  done
+  echo "};"
+} > "$out/broker_jaas.conf"
+
+cat > "$out/admin.properties" <<PROPS
+security.protocol=SASL_SSL
+sasl.mechanism=PLAIN
+sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$admin_pw";
+ssl.truststore.location=/etc/kafka/secrets/kafka.truststore.p12
+ssl.truststore.type=PKCS12
+ssl.truststore.password=$truststore_pw
+PROPS
+
+# The broker container runs as another uid (appuser): it must be able to read what it mounts.
+chmod 0644 "$out"/*
+chmod 0755 "$out"
+# Participants' SASL passwords are read by docker compose on the host only.
+chmod 0600 "$out"/*.env
+echo "wrote $out (mount read-only into the broker) and $out.ca (CA key: keep offline)"
