@@ -45,22 +45,17 @@ class Chunk:
     count: int
     total_length: int
     digest: bytes
-    data: bytes
+    # A view into the received frame: multi-megabyte messages are copied once, on completion.
+    data: memoryview
 
-    def encode(self) -> bytes:
-        return (
-            _HEADER.pack(
-                MAGIC,
-                VERSION,
-                self.transfer_id,
-                self.index,
-                self.count,
-                self.total_length,
-                self.digest,
-                hashlib.sha256(self.data).digest(),
-            )
-            + self.data
-        )
+
+def _frame(
+    transfer_id: bytes, index: int, count: int, total: int, digest: bytes, data: memoryview
+) -> bytes:
+    header = _HEADER.pack(
+        MAGIC, VERSION, transfer_id, index, count, total, digest, hashlib.sha256(data).digest()
+    )
+    return b"".join((header, data))
 
 
 def split(
@@ -76,9 +71,7 @@ def split(
     count = max(1, -(-len(message) // room))
     view = memoryview(message)
     return [
-        Chunk(
-            transfer_id, i, count, len(message), digest, bytes(view[i * room : (i + 1) * room])
-        ).encode()
+        _frame(transfer_id, i, count, len(message), digest, view[i * room : (i + 1) * room])
         for i in range(count)
     ]
 
@@ -98,7 +91,7 @@ def parse_chunk(frame: bytes, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
         raise RejectedMessage(
             RejectReason.TOO_LARGE, f"message of {total} bytes > {max_message_bytes}"
         )
-    data = bytes(frame[HEADER_BYTES:])
+    data = memoryview(frame)[HEADER_BYTES:]
     if count < 1 or index >= count or count > max(1, total) or len(data) > total:
         raise RejectedMessage(
             RejectReason.MALFORMED, f"chunk {index}/{count} of {total} bytes is inconsistent"
@@ -117,7 +110,7 @@ Origin = TypeVar("Origin")
 @dataclass
 class _Pending(Generic[Origin]):
     started: float
-    parts: dict[int, bytes] = field(default_factory=dict)
+    parts: dict[int, memoryview] = field(default_factory=dict)
     origins: list[Origin] = field(default_factory=list)
     size: int = 0
 
