@@ -18,6 +18,7 @@ from fraudfl.training import TrainConfig, train_local
 
 @dataclass
 class TrainedBank:
+    root: Path
     frame: pd.DataFrame
     val: pd.DataFrame
     pipeline: FeaturePipeline
@@ -41,7 +42,8 @@ def train_bank(root: Path, seed: int = 0) -> TrainedBank:
     X_val, y_val = pipeline.transform(val)
     artifact = build_artifact(model, spec, pipeline, X_val, y_val, target_fpr=0.01, version=1,
                               round=3, bank_id="bank_00", metrics={"auprc": 0.5})
-    return TrainedBank(frame=frame, val=val, pipeline=pipeline, spec=spec, artifact=artifact)
+    return TrainedBank(root=root, frame=frame, val=val, pipeline=pipeline, spec=spec,
+                       artifact=artifact)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,96 @@
+"""``fraudfl serve``: the bank's scoring service (HTTP API, optional streaming scorer)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="serve a model artifact over HTTP (and optionally score a Kafka stream)",
+        description=(
+            "Serve the bank's model artifact: POST /score (one transaction or a batch), "
+            "GET /health, GET /model, GET /metrics (Prometheus) and the OpenAPI schema at "
+            "/docs. The artifact is watched and hot-swapped when the bank node publishes a new "
+            "model. With --bootstrap-servers, also consume the transactions topic and write "
+            "scores to the alerts topic (see docs/scoring.md)."
+        ),
+    )
+    parser.add_argument("--model", type=Path, required=True,
+                        help="model artifact directory (or its artifact.json)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="HTTP port (default: 8080)")
+    parser.add_argument("--poll-interval", type=float, default=1.0,
+                        help="seconds between checks of the artifact for a new model (default: 1)")
+    parser.add_argument("--id-field", default="transaction_id",
+                        help="transaction field echoed back with each score (default: "
+                             "transaction_id)")
+    parser.add_argument("--federation", default="fraudfl", help="federation label of metrics")
+    parser.add_argument("--bank", default=None,
+                        help="bank label of metrics (default: the artifact's bank id)")
+    stream = parser.add_argument_group("streaming scorer (Kafka)")
+    stream.add_argument("--bootstrap-servers", default=None,
+                        help="Kafka bootstrap servers; enables the streaming scorer")
+    stream.add_argument("--transactions-topic", default="transactions")
+    stream.add_argument("--alerts-topic", default="fraud-alerts")
+    stream.add_argument("--stream-state", type=Path, default=None,
+                        help="file keeping the streaming scorer's consumed offsets "
+                             "(default: stream-offsets.json next to the artifact)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    import uvicorn
+
+    from fraudfl.errors import FraudflError
+    from fraudfl.monitoring import ScoringMetrics
+    from fraudfl.scoring.api import create_app
+    from fraudfl.scoring.artifact import load_artifact
+    from fraudfl.scoring.holder import ModelHolder
+    from fraudfl.scoring.server import uvicorn_config
+
+    if not 0 <= args.port <= 65535:
+        raise FraudflError(f"--port {args.port} is out of range; expected 0-65535")
+    if args.poll_interval <= 0:
+        raise FraudflError(f"--poll-interval must be > 0, got {args.poll_interval}")
+    # One transaction is far too small to split across threads; extra intra-op threads only
+    # contend with the event loop and the streaming scorer.
+    torch.set_num_threads(1)
+    bank = args.bank or load_artifact(args.model).bank_id or "unknown"
+    metrics = ScoringMetrics(federation=args.federation, bank=bank)
+    holder = ModelHolder(
+        args.model, id_field=args.id_field,
+        on_load=lambda scorer, swapped: metrics.model_loaded(scorer.version, swapped=swapped),
+    )
+    holder.start_watching(args.poll_interval)
+    streamer = None
+    if args.bootstrap_servers:
+        from fraudfl.scoring.stream import StreamingScorer, StreamSettings
+
+        state = args.stream_state or (
+            (args.model if args.model.is_dir() else args.model.parent) / "stream-offsets.json"
+        )
+        streamer = StreamingScorer(
+            holder,
+            StreamSettings(bootstrap_servers=args.bootstrap_servers,
+                           transactions_topic=args.transactions_topic,
+                           alerts_topic=args.alerts_topic, state_path=state),
+            metrics=metrics,
+        )
+        streamer.start()
+    app = create_app(holder, metrics=metrics, registry=metrics.registry)
+    log.info("scoring API on http://%s:%d (OpenAPI at /docs)", args.host, args.port)
+    try:
+        uvicorn.Server(uvicorn_config(app, args.host, args.port)).run()
+    finally:
+        if streamer is not None:
+            streamer.stop()
+        holder.stop_watching()
+    return 0
