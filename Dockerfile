@@ -24,7 +24,9 @@ RUN groupadd --system --gid 10001 fraudfl \
 COPY --from=build /opt/fraudfl /opt/fraudfl
 ENV PATH=/opt/fraudfl/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    XDG_CACHE_HOME=/tmp/.cache
 USER 10001:10001
 WORKDIR /var/lib/fraudfl
 # Prometheus metrics (the `metrics_port` config key); the aggregator's conventional port.
