@@ -3,7 +3,7 @@
 Every encoded envelope travels as one or more chunk frames (version 1, big-endian)::
 
     magic "FFLC" | version u8 | transfer id 16B | index u32 | count u32 | total length u64
-    | SHA-256 of the whole message 32B | SHA-256 of this chunk's data 32B | data
+    | SHA-256 of the whole message 32B | SHA-256 of (the preceding header fields + data) 32B | data
 
 The per-chunk digest lets a damaged chunk be dropped on arrival while a good duplicate still
 completes the message; the whole-message digest (checked on completion) catches chunks that are
@@ -29,6 +29,7 @@ MAGIC = b"FFLC"
 VERSION = 1
 _HEADER = struct.Struct(">4sB16sIIQ32s32s")
 HEADER_BYTES = _HEADER.size
+_SIGNED = HEADER_BYTES - 32  # the chunk digest covers the header fields before it and the data
 # Apache Kafka's default message.max.bytes is 1 MiB including record and batch overhead.
 DEFAULT_MAX_RECORD_BYTES = 900 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -38,6 +39,12 @@ DEFAULT_EXPIRY_S = 600.0
 DEFAULT_COMPLETED_MEMORY = 4096
 
 
+def _chunk_digest(head: bytes | memoryview, data: bytes | memoryview) -> bytes:
+    h = hashlib.sha256(head)
+    h.update(data)
+    return h.digest()
+
+
 @dataclass(frozen=True)
 class Chunk:
     transfer_id: bytes
@@ -45,17 +52,22 @@ class Chunk:
     count: int
     total_length: int
     digest: bytes
-    # A view into the received frame: multi-megabyte messages are copied once, on completion.
-    data: memoryview
+    # Parsed chunks hold a view into the received frame, so that multi-megabyte messages are
+    # copied once, on completion.
+    data: bytes | memoryview
 
-
-def _frame(
-    transfer_id: bytes, index: int, count: int, total: int, digest: bytes, data: memoryview
-) -> bytes:
-    header = _HEADER.pack(
-        MAGIC, VERSION, transfer_id, index, count, total, digest, hashlib.sha256(data).digest()
-    )
-    return b"".join((header, data))
+    def encode(self) -> bytes:
+        head = _HEADER.pack(
+            MAGIC,
+            VERSION,
+            self.transfer_id,
+            self.index,
+            self.count,
+            self.total_length,
+            self.digest,
+            b"",
+        )[:_SIGNED]
+        return b"".join((head, _chunk_digest(head, self.data), self.data))
 
 
 def split(
@@ -71,7 +83,7 @@ def split(
     count = max(1, -(-len(message) // room))
     view = memoryview(message)
     return [
-        _frame(transfer_id, i, count, len(message), digest, view[i * room : (i + 1) * room])
+        Chunk(transfer_id, i, count, len(message), digest, view[i * room : (i + 1) * room]).encode()
         for i in range(count)
     ]
 
@@ -96,7 +108,7 @@ def parse_chunk(frame: bytes, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
         raise RejectedMessage(
             RejectReason.MALFORMED, f"chunk {index}/{count} of {total} bytes is inconsistent"
         )
-    if hashlib.sha256(data).digest() != chunk_digest:
+    if _chunk_digest(memoryview(frame)[:_SIGNED], data) != chunk_digest:
         raise RejectedMessage(RejectReason.CORRUPT, f"chunk {index}/{count} digest mismatch")
     return Chunk(transfer_id, index, count, total, digest, data)
 
@@ -110,7 +122,7 @@ Origin = TypeVar("Origin")
 @dataclass
 class _Pending(Generic[Origin]):
     started: float
-    parts: dict[int, memoryview] = field(default_factory=dict)
+    parts: dict[int, bytes | memoryview] = field(default_factory=dict)
     origins: list[Origin] = field(default_factory=list)
     size: int = 0
 

@@ -251,3 +251,30 @@ def test_broker_dies_with_a_killed_parent() -> None:
     else:
         os.kill(child, 9)
         pytest.fail("the broker outlived its parent")
+
+
+def test_every_record_produced_twice_is_received_once(parties: Parties) -> None:
+    from fraudfl.transport.faults import DuplicatingTransport
+
+    layout = TopicLayout(FED)
+    ident, enc = parties.keys["bank-a"]
+    raw = KafkaTransport(parties.settings)
+    parties.transports.append(raw)
+    bank = Channel(
+        DuplicatingTransport(raw),
+        ident,
+        parties.allow,
+        FED,
+        encryption_key=enc,
+        max_record_bytes=64 * 1024,
+    )
+    layout.create(raw, BANKS)
+    payloads = [os.urandom(n) for n in (1, 200_000, 3000)]
+    for p in payloads:
+        send(bank, layout.to_aggregator, p, seal_to=True)
+    bank.flush(30)
+    agg = parties.channel("aggregator")
+    agg.listen([layout.to_aggregator])
+    assert receive_until(agg, len(payloads)) == payloads
+    assert agg.receive(0.5) == []  # the duplicates complete nothing further
+    assert agg.transport.position()[TopicPartition(layout.to_aggregator, 0)] == 2 * (1 + 4 + 1)

@@ -1,10 +1,9 @@
-import hashlib
 import os
 import random
 
 import pytest
 
-from fraudfl.transport.chunking import HEADER_BYTES, Reassembler, parse_chunk, split
+from fraudfl.transport.chunking import HEADER_BYTES, Chunk, Reassembler, parse_chunk, split
 from fraudfl.transport.errors import RejectedMessage, RejectReason
 
 TID = bytes(range(16))
@@ -57,12 +56,11 @@ def test_corrupted_chunk_is_dropped_and_good_copy_completes() -> None:
 def test_consistent_but_foreign_chunk_fails_whole_digest() -> None:
     message = os.urandom(3000)
     frames = split(message, TID, 1000)
-    other = split(os.urandom(3000), TID, 1000)
-    # Splice a self-consistent chunk from another message, with this message's whole digest.
-    forged = bytearray(other[1])
-    forged[HEADER_BYTES - 64 : HEADER_BYTES - 32] = hashlib.sha256(message).digest()
+    genuine = parse_chunk(frames[1])
+    # A self-consistent chunk claiming this transfer and its digest, with other data.
+    forged = Chunk(TID, 1, genuine.count, 3000, genuine.digest, os.urandom(len(genuine.data)))
     r: Reassembler[None] = Reassembler()
-    assert r.add(bytes(forged), 0.0) is None
+    assert r.add(forged.encode(), 0.0) is None
     for frame in frames[:1] + frames[2:-1]:
         assert r.add(frame, 0.0) is None
     with pytest.raises(RejectedMessage) as info:
@@ -124,8 +122,16 @@ def test_malformed_frames(frame: bytes) -> None:
 
 
 def test_inconsistent_index() -> None:
-    frame = bytearray(split(b"abc", TID)[0])
-    frame[21:25] = (5).to_bytes(4, "big")  # index 5 of 1
+    chunk = parse_chunk(split(b"abc", TID)[0])
+    bad = Chunk(TID, 5, 1, chunk.total_length, chunk.digest, chunk.data)  # index 5 of 1
+    with pytest.raises(RejectedMessage) as info:
+        parse_chunk(bad.encode())
+    assert info.value.reason is RejectReason.MALFORMED
+
+
+def test_damaged_header_field_is_caught_by_chunk_digest() -> None:
+    frame = bytearray(split(os.urandom(3000), TID, 1000)[0])
+    frame[21:25] = (1).to_bytes(4, "big")  # index 0 -> 1: a chunk in the wrong place
     with pytest.raises(RejectedMessage) as info:
         parse_chunk(bytes(frame))
-    assert info.value.reason is RejectReason.MALFORMED
+    assert info.value.reason is RejectReason.CORRUPT
