@@ -186,6 +186,8 @@ class Channel:
             seal_ids: Sequence[str] = [recipient]
         elif seal_to is False:
             seal_ids = []
+        elif isinstance(seal_to, str):
+            seal_ids = [seal_to]
         else:
             seal_ids = seal_to
         envelope = Envelope(

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from os import PathLike, fspath
 from typing import Any, Literal
 
 from fraudfl.transport.base import Record, TopicPartition, TopicSpec, Transport
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 _CLIENT_MAX_BYTES = 64 * 1024 * 1024
 _TOPIC_EXISTS = 36
+_PRUNE_FUTURES_AT = 10_000
 _UNKNOWN_TOPIC = 3
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 Compression = Literal["none", "lz4", "gzip"]
@@ -31,17 +33,22 @@ Compression = Literal["none", "lz4", "gzip"]
 
 @dataclass(frozen=True)
 class KafkaSettings:
-    """How to reach the brokers; TLS/SASL fields are passed through to kafka-python as is."""
+    """How to reach the brokers; TLS/SASL fields are passed through to kafka-python as is.
+
+    Field names match ``fraudfl.config.KafkaSettings``, so ``KafkaSettings(**cfg.model_dump())``
+    converts a validated config section.
+    """
 
     bootstrap_servers: str
     security_protocol: SecurityProtocol = "PLAINTEXT"
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
+    ssl_cafile: str | PathLike[str] | None = None
+    ssl_certfile: str | PathLike[str] | None = None
+    ssl_keyfile: str | PathLike[str] | None = None
+    ssl_check_hostname: bool = True
     sasl_mechanism: str | None = None
     sasl_plain_username: str | None = None
     sasl_plain_password: str | None = field(default=None, repr=False)
-    client_id: str = "fraudfl"
+    client_id: str | None = None
     # Size limit per record (one chunk); keep below the brokers' message.max.bytes.
     max_message_bytes: int = DEFAULT_MAX_RECORD_BYTES
     compression: Compression = "none"
@@ -51,22 +58,23 @@ class KafkaSettings:
     def common(self) -> dict[str, Any]:
         opts: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers.split(","),
-            "client_id": self.client_id,
+            "client_id": self.client_id or "fraudfl",
             "security_protocol": self.security_protocol,
             "request_timeout_ms": self.request_timeout_ms,
             "reconnect_backoff_max_ms": 1000,
             # Topics are created explicitly with their partition counts (docs/topics.md).
             "allow_auto_create_topics": False,
         }
-        optional = {
-            "ssl_cafile": self.ssl_cafile,
-            "ssl_certfile": self.ssl_certfile,
-            "ssl_keyfile": self.ssl_keyfile,
-            "sasl_mechanism": self.sasl_mechanism,
-            "sasl_plain_username": self.sasl_plain_username,
-            "sasl_plain_password": self.sasl_plain_password,
-        }
-        opts.update({k: v for k, v in optional.items() if v is not None})
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            opts["ssl_check_hostname"] = self.ssl_check_hostname
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                value = getattr(self, name)
+                if value is not None:
+                    opts[name] = fspath(value)
+        if self.security_protocol.startswith("SASL"):
+            opts["sasl_mechanism"] = self.sasl_mechanism
+            opts["sasl_plain_username"] = self.sasl_plain_username
+            opts["sasl_plain_password"] = self.sasl_plain_password
         return opts
 
     def admin(self) -> dict[str, Any]:
@@ -159,6 +167,9 @@ class KafkaTransport(Transport):
             )
         from kafka.errors import KafkaError
 
+        if len(self._futures) >= _PRUNE_FUTURES_AT:
+            # Without flushes the list would grow forever; failures stay for flush() to report.
+            self._futures = [f for f in self._futures if not f.succeeded()]
         try:
             self._futures.append(self._get_producer().send(topic, key=key, value=value))
         except KafkaError as exc:

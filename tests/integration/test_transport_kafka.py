@@ -278,3 +278,20 @@ def test_every_record_produced_twice_is_received_once(parties: Parties) -> None:
     assert receive_until(agg, len(payloads)) == payloads
     assert agg.receive(0.5) == []  # the duplicates complete nothing further
     assert agg.transport.position()[TopicPartition(layout.to_aggregator, 0)] == 2 * (1 + 4 + 1)
+
+
+def test_lz4_compressed_records(parties: Parties) -> None:
+    from dataclasses import replace
+
+    layout = TopicLayout(FED)
+    ident, enc = parties.keys["bank-a"]
+    lz4 = KafkaTransport(replace(parties.settings, compression="lz4"))
+    parties.transports.append(lz4)
+    layout.create(lz4, BANKS)
+    bank = Channel(lz4, ident, parties.allow, FED, encryption_key=enc)
+    payload = bytes(2_000_000)  # compressible, unlike model weights
+    send(bank, layout.to_aggregator, payload)
+    bank.flush(30)
+    agg = parties.channel("aggregator")
+    agg.listen([layout.to_aggregator])
+    assert receive_until(agg, 1) == [payload]

@@ -1,0 +1,61 @@
+from pathlib import Path
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+from fraudfl.transport.kafka import KafkaSettings
+
+
+def test_options_follow_the_broker_notes() -> None:
+    s = KafkaSettings(bootstrap_servers="a:9092,b:9092")
+    producer, consumer = s.producer(), s.consumer()
+    assert producer["bootstrap_servers"] == ["a:9092", "b:9092"]
+    assert producer["acks"] == "all" and producer["enable_idempotence"] is False
+    assert producer["max_request_size"] >= 2 * s.max_message_bytes
+    assert consumer["group_id"] is None and consumer["enable_auto_commit"] is False
+    assert consumer["auto_offset_reset"] == "earliest"
+    assert consumer["allow_auto_create_topics"] is False
+    assert "ssl_cafile" not in consumer and "sasl_mechanism" not in consumer
+
+
+def test_tls_and_sasl_pass_through() -> None:
+    s = KafkaSettings(
+        bootstrap_servers="kafka:9093",
+        security_protocol="SASL_SSL",
+        ssl_cafile=Path("/etc/ca.pem"),
+        ssl_certfile="/etc/client.pem",
+        ssl_keyfile="/etc/client.key",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_plain_username="bank-a",
+        sasl_plain_password="secret",
+        compression="lz4",
+    )
+    for opts in (s.producer(), s.consumer(), s.admin()):
+        assert opts["security_protocol"] == "SASL_SSL"
+        assert opts["ssl_cafile"] == "/etc/ca.pem" and opts["ssl_keyfile"] == "/etc/client.key"
+        assert opts["sasl_mechanism"] == "SCRAM-SHA-512"
+        assert opts["sasl_plain_password"] == "secret"
+    assert s.producer()["compression_type"] == "lz4"
+    assert "secret" not in repr(s)
+
+
+def test_every_option_is_known_to_kafka_python() -> None:
+    s = KafkaSettings(
+        bootstrap_servers="x:1",
+        security_protocol="SASL_SSL",
+        ssl_cafile="/ca",
+        sasl_mechanism="PLAIN",
+        sasl_plain_username="u",
+        sasl_plain_password="p",
+    )
+    assert set(s.producer()) <= set(KafkaProducer.DEFAULT_CONFIG)
+    assert set(s.consumer()) <= set(KafkaConsumer.DEFAULT_CONFIG)
+    assert set(s.admin()) <= set(KafkaAdminClient.DEFAULT_CONFIG)
+
+
+def test_converts_from_the_config_section() -> None:
+    from fraudfl.config import KafkaSettings as ConfigKafka
+
+    section = ConfigKafka(bootstrap_servers="k:9092", client_id="bank-a", max_message_bytes=500_000)
+    settings = KafkaSettings(**section.model_dump())
+    assert settings.bootstrap_servers == "k:9092" and settings.max_message_bytes == 500_000
+    assert settings.common()["client_id"] == "bank-a"
