@@ -73,15 +73,17 @@ def run(args: argparse.Namespace) -> int:
     streamer = None
     if args.bootstrap_servers:
         from fraudfl.scoring.stream import StreamingScorer, StreamSettings
+        from fraudfl.transport.kafka import KafkaSettings, KafkaTransport
 
         state = args.stream_state or (
             (args.model if args.model.is_dir() else args.model.parent) / "stream-offsets.json"
         )
         streamer = StreamingScorer(
             holder,
-            StreamSettings(bootstrap_servers=args.bootstrap_servers,
-                           transactions_topic=args.transactions_topic,
-                           alerts_topic=args.alerts_topic, state_path=state),
+            KafkaTransport(KafkaSettings(bootstrap_servers=args.bootstrap_servers,
+                                         client_id="fraudfl-scoring")),
+            StreamSettings(state_path=state, transactions_topic=args.transactions_topic,
+                           alerts_topic=args.alerts_topic),
             metrics=metrics,
         )
         streamer.start()

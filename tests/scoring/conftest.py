@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,18 @@ def train_bank(root: Path, seed: int = 0) -> TrainedBank:
                               round=3, bank_id="bank_00", metrics={"auprc": 0.5})
     return TrainedBank(root=root, frame=frame, val=val, pipeline=pipeline, spec=spec,
                        artifact=artifact)
+
+
+def transactions(bank: TrainedBank, n: int, start: int = 0) -> list[dict[str, Any]]:
+    rows = bank.val.iloc[start : start + n]
+    records = []
+    for i, row in enumerate(rows.to_dict(orient="records")):
+        rec = {c: float(row[c]) for c in bank.pipeline.numeric}
+        rec.update({c: str(row[c]) for c in bank.pipeline.categorical})
+        rec["transaction_id"] = start + i
+        rec["timestamp"] = "2026-01-01T00:00:00"  # not a feature: ignored
+        records.append(rec)
+    return records
 
 
 @pytest.fixture(scope="session")

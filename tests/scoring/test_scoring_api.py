@@ -11,25 +11,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import TrainedBank
+from conftest import TrainedBank, transactions
 from fastapi.testclient import TestClient
 
 from fraudfl.monitoring import ScoringMetrics, new_registry
 from fraudfl.scoring import ModelHolder, save_artifact
 from fraudfl.scoring.api import create_app
 from fraudfl.scoring.server import ServerThread
-
-
-def transactions(bank: TrainedBank, n: int, start: int = 0) -> list[dict[str, Any]]:
-    rows = bank.val.iloc[start : start + n]
-    records = []
-    for i, row in enumerate(rows.to_dict(orient="records")):
-        rec = {c: float(row[c]) for c in bank.pipeline.numeric}
-        rec.update({c: str(row[c]) for c in bank.pipeline.categorical})
-        rec["transaction_id"] = start + i
-        rec["timestamp"] = "2026-01-01T00:00:00"  # not a feature: ignored
-        records.append(rec)
-    return records
 
 
 @pytest.fixture

@@ -1,0 +1,222 @@
+"""The streaming scorer: ``transactions`` topic in, ``fraud-alerts`` topic out, at least once.
+
+Each poll's transactions are scored with the model serving at that moment, one record per
+transaction is produced to the alerts topic (keyed by transaction id, so a consumer can drop
+the duplicates that at-least-once delivery allows), the producer is flushed until every record
+is acknowledged, and only then are the consumed offsets saved, atomically, to the scorer's own
+state file. A crash anywhere before that save replays the batch on restart; nothing is skipped.
+Offsets are the scorer's own (explicit partition assignment, no consumer group), as the broker
+notes advise.
+
+Input records are JSON objects in the bank's schema (as for ``POST /score``). Output records
+are JSON objects::
+
+    {"transaction_id": ..., "partition": 0, "offset": 17, "status": "scored",
+     "probability": 0.93, "fraud": true, "threshold": 0.71, "model_version": 4}
+
+A transaction that does not match the schema is not dropped: it yields a record with
+``"status": "invalid"`` and an ``"error"`` naming the field. With ``alerts_only`` only the
+transactions at or above the threshold (and invalid ones) are produced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fraudfl.checkpoint import atomic_write_json
+from fraudfl.errors import FraudflError
+from fraudfl.monitoring import ScoringMetrics
+from fraudfl.scoring.holder import ModelHolder
+from fraudfl.scoring.records import InvalidTransactions, Record
+from fraudfl.transport.base import Record as KafkaRecord
+from fraudfl.transport.base import TopicPartition, TopicSpec, Transport
+from fraudfl.transport.errors import TransportError
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = "fraudfl.stream_offsets"
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    state_path: Path
+    transactions_topic: str = "transactions"
+    alerts_topic: str = "fraud-alerts"
+    alerts_only: bool = False
+    poll_timeout_s: float = 0.2
+    # Topics this scorer creates when missing (existing topics are left as they are).
+    transactions_partitions: int = 4
+    alerts_partitions: int = 4
+
+
+def load_offsets(path: Path, topic: str) -> dict[TopicPartition, int]:
+    """Saved next-offsets per partition of ``topic`` (empty when the scorer never ran)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise FraudflError(f"{path}: cannot read the streaming scorer's offsets: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+        raise FraudflError(f"{path}: not a {STATE_FORMAT} file")
+    if data.get("topic") != topic:
+        raise FraudflError(
+            f"{path}: offsets are for topic {data.get('topic')!r}, not {topic!r}; "
+            "use another state file per topic"
+        )
+    offsets = data.get("offsets")
+    if not isinstance(offsets, dict) or not all(
+        k.isdigit() and isinstance(v, int) and v >= 0 for k, v in offsets.items()
+    ):
+        raise FraudflError(f"{path}: 'offsets' must map partition numbers to offsets")
+    return {TopicPartition(topic, int(k)): v for k, v in offsets.items()}
+
+
+def save_offsets(path: Path, topic: str, offsets: dict[TopicPartition, int]) -> None:
+    atomic_write_json(path, {
+        "format": STATE_FORMAT,
+        "topic": topic,
+        "offsets": {str(tp.partition): off for tp, off in sorted(offsets.items())},
+    })
+
+
+class StreamingScorer:
+    """Consumes transactions, produces scores, saves offsets after the producer's acks."""
+
+    def __init__(
+        self,
+        holder: ModelHolder,
+        transport: Transport,
+        settings: StreamSettings,
+        *,
+        metrics: ScoringMetrics | None = None,
+    ) -> None:
+        self.holder = holder
+        self.transport = transport
+        self.settings = settings
+        self.metrics = metrics
+        self.committed: dict[TopicPartition, int] = {}
+        self.scored = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ready = False
+
+    def open(self) -> None:
+        """Create missing topics, assign every partition and resume at the saved offsets."""
+        s = self.settings
+        self.transport.create_topics([
+            TopicSpec(s.transactions_topic, s.transactions_partitions),
+            TopicSpec(s.alerts_topic, s.alerts_partitions),
+        ])
+        n = self.transport.partitions_for(s.transactions_topic)
+        partitions = [TopicPartition(s.transactions_topic, p) for p in range(n)]
+        self.transport.assign(partitions)
+        self.committed = load_offsets(s.state_path, s.transactions_topic)
+        if self.committed:
+            self.transport.seek({tp: off for tp, off in self.committed.items() if tp in partitions})
+        self._ready = True
+        log.info("streaming scorer reading %s (%d partitions) from %s, writing %s",
+                 s.transactions_topic, n,
+                 {tp.partition: off for tp, off in self.committed.items()} or "the start",
+                 s.alerts_topic)
+
+    def process_once(self) -> int:
+        """One poll -> score -> produce -> flush -> save offsets cycle; records consumed."""
+        if not self._ready:
+            self.open()
+        records = self.transport.poll(self.settings.poll_timeout_s)
+        if not records:
+            return 0
+        started = time.perf_counter()
+        scorer = self.holder.scorer
+        valid: list[tuple[KafkaRecord, Record]] = []
+        produced = alerts = 0
+        for rec in records:
+            try:
+                valid.append((rec, scorer.validator.validate_one(rec.value)))
+            except InvalidTransactions as exc:
+                self._send(rec, _raw_id(rec.value, scorer.id_field), {
+                    "status": "invalid", "error": str(exc),
+                })
+                produced += 1
+        if valid:
+            scores = scorer.score_records([r for _, r in valid])
+            probabilities = scores.probabilities.tolist()
+            decisions = scores.decisions.tolist()
+            for (rec, tx), p, fraud in zip(valid, probabilities, decisions, strict=True):
+                alerts += fraud
+                if self.settings.alerts_only and not fraud:
+                    continue
+                self._send(rec, tx.get(scorer.id_field), {
+                    "status": "scored", "probability": p, "fraud": fraud,
+                    "threshold": scorer.threshold, "model_version": scorer.version,
+                })
+                produced += 1
+        try:
+            self.transport.flush()
+        except TransportError:
+            # Not acknowledged: rewind to the last saved offsets so this batch is retried.
+            self._rewind()
+            if self.metrics is not None:
+                self.metrics.request_finished("stream", "server_error",
+                                              duration_seconds=time.perf_counter() - started)
+            raise
+        positions = {tp: off for tp, off in self.transport.position().items()}
+        save_offsets(self.settings.state_path, self.settings.transactions_topic, positions)
+        self.committed = positions
+        self.scored += len(valid)
+        if self.metrics is not None:
+            self.metrics.request_finished(
+                "stream", "ok", duration_seconds=time.perf_counter() - started,
+                transactions=len(valid), alerts=alerts,
+            )
+        log.debug("scored %d transactions, produced %d records", len(records), produced)
+        return len(records)
+
+    def _send(self, rec: KafkaRecord, tx_id: Any, fields: dict[str, Any]) -> None:
+        key = (str(tx_id) if tx_id is not None
+               else f"{rec.topic}/{rec.partition}/{rec.offset}")
+        body = {"transaction_id": tx_id, "partition": rec.partition, "offset": rec.offset,
+                **fields}
+        self.transport.send(self.settings.alerts_topic, key.encode(), json.dumps(body).encode())
+
+    def _rewind(self) -> None:
+        assigned = self.transport.position()
+        self.transport.seek({tp: self.committed.get(tp, 0) for tp in assigned})
+
+    def run(self) -> None:
+        """Process until :meth:`stop`; transport errors are logged and retried."""
+        while not self._stop.is_set():
+            try:
+                self.process_once()
+            except TransportError as exc:
+                log.warning("streaming scorer: %s; retrying", exc)
+                self._stop.wait(1.0)
+
+    def start(self) -> None:
+        self.open()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, name="stream-scorer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+
+def _raw_id(value: bytes, id_field: str) -> Any:
+    """The id of a transaction that failed validation, when one can be read at all."""
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    tx_id = data.get(id_field) if isinstance(data, dict) else None
+    return tx_id if isinstance(tx_id, str | int) and not isinstance(tx_id, bool) else None
