@@ -56,6 +56,17 @@ def free_port(host: str = HOST) -> int:
         return port
 
 
+def port_in_use(port: int, host: str = HOST) -> bool:
+    # SO_REUSEADDR like the broker itself, so sockets in TIME_WAIT from a restart do not count.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+        return False
+
+
 def _die_with_parent() -> None:
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -217,6 +228,10 @@ class EmbeddedBroker:
     def start(self) -> EmbeddedBroker:
         if self.running:
             return self
+        # Checked here because Tansu, failing to bind, panics in a worker thread but keeps
+        # running, and whoever holds the port would answer the readiness check for it.
+        if port_in_use(self.port):
+            raise FraudflError(f"port {self.port} on {HOST} is already in use")
         if self.durable and self._moto is None:
             self._moto = MotoServer(self.workdir)
             self._moto.start(self.ready_timeout_s)

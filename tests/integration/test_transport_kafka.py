@@ -295,3 +295,12 @@ def test_lz4_compressed_records(parties: Parties) -> None:
     agg = parties.channel("aggregator")
     agg.listen([layout.to_aggregator])
     assert receive_until(agg, 1) == [payload]
+
+
+def test_second_broker_on_a_taken_port_is_refused(broker: EmbeddedBroker) -> None:
+    from fraudfl.errors import FraudflError
+
+    with pytest.raises(FraudflError, match="already in use"):
+        EmbeddedBroker(broker.port).start()
+    broker.restart()  # the port is ours again after a restart
+    assert broker.running
