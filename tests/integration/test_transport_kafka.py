@@ -173,9 +173,14 @@ def test_durable_broker_restart_mid_stream(
     bank.flush(30)
     got = receive_until(agg, 3)
 
-    durable_broker.restart()
+    durable_broker.stop_broker()
+    for p in payloads[5:8]:  # queued by the producer while the broker is down
+        send(bank, layout.to_aggregator, p, seal_to=True)
+    got += receive_until(agg, 1, timeout_s=0.5)
+    time.sleep(1)
+    durable_broker.start()
 
-    for p in payloads[5:]:
+    for p in payloads[8:]:
         send(bank, layout.to_aggregator, p, seal_to=True)
     bank.flush(60)
     got += receive_until(agg, len(payloads) - len(got), timeout_s=60)
