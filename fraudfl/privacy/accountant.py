@@ -53,8 +53,9 @@ class PrivacyBudget:
     delta: float
 
     def __post_init__(self) -> None:
-        if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
-            raise FraudflError(f"epsilon: expected a finite number > 0, got {self.epsilon}")
+        # inf is allowed: "account at this delta, never decline" (e.g. a noise-only setting).
+        if not self.epsilon > 0:
+            raise FraudflError(f"epsilon: expected a number > 0, got {self.epsilon}")
         if not 0 < self.delta < 1:
             raise FraudflError(f"delta: expected a number in (0, 1), got {self.delta}")
 
@@ -286,7 +287,11 @@ class PrivacyAccountant:
             "mechanism": self.mechanism,
             "budget": None
             if self.budget is None
-            else {"epsilon": self.budget.epsilon, "delta": self.budget.delta},
+            else {
+                # JSON has no infinity: an unlimited budget is written as null.
+                "epsilon": self.budget.epsilon if math.isfinite(self.budget.epsilon) else None,
+                "delta": self.budget.delta,
+            },
             "history": [[h.noise_multiplier, h.sample_rate, h.steps] for h in self._history],
         }
 
@@ -311,11 +316,12 @@ class PrivacyAccountant:
         budget: PrivacyBudget | None = None
         if raw_budget is not None:
             if not isinstance(raw_budget, dict) or set(raw_budget) != {"epsilon", "delta"}:
-                raise bad("budget", "null or {'epsilon': number, 'delta': number}")
-            if not all(_is_number(v) for v in raw_budget.values()):
-                raise bad("budget", "numeric epsilon and delta")
+                raise bad("budget", "null or {'epsilon': number or null, 'delta': number}")
+            eps, delta = raw_budget["epsilon"], raw_budget["delta"]
+            if not ((eps is None or _is_number(eps)) and _is_number(delta)):
+                raise bad("budget", "numeric (or null) epsilon and numeric delta")
             try:
-                budget = PrivacyBudget(float(raw_budget["epsilon"]), float(raw_budget["delta"]))
+                budget = PrivacyBudget(math.inf if eps is None else float(eps), float(delta))
             except FraudflError as exc:
                 raise bad("budget", str(exc)) from exc
         raw_history = data.get("history")

@@ -174,3 +174,15 @@ def test_default_delta_is_below_one_over_n() -> None:
     assert default_delta(10_000) == pytest.approx(1e-5)
     with pytest.raises(FraudflError):
         default_delta(0)
+
+
+def test_unlimited_budget_round_trips_as_strict_json(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    acc = PrivacyAccountant("rdp", budget=PrivacyBudget(float("inf"), DELTA))
+    acc.charge(SIGMA, Q, 5)
+    acc.save(path)
+    assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(c))["budget"] == {
+        "epsilon": None, "delta": DELTA}
+    restored = PrivacyAccountant.load(path)
+    assert restored.budget == PrivacyBudget(float("inf"), DELTA)
+    assert not restored.would_exceed(0.1, 1.0, 10_000)
