@@ -79,7 +79,7 @@ class KafkaSettings(_Section):
 class TrainingSettings(_Section):
     """Local training of one round; the aggregator announces these to the banks."""
 
-    model: str = "mlp"
+    model: Literal["mlp", "logistic"] = "mlp"
     hidden: tuple[int, ...] = (32, 16)
     local_epochs: int = Field(default=1, ge=1)
     batch_size: int = Field(default=256, ge=1)
@@ -104,20 +104,22 @@ class RoundSettings(_Section):
 class StageTimeouts(_Section):
     """Seconds the aggregator waits in each stage before continuing with whoever answered."""
 
-    advertise_keys: float = Field(default=30.0, gt=0)
+    # Banks train on receiving the announcement and advertise keys afterwards, so local
+    # training happens inside this stage: it is the longest.
+    advertise_keys: float = Field(default=300.0, gt=0)
     share_keys: float = Field(default=30.0, gt=0)
-    # Local training happens inside this stage, so it is the longest.
-    masked_input: float = Field(default=300.0, gt=0)
+    masked_input: float = Field(default=30.0, gt=0)
     unmask: float = Field(default=30.0, gt=0)
-    feature_stats: float = Field(default=60.0, gt=0)
 
 
 class SecAggSettings(_Section):
-    # SecAgg+ neighbours per bank (k of a k-regular graph); None masks with every other bank.
-    neighbours: int | None = Field(default=None, ge=2)
-    # Bits per coordinate in Z_{2^b}; None lets the protocol choose so the sum cannot wrap.
-    bits: int | None = Field(default=None, ge=8, le=64)
+    # SecAgg+ neighbours per bank (k of a k-regular graph); 0 masks with every other bank.
+    neighbours: int = Field(default=0, ge=0)
+    bits: Literal[16, 32] = 32
+    # Each coordinate of weight * update is clipped to [-clip_range, clip_range].
     clip_range: float = Field(default=1.0, gt=0)
+    # A bank's weight is min(1, examples / weight_scale), sent inside the masked vector.
+    weight_scale: float = Field(default=1_000_000.0, gt=0)
 
 
 class BankDPSettings(_Section):
@@ -126,6 +128,8 @@ class BankDPSettings(_Section):
     enabled: bool = False
     clip_norm: float = Field(default=1.0, gt=0)
     noise_multiplier: float = Field(default=1.0, ge=0)
+    # Delta at which the federation-level epsilon is reported.
+    delta: float = Field(default=1e-5, gt=0, lt=1)
 
 
 class PrivacySettings(_Section):
@@ -156,6 +160,8 @@ class ServiceConfig(_Section):
 
 class AggregatorConfig(ServiceConfig):
     aggregator_id: str = "aggregator"
+    # The dataset schema every bank shares (fixes the feature-statistics layout).
+    schema_file: Path
     # Optional held-out data on which the aggregator scores each new global model.
     eval_data: Path | None = None
     rounds: RoundSettings = RoundSettings()
@@ -164,8 +170,8 @@ class AggregatorConfig(ServiceConfig):
     secagg: SecAggSettings = SecAggSettings()
     bank_dp: BankDPSettings = BankDPSettings()
     timeouts: StageTimeouts = StageTimeouts()
-    # Whether banks fit their preprocessing from a secure sum of feature statistics first.
-    feature_stats_round: bool = True
+    # Give up after this many aborted rounds in a row (e.g. too few banks alive).
+    max_consecutive_aborts: int = Field(default=5, ge=1)
 
     @model_validator(mode="after")
     def _threshold_fits(self) -> AggregatorConfig:
@@ -220,6 +226,8 @@ def load_config(cls: type[C], path: Path, env: Mapping[str, str] | None = None) 
     _check_readable(config.identity_key, "identity_key", path)
     _check_readable(config.encryption_key, "encryption_key", path)
     _check_readable(config.allowlist, "allowlist", path)
+    if isinstance(config, AggregatorConfig):
+        _check_readable(config.schema_file, "schema_file", path)
     if isinstance(config, BankNodeConfig):
         _check_readable(config.data, "data", path)
         _check_readable(config.schema_path, "schema_file", path)

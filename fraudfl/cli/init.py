@@ -134,6 +134,7 @@ def write_federation(plan: FederationPlan) -> Federation:
             "encryption_key": f"keys/{AGGREGATOR_ID}.enc.key",
             "allowlist": "allowlist.json",
             "state_dir": f"state/{AGGREGATOR_ID}",
+            "schema_file": "data/schema.toml",
             "eval_data": f"data/{test_file.name}" if test_file else None,
         },
         "kafka": {"bootstrap_servers": plan.bootstrap_servers},

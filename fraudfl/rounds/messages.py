@@ -78,12 +78,15 @@ class Announcement(_Header):
     stats_frac_bits: int | None = None
 
 
+DeclineReason = Literal["privacy_budget", "no_data", "error"]
+
+
 class Decline(_Header):
     """Bank to aggregator: it will not take part in ``round`` (so nobody waits for it)."""
 
     KIND: ClassVar[int] = 2
     round: int = Field(ge=0)
-    reason: Literal["privacy_budget", "no_data", "error"]
+    reason: DeclineReason
     detail: str = ""
 
 

@@ -51,6 +51,7 @@ identity_key = "keys/aggregator.key"
 encryption_key = "keys/aggregator.enc.key"
 allowlist = "allowlist.json"
 state_dir = "state/agg"
+schema_file = "schema.toml"
 
 [rounds]
 rounds = 3

@@ -1,0 +1,351 @@
+"""A bank's side of the rounds, sans-IO: control and protocol payloads in, replies out.
+
+On an announcement the bank either declines (not enough privacy budget left) or does its local
+work straight away: feature statistics for the statistics round, DP-SGD training with the
+FedProx term for a training round. It then hands the result to its secure-aggregation client and
+answers the setup with its advertised keys; every later protocol message goes to the client.
+Training before advertising keys keeps the later stages short, so the aggregator's per-stage
+deadlines after the first one can be tight.
+
+A training round needs the global model it names; when the announcement overtakes the model on
+the models topic, it waits as ``pending`` until the model arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from fraudfl.checkpoint import atomic_write_bytes, atomic_write_json
+from fraudfl.config import BankNodeConfig
+from fraudfl.data.pipeline import FeaturePipeline
+from fraudfl.data.schema import Schema
+from fraudfl.data.stats import compute_stats
+from fraudfl.errors import FraudflError
+from fraudfl.identity import Allowlist, Identity
+from fraudfl.models import ModelSpec, Task
+from fraudfl.privacy.accountant import BudgetExhausted, PrivacyAccountant
+from fraudfl.rounds import exact_sum
+from fraudfl.rounds.messages import (
+    ANNOUNCE,
+    DECLINE,
+    MODEL,
+    SECAGG,
+    Announcement,
+    BankDPInstructions,
+    ControlMessageError,
+    Decline,
+    DeclineReason,
+    ModelInfo,
+    decode,
+    decode_model,
+    encode,
+)
+from fraudfl.secagg.client import SecAggClient
+from fraudfl.secagg.errors import MessageRejected, SecAggError
+from fraudfl.secagg.messages import decode as decode_secagg
+from fraudfl.training.local import LocalResult, TrainConfig, train_local
+from fraudfl.training.private import DPConfig, dp_planned_steps, dp_sample_rate, train_private
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A message for the aggregator (always sealed to it)."""
+
+    round: int
+    stage: str
+    payload_type: str
+    payload: bytes
+
+
+@dataclass
+class RoundReport:
+    """What the bank did in its latest round (for logs and metrics)."""
+
+    round: int
+    kind: str
+    declined: bool = False
+    examples: int = 0
+    loss: float = math.nan
+    epsilon: float = 0.0
+    train_seconds: float = 0.0
+
+
+class BankParticipant:
+    """One bank's round participation; its state is saved and restored by the service."""
+
+    def __init__(
+        self,
+        config: BankNodeConfig,
+        identity: Identity,
+        allowlist: Allowlist,
+        frame: pd.DataFrame,
+        schema: Schema,
+        accountant: PrivacyAccountant,
+    ) -> None:
+        self.config = config
+        self.bank_id = config.bank_id
+        self.identity = identity
+        self.allowlist = allowlist
+        self.frame = frame
+        self.schema = schema
+        self.accountant = accountant
+        self.client = SecAggClient(identity, allowlist, config.federation_id, config.aggregator_id)
+        self.model_info: ModelInfo | None = None
+        self.params: npt.NDArray[np.float32] | None = None
+        self.pending: bytes | None = None
+        self.noise_multiplier: float | None = config.privacy.noise_multiplier
+        self.handled_round = -1
+        self.last_report: RoundReport | None = None
+        self.rejections: dict[str, int] = {}
+        self._data: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]] | None = None
+
+    @property
+    def model_version(self) -> int | None:
+        return None if self.model_info is None else self.model_info.version
+
+    # -- inbound -----------------------------------------------------------------------------
+
+    def receive(self, payload_type: str, payload: bytes) -> list[Reply]:
+        """One verified message from the aggregator."""
+        try:
+            if payload_type == ANNOUNCE:
+                return self._on_announce(payload)
+            if payload_type == SECAGG:
+                return self._on_secagg(payload)
+            if payload_type == MODEL:
+                return self._on_model(payload)
+        except ControlMessageError as exc:
+            self._reject("malformed", str(exc))
+            return []
+        self._reject("unexpected_type", payload_type)
+        return []
+
+    def _reject(self, reason: str, detail: str) -> None:
+        self.rejections[reason] = self.rejections.get(reason, 0) + 1
+        log.warning("%s: rejected a message (%s): %s", self.bank_id, reason, detail)
+
+    def _on_model(self, payload: bytes) -> list[Reply]:
+        info, params = decode_model(payload)
+        if self.model_info is not None and info.version <= self.model_info.version:
+            return []
+        self.model_info, self.params = info, params
+        if info.version == 0 or self._data is None:
+            self._data = None  # the pipeline may be new: transform lazily
+        log.info("%s: received global model v%d", self.bank_id, info.version)
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            return self._on_announce(pending)
+        return []
+
+    def _on_secagg(self, payload: bytes) -> list[Reply]:
+        try:
+            header = decode_secagg(payload).header
+            if header.round != self.client.last_round:
+                # A broadcast of a round this bank did not join (or declined).
+                log.debug("%s: ignoring secagg message of round %d", self.bank_id, header.round)
+                return []
+            replies = self.client.receive(payload)
+        except MessageRejected as exc:
+            self._reject(exc.reason.value, exc.detail)
+            return []
+        stage = self.client.stage.value if self.client.stage else "secagg"
+        return [Reply(self.client.last_round, stage, SECAGG, r) for r in replies]
+
+    def _on_announce(self, payload: bytes) -> list[Reply]:
+        ann, setup = decode(payload, Announcement)
+        if self.bank_id not in ann.participants:
+            return []
+        if ann.round < self.handled_round:
+            return []
+        if ann.round == self.handled_round:
+            # A re-sent announcement (aggregator restart, duplicate delivery): the client
+            # answers an identical setup with its original reply, and nothing is retrained.
+            return self._setup(ann.round, setup) if self.client.last_round == ann.round else []
+        if ann.kind == "stats":
+            self.handled_round = ann.round
+            return self._stats_round(ann, setup)
+        if (
+            self.model_info is None
+            or self.model_info.version != ann.model_version
+            or self.model_info.sha256 != ann.model_sha256
+        ):
+            log.info("%s: round %d needs model v%s; waiting for it", self.bank_id, ann.round,
+                     ann.model_version)
+            self.pending = payload
+            return []
+        self.handled_round = ann.round
+        return self._train_round(ann, setup)
+
+    # -- local work --------------------------------------------------------------------------
+
+    def _setup(self, round_number: int, setup: bytes) -> list[Reply]:
+        try:
+            replies = self.client.receive(setup)
+        except (MessageRejected, SecAggError) as exc:
+            self._reject("secagg_setup", str(exc))
+            return []
+        return [Reply(round_number, "advertise_keys", SECAGG, r) for r in replies]
+
+    def _decline(
+        self, round_number: int, reason: DeclineReason, detail: str
+    ) -> list[Reply]:
+        log.warning("%s: declining round %d: %s", self.bank_id, round_number, detail)
+        self.last_report = RoundReport(round_number, "train", declined=True,
+                                       epsilon=self._epsilon())
+        body = Decline(round=round_number, reason=reason, detail=detail)
+        return [Reply(round_number, "announce", DECLINE, encode(body))]
+
+    def _stats_round(self, ann: Announcement, setup: bytes) -> list[Reply]:
+        stats = compute_stats(self.frame, self.schema, source=str(self.config.data))
+        frac = ann.stats_frac_bits or exact_sum.DEFAULT_FRAC_BITS
+        digits = exact_sum.encode(stats.to_vector(), len(ann.participants), 32, frac)
+        self.client.set_input(digits)
+        self.last_report = RoundReport(ann.round, "stats", examples=stats.count)
+        return self._setup(ann.round, setup)
+
+    def training_data(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        if self._data is None:
+            assert self.model_info is not None
+            pipeline = FeaturePipeline.from_dict(self.model_info.pipeline)
+            X, y = pipeline.transform(self.frame, source=str(self.config.data))
+            self._data = (X, y.astype(np.int64))
+        return self._data
+
+    def _epsilon(self) -> float:
+        if not self.accountant.history:
+            return 0.0
+        return self.accountant.epsilon()
+
+    def _train_round(self, ann: Announcement, setup: bytes) -> list[Reply]:
+        assert self.model_info is not None and self.params is not None and ann.train is not None
+        X, y = self.training_data()
+        spec = ModelSpec.from_dict(self.model_info.spec)
+        model = spec.build()
+        task: Task = "binary" if spec.num_classes == 2 else "multiclass"
+        cfg = TrainConfig(
+            task=task, local_epochs=ann.train.local_epochs, batch_size=ann.train.batch_size,
+            lr=ann.train.lr, mu=ann.train.mu,
+        )
+        rng = np.random.default_rng(secrets.randbits(128))
+        privacy = self.config.privacy
+        epsilon = 0.0
+        result: LocalResult
+        if privacy.enabled:
+            q = dp_sample_rate(len(y), cfg.batch_size)
+            steps = dp_planned_steps(cfg, len(y))
+            if self.noise_multiplier is None:
+                try:
+                    self.noise_multiplier = self.accountant.calibrate_noise(
+                        privacy.target_epsilon, q, steps * privacy.planned_rounds
+                    )
+                except FraudflError as exc:
+                    return self._decline(ann.round, "privacy_budget", str(exc))
+                log.info("%s: noise multiplier %.3f for epsilon %.3g over %d rounds",
+                         self.bank_id, self.noise_multiplier, privacy.target_epsilon,
+                         privacy.planned_rounds)
+            try:
+                # The accountant authorises the whole round first and refuses, before any data
+                # is touched, if it would exceed the budget: then the bank declines.
+                private = train_private(
+                    model, self.params, X, y, cfg, rng=rng, accountant=self.accountant,
+                    dp=DPConfig(self.noise_multiplier, privacy.max_grad_norm),
+                )
+            except BudgetExhausted as exc:
+                return self._decline(ann.round, "privacy_budget", str(exc))
+            result, epsilon = private, private.epsilon
+        else:
+            result = train_local(model, self.params, X, y, cfg, rng=rng)
+        update = result.params.astype(np.float64) - self.params.astype(np.float64)
+        if ann.bank_dp is not None and ann.bank_dp.enabled:
+            update = bank_level_noise(update, ann.bank_dp, rng)
+        weight = min(1.0, result.num_examples / ann.weight_scale)
+        if self.config.record_plain_updates:
+            self._record_plain(ann.round, update, weight)
+        self.client.set_input(update, weight)
+        self.last_report = RoundReport(
+            ann.round, "train", examples=result.num_examples, loss=result.loss, epsilon=epsilon
+        )
+        log.info("%s: round %d trained on %d examples, loss %.4f, epsilon %.3f", self.bank_id,
+                 ann.round, result.num_examples, result.loss, epsilon)
+        return self._setup(ann.round, setup)
+
+    def _record_plain(self, round_number: int, update: npt.NDArray[np.float64], w: float) -> None:
+        # Test-only evidence for comparing the secure result with plain FedAvg; stays local.
+        directory = self.config.state_dir / "plain_updates"
+        directory.mkdir(parents=True, exist_ok=True)
+        np.save(directory / f"round_{round_number:06d}.npy",
+                np.concatenate([update, [w]]), allow_pickle=False)
+
+    # -- state -------------------------------------------------------------------------------
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+        header: dict[str, Any] = {
+            "version": 1,
+            "bank_id": self.bank_id,
+            "handled_round": self.handled_round,
+            "noise_multiplier": self.noise_multiplier,
+            "client": self.client.to_dict(),
+            "model_info": None if self.model_info is None else self.model_info.model_dump(),
+            "accountant": self.accountant.to_dict(),
+            "rejections": self.rejections,
+        }
+        blobs: dict[str, bytes] = {}
+        if self.params is not None:
+            blobs["params"] = np.ascontiguousarray(self.params, dtype="<f4").tobytes()
+        if self.pending is not None:
+            blobs["pending"] = self.pending
+        return header, blobs
+
+    def load_state(self, header: dict[str, Any], blobs: dict[str, bytes]) -> None:
+        if header.get("version") != 1 or header.get("bank_id") != self.bank_id:
+            raise ValueError("state belongs to another bank or format version")
+        self.handled_round = int(header["handled_round"])
+        self.noise_multiplier = header["noise_multiplier"]
+        self.client = SecAggClient.from_dict(header["client"], self.identity, self.allowlist)
+        if header["model_info"] is not None:
+            self.model_info = ModelInfo.model_validate(header["model_info"])
+            self.params = np.frombuffer(blobs["params"], dtype="<f4").astype(np.float32)
+        self.pending = blobs.get("pending")
+        self.rejections = dict(header.get("rejections", {}))
+        # The accountant is restored from its own file by the service (the single ledger); the
+        # copy here only covers a crash between the two writes, so keep the longer history.
+        saved = PrivacyAccountant.from_dict(header["accountant"])
+        if saved.total_steps > self.accountant.total_steps:
+            self.accountant = PrivacyAccountant(
+                saved.mechanism, budget=self.accountant.budget, history=list(saved.history),
+                label=self.accountant.label,
+            )
+
+
+def bank_level_noise(
+    update: npt.NDArray[np.float64], dp: BankDPInstructions, rng: np.random.Generator
+) -> npt.NDArray[np.float64]:
+    """Clip the update to L2 norm C and add N(0, sigma^2 C^2 / n) per coordinate.
+
+    Summed over the n banks of the round the noise is N(0, sigma^2 C^2), the Gaussian mechanism
+    of DP-FedAvg, while no single party ever adds (or sees) all of it.
+    """
+    norm = float(np.linalg.norm(update))
+    clipped = update * min(1.0, dp.clip_norm / norm) if norm > 0 else update
+    std = dp.noise_multiplier * dp.clip_norm / math.sqrt(dp.expected_banks)
+    return clipped + rng.normal(0.0, std, size=clipped.shape)
+
+
+def save_model_for_scoring(
+    directory: Path, info: ModelInfo, params: npt.NDArray[np.float32]
+) -> None:
+    """Keep the latest global model (with its feature pipeline) where scoring finds it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(directory / "params.f32", np.ascontiguousarray(params, "<f4").tobytes())
+    atomic_write_json(directory / "model.json", info.model_dump())

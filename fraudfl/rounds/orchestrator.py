@@ -1,0 +1,563 @@
+"""The aggregator's round state machine, sans-IO.
+
+Events go in (``start``, ``receive``, ``timeout``, ``restart``), each with the caller's clock
+reading; :class:`Outbound` messages come out for the service to sign, seal and publish. Nothing
+here sleeps, reads a socket or a clock.
+
+A federation runs:
+
+1. a *statistics round* (``kind="stats"``): every bank contributes its feature statistics
+   through secure aggregation (exactly, see :mod:`fraudfl.rounds.exact_sum`); the aggregator
+   fits the feature pipeline from the sum only, builds the initial model and publishes it as
+   model version 0;
+2. *training rounds* until ``rounds`` have completed: select banks, announce the round (model
+   version, training instructions from the strategy, the secure-aggregation setup), drive the
+   SecAgg server through its stages with per-stage deadlines, decode the unmasked sum of
+   ``weight * update`` and of the weights, apply the strategy to that sum (never to an
+   individual update) and publish model version = round number with its metadata.
+
+Round numbers only grow; an aborted round (fewer than t banks left) is recorded and the next
+round gets the next number, so no round is counted twice and secure-aggregation messages can
+never be replayed across rounds. Banks that decline for lack of privacy budget are not selected
+again. The whole state (round, stage, SecAgg server, model, strategy state, history) is
+serialisable; :meth:`Orchestrator.restart` resumes it after a crash and re-emits the last
+transition's messages (the receivers deduplicate them).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from fraudfl.config import AggregatorConfig
+from fraudfl.data.pipeline import FeaturePipeline
+from fraudfl.data.schema import Schema
+from fraudfl.data.stats import FeatureStats
+from fraudfl.identity import Allowlist, Identity
+from fraudfl.models import ModelSpec, get_flat_params
+from fraudfl.privacy.accountant import PrivacyAccountant
+from fraudfl.rounds import exact_sum
+from fraudfl.rounds.messages import (
+    ANNOUNCE,
+    DECLINE,
+    MODEL,
+    SECAGG,
+    Announcement,
+    BankDPInstructions,
+    ControlMessageError,
+    Decline,
+    ModelInfo,
+    TrainInstructions,
+    decode,
+    encode,
+    encode_model,
+    params_digest,
+)
+from fraudfl.secagg.errors import MessageRejected
+from fraudfl.secagg.graph import effective_degree
+from fraudfl.secagg.messages import STAGE_ADVERTISE, STAGE_MASKED, STAGE_SHARE, STAGE_UNMASK
+from fraudfl.secagg.server import Outgoing, SecAggServer, ServerStatus
+from fraudfl.strategy import Strategy, SummedUpdate, make_strategy
+
+log = logging.getLogger(__name__)
+
+STAGE_LABELS = {
+    STAGE_ADVERTISE: "advertise_keys",
+    STAGE_SHARE: "share_keys",
+    STAGE_MASKED: "masked_input",
+    STAGE_UNMASK: "unmask",
+}
+Topic = Literal["control", "inbox", "models"]
+Evaluator = Callable[[ModelSpec, FeaturePipeline, npt.NDArray[np.float32]], dict[str, float]]
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """One message for the service to publish. ``seal_to`` lists who may read the payload."""
+
+    topic: Topic
+    recipient: str
+    round: int
+    stage: str
+    payload_type: str
+    payload: bytes
+    seal_to: tuple[str, ...]
+
+
+@dataclass
+class RoundRecord:
+    """What happened in one round, kept in the aggregator's state and published with models."""
+
+    round: int
+    kind: str
+    status: str  # running | completed | aborted
+    selected: list[str]
+    survivors: list[str] = field(default_factory=list)
+    dropouts: list[str] = field(default_factory=list)
+    declined: list[str] = field(default_factory=list)
+    reason: str = ""
+    model_version: int | None = None
+    federation_epsilon: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RoundRecord:
+        return cls(**data)
+
+
+class Orchestrator:
+    """Rounds of one federation, from the aggregator's side."""
+
+    def __init__(
+        self,
+        config: AggregatorConfig,
+        identity: Identity,
+        allowlist: Allowlist,
+        schema: Schema,
+        *,
+        evaluator: Evaluator | None = None,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.allowlist = allowlist
+        self.schema = schema
+        self.evaluator = evaluator
+        self.federation = config.federation_id
+        self.strategy: Strategy = make_strategy(
+            config.strategy.name,
+            mu=config.training.mu,
+            server_lr=config.strategy.server_lr,
+            server_momentum=config.strategy.momentum,
+            fit_config={
+                "local_epochs": config.training.local_epochs,
+                "batch_size": config.training.batch_size,
+                "lr": config.training.lr,
+            },
+        )
+        self.round = -1
+        self.server: SecAggServer | None = None
+        self.current: RoundRecord | None = None
+        self.history: list[RoundRecord] = []
+        self.exhausted: set[str] = set()
+        self.completed = 0
+        self.consecutive_aborts = 0
+        self.finished = False
+        self.stage_started = 0.0
+        self.spec: ModelSpec | None = None
+        self.pipeline: FeaturePipeline | None = None
+        self.params: npt.NDArray[np.float32] | None = None
+        self.model_version: int | None = None
+        self.federation_accountant = PrivacyAccountant("rdp", label="federation")
+        self.outbox: list[Outbound] = []
+        self.rejections: dict[str, int] = {}
+
+    # -- who takes part ---------------------------------------------------------------------
+
+    @property
+    def banks(self) -> list[str]:
+        """Enrolled banks: everyone on the allowlist except the aggregator itself."""
+        return sorted(p for p in self.allowlist.participants if p != self.identity.participant_id)
+
+    def _select(self, round_number: int) -> list[str]:
+        eligible = [b for b in self.banks if b not in self.exhausted]
+        wanted = self.config.rounds.banks_per_round
+        if wanted is None or wanted >= len(eligible):
+            return eligible
+        rng = np.random.default_rng([self.config.rounds.seed, round_number])
+        return sorted(rng.choice(eligible, size=wanted, replace=False).tolist())
+
+    def threshold(self, n: int) -> int:
+        """t: more than half of each bank's group (what banks accept), at least ``min_banks``."""
+        degree = effective_degree(n, self.config.secagg.neighbours)
+        group = n if degree == 0 else degree + 1
+        return max(group // 2 + 1, min(self.config.rounds.min_banks, group))
+
+    # -- events ------------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Outbound]:
+        """Begin the federation: the statistics round first."""
+        if self.round >= 0:
+            raise RuntimeError("already started; use restart() after loading a checkpoint")
+        return self._emit(self._start_round(0, now))
+
+    def restart(self, now: float) -> list[Outbound]:
+        """After loading a checkpoint: give the stage a fresh deadline and re-send its messages."""
+        self.stage_started = now
+        if self.finished:
+            return list(self.outbox)
+        if self.server is None or self.current is None:
+            return self._emit(self._next_round(now))
+        return list(self.outbox)
+
+    @property
+    def stage(self) -> str:
+        if self.finished:
+            return "finished"
+        if self.server is None:
+            return "idle"
+        return STAGE_LABELS.get(self.server.stage, "setup")
+
+    def deadline(self) -> float | None:
+        """The clock reading at which :meth:`timeout` should be called (None: nothing waits)."""
+        if self.finished or self.server is None:
+            return None
+        return self.stage_started + self._stage_timeout(self.server.stage)
+
+    def _stage_timeout(self, stage: int) -> float:
+        t = self.config.timeouts
+        return {
+            STAGE_ADVERTISE: t.advertise_keys,
+            STAGE_SHARE: t.share_keys,
+            STAGE_MASKED: t.masked_input,
+            STAGE_UNMASK: t.unmask,
+        }.get(stage, t.advertise_keys)
+
+    def timeout(self, now: float) -> list[Outbound]:
+        """The current stage's deadline passed: continue with whoever answered (or abort)."""
+        if self.server is None or self.finished:
+            return []
+        stage = self.server.stage
+        pending = self.server.pending()
+        log.info(
+            "round %d: %s timed out; missing %s", self.round, STAGE_LABELS.get(stage, stage),
+            pending,
+        )
+        self._note_dropouts(pending)
+        return self._emit(self._after_server(self.server.stage_timeout(), now))
+
+    def receive(
+        self, sender: str, round_number: int, payload_type: str, payload: bytes, now: float
+    ) -> list[Outbound]:
+        """One verified message from a bank (the transport checked signature and enrolment)."""
+        if self.finished or sender not in self.banks:
+            return []
+        if round_number != self.round or self.server is None or self.current is None:
+            log.debug("ignoring %s from %s for round %d (now %d)", payload_type, sender,
+                      round_number, self.round)
+            return []
+        if payload_type == DECLINE:
+            return self._emit(self._on_decline(sender, payload, now))
+        if payload_type != SECAGG:
+            self._reject("unexpected_type", f"{payload_type!r} from {sender}")
+            return []
+        try:
+            out = self.server.receive(payload)
+        except MessageRejected as exc:
+            self._reject(exc.reason.value, f"{sender}: {exc.detail}")
+            return []
+        return self._emit(self._after_server(out, now))
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _emit(self, out: list[Outbound]) -> list[Outbound]:
+        if out:
+            self.outbox = out
+        return out
+
+    def _reject(self, reason: str, detail: str) -> None:
+        self.rejections[reason] = self.rejections.get(reason, 0) + 1
+        log.warning("round %d: rejected a message (%s): %s", self.round, reason, detail)
+
+    def _on_decline(self, sender: str, payload: bytes, now: float) -> list[Outbound]:
+        assert self.server is not None and self.current is not None
+        try:
+            decline, _ = decode(payload, Decline)
+        except ControlMessageError as exc:
+            self._reject("malformed", f"decline from {sender}: {exc}")
+            return []
+        if decline.round != self.round or sender not in self.current.selected:
+            return []
+        if sender not in self.current.declined:
+            self.current.declined.append(sender)
+            log.info("round %d: %s declined (%s) %s", self.round, sender, decline.reason,
+                     decline.detail)
+        if decline.reason == "privacy_budget":
+            self.exhausted.add(sender)
+        pending = self.server.pending()
+        if pending and set(pending) <= set(self.current.declined):
+            # Everyone still awaited has declined: no point waiting for the deadline.
+            return self._after_server(self.server.stage_timeout(), now)
+        return []
+
+    def _note_dropouts(self, pending: Sequence[str]) -> None:
+        assert self.current is not None
+        for bank in pending:
+            if bank not in self.current.dropouts and bank not in self.current.declined:
+                self.current.dropouts.append(bank)
+
+    def _start_round(self, round_number: int, now: float) -> list[Outbound]:
+        self.round = round_number
+        kind: Literal["stats", "train"] = "stats" if self.params is None else "train"
+        selected = self._select(round_number)
+        self.current = RoundRecord(round_number, kind, "running", selected, started_at=now)
+        self.stage_started = now
+        if len(selected) < self.config.rounds.min_banks:
+            self.server = None
+            return self._abort(f"only {len(selected)} banks can take part", now)
+        sa = self.config.secagg
+        if kind == "stats":
+            vector_length = FeatureStats.vector_size(self.schema) * exact_sum.DEFAULT_LIMBS
+            clip = float(exact_sum.levels(len(selected), 32))
+            weighted, bits = False, 32
+        else:
+            assert self.params is not None
+            vector_length, clip, weighted, bits = len(self.params), sa.clip_range, True, sa.bits
+        self.server = SecAggServer.create(
+            self.identity, self.allowlist, self.federation, round_number, selected,
+            threshold=self.threshold(len(selected)), vector_length=vector_length,
+            neighbours=sa.neighbours, weighted=weighted, bits=bits, clip=clip, weight_max=1.0,
+        )
+        setup = self.server.start()
+        announcement = self._announcement(kind, selected)
+        log.info("round %d (%s): announced to %s", round_number, kind, selected)
+        return [
+            Outbound("control", "*", round_number, "announce", ANNOUNCE,
+                     encode(announcement, setup[0].data), tuple(self.banks))
+        ]
+
+    def _announcement(self, kind: Literal["stats", "train"], selected: list[str]) -> Announcement:
+        if kind == "stats":
+            return Announcement(
+                round=self.round, kind="stats", participants=tuple(selected),
+                stats_frac_bits=exact_sum.DEFAULT_FRAC_BITS,
+                planned_rounds=self.config.rounds.rounds,
+            )
+        assert self.params is not None
+        instructions = self.strategy.configure_round(self.round, self.params)
+        cfg = instructions.config
+        dp = self.config.bank_dp
+        return Announcement(
+            round=self.round, kind="train", participants=tuple(selected),
+            model_version=self.model_version, model_sha256=params_digest(self.params),
+            train=TrainInstructions(
+                local_epochs=int(cfg.get("local_epochs", self.config.training.local_epochs)),
+                batch_size=int(cfg.get("batch_size", self.config.training.batch_size)),
+                lr=float(cfg.get("lr", self.config.training.lr)),
+                mu=float(cfg.get("mu", 0.0)),
+                accept_partial_work=instructions.accept_partial_work,
+            ),
+            bank_dp=BankDPInstructions(
+                enabled=dp.enabled, clip_norm=dp.clip_norm, noise_multiplier=dp.noise_multiplier,
+                expected_banks=len(selected),
+            ),
+            weight_scale=self.config.secagg.weight_scale,
+            planned_rounds=self.config.rounds.rounds,
+        )
+
+    def _after_server(self, out: list[Outgoing], now: float) -> list[Outbound]:
+        assert self.server is not None and self.current is not None
+        if out:
+            self.stage_started = now
+        if self.server.status is ServerStatus.ABORTED:
+            self._note_dropouts(self.server.pending())
+            # The server's own Abort broadcast tells banks to drop the round.
+            msgs = self._wrap(out)
+            return msgs + self._abort(self.server.abort_reason, now)
+        if self.server.status is ServerStatus.DONE:
+            return self._wrap(out) + self._finish(now)
+        return self._wrap(out)
+
+    def _wrap(self, out: list[Outgoing]) -> list[Outbound]:
+        msgs: list[Outbound] = []
+        stage = STAGE_LABELS.get(self.server.stage, "setup") if self.server else "setup"
+        for o in out:
+            if len(o.recipients) == 1:
+                msgs.append(Outbound("inbox", o.recipients[0], self.round, stage, SECAGG, o.data,
+                                     o.recipients))
+            else:
+                msgs.append(Outbound("control", "*", self.round, stage, SECAGG, o.data,
+                                     tuple(self.banks)))
+        return msgs
+
+    def _abort(self, reason: str, now: float) -> list[Outbound]:
+        assert self.current is not None
+        rec = self.current
+        rec.status, rec.reason, rec.finished_at = "aborted", reason, now
+        self.history.append(rec)
+        self.server = None
+        self.current = None
+        self.consecutive_aborts += 1
+        log.warning("round %d aborted: %s", rec.round, reason)
+        if self.consecutive_aborts >= self.config.max_consecutive_aborts:
+            log.error("%d rounds in a row aborted; stopping", self.consecutive_aborts)
+            self.finished = True
+            return []
+        return self._next_round(now)
+
+    def _next_round(self, now: float) -> list[Outbound]:
+        if self.completed >= self.config.rounds.rounds:
+            self.finished = True
+            return []
+        eligible = [b for b in self.banks if b not in self.exhausted]
+        if len(eligible) < self.config.rounds.min_banks:
+            log.error("only %d banks have privacy budget left (%s), fewer than min_banks=%d; "
+                      "stopping", len(eligible), eligible, self.config.rounds.min_banks)
+            self.finished = True
+            return []
+        return self._start_round(self.round + 1, now)
+
+    def _finish(self, now: float) -> list[Outbound]:
+        assert self.server is not None and self.current is not None
+        rec = self.current
+        rec.survivors = sorted(self.server.survivors)
+        self._note_dropouts([b for b in self.server.params.participants
+                             if b not in rec.survivors])
+        rec.status, rec.finished_at = "completed", now
+        self.consecutive_aborts = 0
+        if rec.kind == "stats":
+            self._fit_initial_model(self.server)
+        else:
+            self._apply_strategy(self.server, rec)
+            self.completed += 1
+        assert self.params is not None and self.spec is not None and self.pipeline is not None
+        self.model_version = rec.round if rec.kind == "train" else 0
+        rec.model_version = self.model_version
+        if self.evaluator is not None:
+            rec.metrics = self.evaluator(self.spec, self.pipeline, self.params)
+        self.history.append(rec)
+        self.server = None
+        self.current = None
+        log.info(
+            "round %d (%s) completed with %d banks (dropouts %s, declined %s)%s",
+            rec.round, rec.kind, len(rec.survivors), rec.dropouts, rec.declined,
+            "".join(f", {k} {v:.4f}" for k, v in rec.metrics.items()),
+        )
+        return [self._model_message(rec), *self._next_round(now)]
+
+    def _fit_initial_model(self, server: SecAggServer) -> None:
+        n = server.params.n
+        ring_sum = server.params.quantizer().decode(server.result)
+        totals = exact_sum.decode(ring_sum, n, 32)
+        stats = FeatureStats.from_vector(self.schema, totals)
+        self.pipeline = FeaturePipeline.fit(stats)
+        t = self.config.training
+        self.spec = ModelSpec(
+            kind=t.model,
+            num_features=self.pipeline.num_features,
+            num_classes=self.pipeline.num_classes,
+            hidden=tuple(t.hidden),
+        )
+        self.params = get_flat_params(self.spec.build(seed=self.config.rounds.seed))
+        log.info("fitted the feature pipeline from %d rows of %d banks; model has %d parameters",
+                 stats.count, len(server.survivors), len(self.params))
+
+    def _apply_strategy(self, server: SecAggServer, rec: RoundRecord) -> None:
+        assert self.params is not None
+        update_sum, weight_sum = server.params.quantizer().decode_weighted(server.result)
+        summed = SummedUpdate(update_sum, weight_sum, len(rec.survivors))
+        self.params = self.strategy.aggregate(rec.round, self.params, summed)
+        dp = self.config.bank_dp
+        if dp.enabled and dp.noise_multiplier > 0:
+            rate = len(rec.selected) / max(1, len(self.banks))
+            self.federation_accountant.charge(dp.noise_multiplier, rate, 1)
+            rec.federation_epsilon = self.federation_accountant.epsilon(dp.delta)
+
+    def _model_message(self, rec: RoundRecord) -> Outbound:
+        assert self.params is not None and self.spec is not None and self.pipeline is not None
+        assert self.model_version is not None
+        info = ModelInfo(
+            version=self.model_version, round=rec.round, spec=self.spec.to_dict(),
+            pipeline=self.pipeline.to_dict(), num_params=len(self.params),
+            sha256=params_digest(self.params), participants=tuple(rec.survivors),
+            dropouts=tuple(rec.dropouts), declined=tuple(rec.declined),
+            federation_epsilon=rec.federation_epsilon,
+            metrics={k: v for k, v in rec.metrics.items() if math.isfinite(v)},
+            created_ms=int(rec.finished_at * 1000),
+        )
+        return Outbound("models", "*", rec.round, "model", MODEL,
+                        encode_model(info, self.params), tuple(self.banks))
+
+    # -- state -------------------------------------------------------------------------------
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """JSON header and binary blobs of the complete state (see :mod:`fraudfl.checkpoint`)."""
+        header: dict[str, Any] = {
+            "version": STATE_VERSION,
+            "federation": self.federation,
+            "round": self.round,
+            "completed": self.completed,
+            "consecutive_aborts": self.consecutive_aborts,
+            "finished": self.finished,
+            "exhausted": sorted(self.exhausted),
+            "history": [r.to_dict() for r in self.history],
+            "current": None if self.current is None else self.current.to_dict(),
+            "server": None if self.server is None else self.server.to_dict(),
+            "spec": None if self.spec is None else self.spec.to_dict(),
+            "pipeline": None if self.pipeline is None else self.pipeline.to_dict(),
+            "model_version": self.model_version,
+            "federation_accountant": self.federation_accountant.to_dict(),
+            "strategy_state": sorted(self.strategy.state()),
+            "outbox": [
+                {"topic": o.topic, "recipient": o.recipient, "round": o.round, "stage": o.stage,
+                 "payload_type": o.payload_type, "seal_to": list(o.seal_to)}
+                for o in self.outbox
+            ],
+            "rejections": self.rejections,
+        }
+        blobs: dict[str, bytes] = {}
+        if self.params is not None:
+            blobs["params"] = np.ascontiguousarray(self.params, dtype="<f4").tobytes()
+        for name, arr in self.strategy.state().items():
+            blobs[f"strategy.{name}"] = np.ascontiguousarray(arr, dtype="<f8").tobytes()
+        for i, o in enumerate(self.outbox):
+            blobs[f"outbox.{i}"] = o.payload
+        return header, blobs
+
+    def load_state(self, header: dict[str, Any], blobs: dict[str, bytes]) -> None:
+        """Restore from :meth:`to_state`; a round whose protocol state cannot be restored is
+        aborted (and the next one started by :meth:`restart`)."""
+        if header.get("version") != STATE_VERSION or header.get("federation") != self.federation:
+            raise ValueError("checkpoint belongs to another federation or format version")
+        self.round = int(header["round"])
+        self.completed = int(header["completed"])
+        self.consecutive_aborts = int(header["consecutive_aborts"])
+        self.finished = bool(header["finished"])
+        self.exhausted = set(header["exhausted"])
+        self.history = [RoundRecord.from_dict(r) for r in header["history"]]
+        self.spec = None if header["spec"] is None else ModelSpec.from_dict(header["spec"])
+        self.pipeline = (
+            None if header["pipeline"] is None else FeaturePipeline.from_dict(header["pipeline"])
+        )
+        self.model_version = header["model_version"]
+        self.federation_accountant = PrivacyAccountant.from_dict(header["federation_accountant"])
+        self.rejections = dict(header.get("rejections", {}))
+        if "params" in blobs:
+            self.params = np.frombuffer(blobs["params"], dtype="<f4").astype(np.float32)
+        strategy_state = {
+            name: np.frombuffer(blobs[f"strategy.{name}"], dtype="<f8").copy()
+            for name in header["strategy_state"]
+        }
+        if strategy_state:
+            self.strategy.load_state(strategy_state)
+        self.outbox = [
+            Outbound(o["topic"], o["recipient"], int(o["round"]), o["stage"], o["payload_type"],
+                     blobs[f"outbox.{i}"], tuple(o["seal_to"]))
+            for i, o in enumerate(header["outbox"])
+        ]
+        self.current = None if header["current"] is None else RoundRecord.from_dict(
+            header["current"]
+        )
+        self.server = None
+        if header["server"] is not None and self.current is not None:
+            try:
+                self.server = SecAggServer.from_dict(header["server"], self.identity,
+                                                     self.allowlist)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("round %d cannot resume (%s); aborting it", self.round, exc)
+                rec = self.current
+                rec.status, rec.reason = "aborted", f"not resumable after restart: {exc}"
+                self.history.append(rec)
+                self.current = None
+                self.outbox = []

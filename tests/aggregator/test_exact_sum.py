@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fraudfl.rounds import exact_sum
+from fraudfl.secagg.quantize import Quantizer
+
+
+def _through_quantizer(digits: list[np.ndarray], n: int, bits: int) -> np.ndarray:
+    lv = exact_sum.levels(n, bits)
+    q = Quantizer(clip=float(lv), bits=bits, max_summands=n)
+    total = sum(q.encode(d).astype(np.uint64) for d in digits)
+    ring = (np.asarray(total) % (1 << bits)).astype(q.dtype)
+    return q.decode(ring)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(2, 30),
+    data=st.data(),
+)
+def test_sum_is_exact_through_secagg_quantiser(n: int, data: st.DataObject) -> None:
+    d = data.draw(st.integers(1, 5))
+    values = [
+        np.array(data.draw(st.lists(
+            st.floats(-1e9, 1e9, allow_nan=False), min_size=d, max_size=d
+        )))
+        for _ in range(n)
+    ]
+    digits = [exact_sum.encode(v, n, 32) for v in values]
+    decoded = exact_sum.decode(_through_quantizer(digits, n, 32), n, 32)
+    fixed = [np.round(v * 2**20) / 2**20 for v in values]
+    np.testing.assert_allclose(decoded, np.sum(fixed, axis=0), rtol=0, atol=1e-9 * n)
+
+
+def test_counts_and_large_sums_of_squares() -> None:
+    stats = [np.array([12_345.0, 3.0e12, -4.5]), np.array([1.0, 7.5e11, 0.25])]
+    digits = [exact_sum.encode(v, 2, 32) for v in stats]
+    out = exact_sum.decode(_through_quantizer(digits, 2, 32), 2, 32)
+    assert out[0] == 12_346.0
+    assert out[1] == 3.75e12
+    assert out[2] == -4.25

@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from fedharness import Federation
+
+from bank_node.participant import Reply
+from fraudfl.data.stats import FeatureStats, compute_stats
+from fraudfl.rounds.messages import SECAGG
+from fraudfl.secagg.messages import MaskedInput, UnmaskShares
+from fraudfl.secagg.messages import decode as decode_secagg
+
+
+def plain_fedavg(
+    fed: Federation, round_number: int, survivors: list[str], prev: np.ndarray
+) -> np.ndarray:
+    total = np.zeros(len(prev), dtype=np.float64)
+    weights = 0.0
+    for bank in survivors:
+        rec = fed.plain_updates(bank, round_number)
+        assert rec is not None, f"{bank} has no plain update for round {round_number}"
+        update, weight = rec
+        total += weight * update
+        weights += weight
+    return (prev.astype(np.float64) + total / weights).astype(np.float32)
+
+
+def check_rounds_match_plain(fed: Federation) -> None:
+    """Every published model equals plain FedAvg of the survivors' recorded updates."""
+    q_models = {info.version: (info, params) for info, params in fed.models}
+    assert 0 in q_models
+    versions = sorted(q_models)
+    for prev_v, v in itertools.pairwise(versions):
+        info, params = q_models[v]
+        expected = plain_fedavg(fed, info.round, list(info.participants), q_models[prev_v][1])
+        n = len(info.participants)
+        # Quantisation: at most n/2 steps of 1/scale per coordinate in the sums (32 bits).
+        levels = ((1 << 31) - 1) // n
+        step = fed.agg_config.secagg.clip_range / levels
+        np.testing.assert_allclose(params, expected, rtol=0, atol=max(1e-6, 1e4 * n * step))
+
+
+def test_federation_rounds_equal_plain_fedavg(
+    federation_factory: Callable[..., Federation],
+) -> None:
+    fed = federation_factory(rounds=2)
+    fed.pump(fed.orchestrator.start(fed.now))
+    orch = fed.orchestrator
+    assert orch.finished and orch.completed == 2
+    assert [r.status for r in orch.history] == ["completed"] * 3
+    assert [info.version for info, _ in fed.models] == [0, 1, 2]
+    check_rounds_match_plain(fed)
+    # The pipeline was fitted from the exact sum of every bank's statistics.
+    stats = sum(compute_stats(b.frame, b.schema) for b in fed.banks.values())
+    assert isinstance(stats, FeatureStats)
+    pipe = fed.models[0][0].pipeline
+    means = [c["mean"] for c in pipe["numeric"]]
+    np.testing.assert_allclose(means, stats.sums / stats.count, rtol=1e-9)
+
+
+def _is(kind: type, round_number: int = 1) -> Callable[[Reply], bool]:
+    """A dropout rule: the bank dies instead of sending this message of this round."""
+
+    def rule(reply: Reply) -> bool:
+        return (
+            reply.round == round_number
+            and reply.payload_type == SECAGG
+            and isinstance(decode_secagg(reply.payload).payload, kind)
+        )
+
+    return rule
+
+
+def test_bank_dies_after_masked_input(federation_factory: Callable[..., Federation]) -> None:
+    fed = federation_factory(rounds=1)
+    victim = "bank_01"
+    fed.drop[victim] = _is(UnmaskShares)  # its masked input went out; it dies before unmasking
+    fed.pump(fed.orchestrator.start(fed.now))
+    rec = fed.orchestrator.history[1]
+    assert rec.status == "completed"
+    # Its input is in the sum: the others revealed its self-mask seed, not its mask key.
+    assert victim in rec.survivors and victim in rec.dropouts
+    check_rounds_match_plain(fed)
+
+
+def test_bank_dies_before_masked_input(federation_factory: Callable[..., Federation]) -> None:
+    fed = federation_factory(rounds=1)
+    victim = "bank_02"
+    fed.drop[victim] = _is(MaskedInput)
+    fed.pump(fed.orchestrator.start(fed.now))
+    rec = fed.orchestrator.history[-1]
+    assert rec.status == "completed"
+    assert victim not in rec.survivors and victim in rec.dropouts
+    check_rounds_match_plain(fed)
+
+
+def test_aborts_below_threshold_and_continues(
+    federation_factory: Callable[..., Federation],
+) -> None:
+    fed = federation_factory(rounds=1, agg_overrides={"max_consecutive_aborts": 2})
+    fed.drop["bank_01"] = _is(MaskedInput)
+    fed.drop["bank_02"] = _is(MaskedInput)
+    fed.pump(fed.orchestrator.start(fed.now))
+    assert [r.status for r in fed.orchestrator.history] == ["completed", "aborted", "aborted"]
+    assert fed.orchestrator.finished and fed.orchestrator.completed == 0
+    assert [info.version for info, _ in fed.models] == [0]
+
+
+def test_budget_decline_does_not_wait(federation_factory: Callable[..., Federation]) -> None:
+    # Two banks with enough rows that the DP sample rate is small (fast accounting).
+    fed = federation_factory(
+        n_banks=2, transactions=3000, rounds=3, privacy=True, target_epsilon=2.0,
+        planned_rounds=1,
+    )
+    fed.pump(fed.orchestrator.start(fed.now))
+    history = fed.orchestrator.history
+    assert history[1].status == "completed"
+    # Every bank calibrated its noise to spend its budget in one round, so all decline round 2,
+    # which then aborts (nobody left) without waiting for a deadline.
+    assert sorted(history[2].declined) == sorted(fed.banks)
+    timeout = fed.agg_config.timeouts.advertise_keys
+    assert history[2].status == "aborted"
+    assert history[2].finished_at - history[2].started_at < timeout
+    assert len(history) == 3 and fed.orchestrator.finished
+    for bank in fed.banks.values():
+        assert bank.last_report is not None and bank.last_report.declined
+        assert 0 < bank.accountant.epsilon() <= 2.0
+    assert fed.orchestrator.exhausted == set(fed.banks)
+
+
+@pytest.mark.parametrize("stop_after", [1, 4, 7, 12])
+def test_checkpoint_restart_anywhere(
+    federation_factory: Callable[..., Federation], stop_after: int
+) -> None:
+    """Serialise the aggregator after a number of transitions, rebuild it and finish."""
+    fed = federation_factory(rounds=2)
+    transitions = 0
+    queue = fed.orchestrator.start(fed.now)
+    while transitions < stop_after and not fed.orchestrator.finished:
+        replies = fed.deliver(queue)
+        queue = []
+        for bank_id, reply in replies:
+            out = fed.orchestrator.receive(bank_id, reply.round, reply.payload_type,
+                                           reply.payload, fed.now)
+            if out:
+                transitions += 1
+            queue += out
+    header, blobs = fed.orchestrator.to_state()
+    before = (fed.orchestrator.round, fed.orchestrator.stage, fed.orchestrator.completed)
+    fed.orchestrator = fed.new_orchestrator()
+    fed.orchestrator.load_state(header, blobs)
+    assert (fed.orchestrator.round, fed.orchestrator.stage, fed.orchestrator.completed) == before
+    # Messages in flight at the crash are lost; the restarted aggregator re-sends its last ones.
+    fed.pump(fed.orchestrator.restart(fed.now))
+    orch = fed.orchestrator
+    assert orch.finished and orch.completed == 2
+    versions = [info.version for info, _ in fed.models]
+    assert sorted(set(versions)) == [0, *[r.round for r in orch.history if r.kind == "train"
+                                          and r.status == "completed"]]
+    check_rounds_match_plain(fed)
