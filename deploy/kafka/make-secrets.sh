@@ -41,10 +41,10 @@ ca="$out.ca"
 days="${DAYS:-825}"
 secret() { openssl rand -hex 24; }
 
-openssl req -x509 -newkey rsa:3072 -sha256 -nodes -days "$days" \
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -sha256 -nodes -days "$days" \
   -subj "/CN=fraudfl Kafka CA" -keyout "$ca/ca.key" -out "$out/ca.crt" 2>/dev/null
 
-openssl req -newkey rsa:3072 -sha256 -nodes -subj "/CN=kafka" \
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -sha256 -nodes -subj "/CN=kafka" \
   -keyout "$ca/broker.key" -out "$ca/broker.csr" 2>/dev/null
 printf 'subjectAltName=DNS:kafka,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' \
   > "$ca/broker.ext"
