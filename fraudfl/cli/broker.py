@@ -38,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.port is not None and not 0 < args.port < 65536:
         raise FraudflError(f"--port {args.port}: expected 1-65535")
+    if logging.getLogger().level > logging.DEBUG:
+        # kafka-python narrates every connection of the readiness check at INFO.
+        logging.getLogger("kafka").setLevel(logging.WARNING)
     stop = threading.Event()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
