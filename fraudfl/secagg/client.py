@@ -312,16 +312,12 @@ class SecAggClient:
             y = quantizer.encode_weighted(update, weight)
         else:
             y = quantizer.encode(update)
-        dtype = quantizer.dtype
-        y += crypto.prg(rnd.self_seed, len(y), dtype)
+        crypto.apply_prg(y, rnd.self_seed, subtract=False)
         for v in sorted(p.neighbour_sets[rnd.me] & set(u2)):
             seed = crypto.pairwise_seed(
                 rnd.mask_sk, rnd.keys[v][1], self.federation_id, self.last_round, rnd.me, v
             )
-            if v < rnd.me:
-                y += crypto.prg(seed, len(y), dtype)
-            else:
-                y -= crypto.prg(seed, len(y), dtype)
+            crypto.apply_prg(y, seed, subtract=v > rnd.me)
         rnd.held.update(held)
         rnd.survivors = u2
         return self._send(MaskedInput(y))

@@ -1,28 +1,31 @@
-"""Cryptographic building blocks: X25519 key agreement, HKDF-SHA256, AES-GCM and the ChaCha20 PRG.
+"""Cryptographic building blocks: X25519 key agreement, HKDF-SHA256, AES-GCM and the mask PRG.
 
-All keys and seeds are 32 bytes. Masks are ChaCha20 keystreams under a 256-bit seed with an
-all-zero nonce; every seed is used for exactly one stream (self-mask seeds are fresh per round,
-pairwise seeds are HKDF outputs bound to federation, round and the pair), so the zero nonce never
-repeats under one key.
+All keys and seeds are 32 bytes. Masks are AES-256-CTR keystreams under a 256-bit seed with an
+all-zero initial counter block; every seed is used for exactly one stream (self-mask seeds are
+fresh per round, pairwise seeds are HKDF outputs bound to federation, round and the pair), so a
+counter block never repeats under one key. AES-CTR rather than ChaCha20 because with AES-NI/VAES
+it expands 4 MB in about half the time here (measured 0.59 ms vs 1.3 ms of CPU), and the
+server's unmasking is dominated by keystream generation.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import threading
 
 import numpy as np
 import numpy.typing as npt
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
-_ZERO_NONCE = bytes(16)
+_ZERO_COUNTER = bytes(16)
 
 
 def x25519_keypair() -> tuple[bytes, bytes]:
@@ -99,10 +102,43 @@ def open_sealed(key: bytes, sealed: bytes, aad: bytes) -> bytes | None:
 def prg(seed: bytes, length: int, dtype: npt.DTypeLike) -> npt.NDArray[np.unsignedinteger]:
     """``length`` uniformly random unsigned integers of ``dtype`` expanded from a 32-byte seed."""
     nbytes = length * np.dtype(dtype).itemsize
-    stream = Cipher(algorithms.ChaCha20(seed, _ZERO_NONCE), mode=None).encryptor().update(
-        bytes(nbytes)
-    )
+    stream = _keystream(seed).update(bytes(nbytes))
     return np.frombuffer(stream, dtype=np.dtype(dtype).newbyteorder("<"))
+
+
+def apply_prg(target: npt.NDArray[np.unsignedinteger], seed: bytes, *, subtract: bool) -> None:
+    """``target += PRG(seed)`` (or ``-=``) in place, modulo 2^bits of ``target``'s dtype.
+
+    Equivalent to ``target += prg(seed, len(target), target.dtype)`` but writes the keystream
+    into a reused scratch buffer: at d = 1e6 this avoids two 4 MB allocations per stream,
+    which dominated the server's unmasking time.
+    """
+    zeros, scratch = _scratch(target.nbytes)
+    _keystream(seed).update_into(zeros, scratch)
+    stream = np.frombuffer(
+        scratch, dtype=target.dtype.newbyteorder("<"), count=len(target)
+    )
+    op = np.subtract if subtract else np.add
+    op(target, stream, out=target)
+
+
+class _Scratch(threading.local):
+    zeros: bytes = b""
+    buffer: bytearray = bytearray()
+
+
+_SCRATCH = _Scratch()
+
+
+def _scratch(nbytes: int) -> tuple[memoryview, bytearray]:
+    if len(_SCRATCH.zeros) < nbytes:
+        _SCRATCH.zeros = bytes(nbytes)
+        _SCRATCH.buffer = bytearray(nbytes)
+    return memoryview(_SCRATCH.zeros)[:nbytes], _SCRATCH.buffer
+
+
+def _keystream(seed: bytes) -> CipherContext:
+    return Cipher(algorithms.AES(seed), modes.CTR(_ZERO_COUNTER)).encryptor()
 
 
 def _raw_private(key: X25519PrivateKey) -> bytes:

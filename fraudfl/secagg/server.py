@@ -355,7 +355,7 @@ class SecAggServer:
     def _finish(self) -> list[Outgoing]:
         p = self.params
         assert self.total is not None
-        dtype, length, t = self.total.dtype, len(self.total), p.threshold
+        t = p.threshold
         assert not self.self_mask_shares.keys() & self.mask_key_shares.keys()
         seeds: dict[int, bytes] = {}
         mask_keys: dict[int, bytes] = {}
@@ -382,7 +382,7 @@ class SecAggServer:
                 mask_keys[owner] = secret
         total = self.total
         for seed in seeds.values():
-            np.subtract(total, crypto.prg(seed, length, dtype), out=total, casting="unsafe")
+            crypto.apply_prg(total, seed, subtract=True)
         survivors = set(self.u3)
         for v, sk in mask_keys.items():
             for u in sorted(p.neighbour_sets[v] & survivors):
@@ -390,8 +390,7 @@ class SecAggServer:
                     sk, self.keys[u].mask_public, self.federation_id, self.round, v, u
                 )
                 # Bank u added +PRG(s_uv) for v < u and -PRG(s_uv) for v > u; undo it.
-                op = np.subtract if v < u else np.add
-                op(total, crypto.prg(seed, length, dtype), out=total, casting="unsafe")
+                crypto.apply_prg(total, seed, subtract=v < u)
         self.status = ServerStatus.DONE
         self.outbox = []
         log.info(

@@ -137,3 +137,14 @@ def test_stage_must_match_type() -> None:
     data[6] = 1  # stage byte
     with pytest.raises(MessageRejected, match="cannot be stage"):
         decode(bytes(data))
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32])
+def test_in_place_prg_matches_the_stream(dtype: type) -> None:
+    seed = os.urandom(32)
+    base = np.arange(1001, dtype=dtype)
+    added = base.copy()
+    crypto.apply_prg(added, seed, subtract=False)
+    np.testing.assert_array_equal(added, base + crypto.prg(seed, 1001, dtype))
+    crypto.apply_prg(added, seed, subtract=True)
+    np.testing.assert_array_equal(added, base)
