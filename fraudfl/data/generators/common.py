@@ -33,7 +33,8 @@ def prepare_output_dir(out_dir: Path, *, overwrite: bool) -> None:
     if stale and not overwrite:
         raise FraudflError(
             f"{out_dir}: already holds dataset files ({', '.join(p.name for p in stale[:5])}"
-            f"{', ...' if len(stale) > 5 else ''}); choose an empty directory or overwrite"
+            f"{', ...' if len(stale) > 5 else ''}); choose an empty directory or overwrite them "
+            "(--overwrite)"
         )
     for path in stale:
         path.unlink()
