@@ -151,3 +151,19 @@ def test_metric_name_extraction(expr: str, names: set[str]) -> None:
 def test_template_query_extraction() -> None:
     assert template_query_metric_names('label_values(m_info{f=~"$f"}, bank)') == {"m_info"}
     assert template_query_metric_names("label_values(federation)") == set()
+
+
+def test_docs_describe_every_exported_metric(exported: set[str]) -> None:
+    docs = (ROOT / "docs/metrics.md").read_text()
+    families = {
+        n.removesuffix("_bucket").removesuffix("_count").removesuffix("_sum")
+        for n in exported
+        if n.startswith("fraudfl_") and not n.endswith("_created")
+    }
+    assert len(families) >= 45
+    undocumented = sorted(f for f in families if f"`{f}`" not in docs)
+    assert not undocumented
+    for record in recording_rules():
+        assert f"`{record}`" in docs
+    for alert in alert_exprs():
+        assert f"`{alert}`" in docs
