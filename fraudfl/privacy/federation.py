@@ -1,0 +1,208 @@
+"""Privacy for an in-process federation: per-bank DP-SGD trainers and federation-level DP.
+
+:class:`FederationPrivacy` is what ``fraudfl simulate`` plugs into the simulation's seams:
+
+- a trainer (the simulation's ``LocalTrainer``) that holds one :class:`PrivacyAccountant` per
+  bank, calibrates each bank's noise on its first round, trains with
+  :func:`~fraudfl.training.private.train_private`, and saves each accountant after each round
+  when a state directory is given (a rerun resumes from the spent epsilon);
+- an aggregator wrapper applying bank-level DP (:mod:`fraudfl.privacy.bank_level`);
+- a per-round report: record-level epsilon per bank, federation-level epsilon, declined banks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from fraudfl.errors import FraudflError
+from fraudfl.privacy.accountant import (
+    MECHANISMS,
+    Mechanism,
+    PrivacyAccountant,
+    PrivacyBudget,
+    default_delta,
+)
+from fraudfl.privacy.bank_level import BankDPAggregator, BankDPConfig, FederationAccountant
+from fraudfl.strategy import Aggregator
+from fraudfl.training.local import TrainConfig
+from fraudfl.training.private import (
+    GRAD_SAMPLE_MODES,
+    DPConfig,
+    GradSampleMode,
+    PrivateLocalResult,
+    dp_planned_steps,
+    dp_sample_rate,
+    train_private,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PrivacyOptions:
+    """DP options of a simulation (the ``fraudfl simulate`` privacy flags).
+
+    Record level is on when ``target_epsilon`` or ``noise_multiplier`` is set: with a target
+    only, each bank's noise is calibrated so that taking part in *every* planned round spends
+    exactly the target (conservative: sampled banks take part in fewer); with a noise
+    multiplier, that noise is used and the target (if any) is the hard budget. ``delta``
+    defaults to ``0.1 / records`` per bank. Bank level is on when ``bank_dp_noise`` is set.
+    """
+
+    target_epsilon: float | None = None
+    delta: float | None = None
+    noise_multiplier: float | None = None
+    max_grad_norm: float = 1.0
+    accountant: Mechanism = "rdp"
+    grad_sample_mode: GradSampleMode = "ghost"
+    state_dir: str | None = None
+    bank_dp_clip: float | None = None
+    bank_dp_noise: float | None = None
+    bank_dp_delta: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.target_epsilon is not None and not self.target_epsilon > 0:
+            raise FraudflError(f"--target-epsilon must be > 0, got {self.target_epsilon}")
+        if self.noise_multiplier is not None and not self.noise_multiplier > 0:
+            raise FraudflError(f"--noise-multiplier must be > 0, got {self.noise_multiplier}")
+        for name, delta in (("--delta", self.delta), ("--bank-dp-delta", self.bank_dp_delta)):
+            if delta is not None and not 0 < delta < 1:
+                raise FraudflError(f"{name} must be in (0, 1), got {delta}")
+        if not self.max_grad_norm > 0:
+            raise FraudflError(f"--max-grad-norm must be > 0, got {self.max_grad_norm}")
+        if self.accountant not in MECHANISMS:
+            raise FraudflError(f"--accountant must be one of {MECHANISMS}")
+        if self.grad_sample_mode not in GRAD_SAMPLE_MODES:
+            raise FraudflError(f"grad sample mode must be one of {GRAD_SAMPLE_MODES}")
+        if (self.bank_dp_clip is None) != (self.bank_dp_noise is None):
+            raise FraudflError("bank-level DP needs both --bank-dp-clip and --bank-dp-noise")
+        if not (self.record_level or self.bank_level) and (
+            self.delta is not None or self.state_dir is not None
+        ):
+            raise FraudflError(
+                "--delta/--privacy-state-dir need --target-epsilon or --noise-multiplier"
+            )
+
+    @property
+    def record_level(self) -> bool:
+        return self.target_epsilon is not None or self.noise_multiplier is not None
+
+    @property
+    def bank_level(self) -> bool:
+        return self.bank_dp_noise is not None
+
+    @property
+    def enabled(self) -> bool:
+        return self.record_level or self.bank_level
+
+
+def state_path(state_dir: Path, bank_id: str) -> Path:
+    return state_dir / f"{bank_id}.privacy.json"
+
+
+class PrivateTrainer:
+    """A ``LocalTrainer`` doing DP-SGD, with one accountant per bank."""
+
+    def __init__(self, options: PrivacyOptions, planned_rounds: int) -> None:
+        if not options.record_level:
+            raise ValueError("PrivateTrainer needs record-level DP options")
+        self.options = options
+        self.planned_rounds = planned_rounds
+        self.state_dir = None if options.state_dir is None else Path(options.state_dir)
+        self.accountants: dict[str, PrivacyAccountant] = {}
+        self.dp: dict[str, DPConfig] = {}
+
+    def _setup(self, bank_id: str, n: int, cfg: TrainConfig) -> tuple[PrivacyAccountant, DPConfig]:
+        if bank_id in self.accountants:
+            return self.accountants[bank_id], self.dp[bank_id]
+        opts = self.options
+        delta = opts.delta if opts.delta is not None else default_delta(n)
+        budget = PrivacyBudget(
+            opts.target_epsilon if opts.target_epsilon is not None else math.inf, delta
+        )
+        if self.state_dir is None:
+            acc = PrivacyAccountant(opts.accountant, budget=budget, label=bank_id)
+        else:
+            acc = PrivacyAccountant.load_or_create(
+                state_path(self.state_dir, bank_id), opts.accountant, budget=budget,
+                label=bank_id,
+            )
+        if opts.noise_multiplier is not None:
+            sigma = opts.noise_multiplier
+        else:
+            assert opts.target_epsilon is not None  # record_level without a noise multiplier
+            q = dp_sample_rate(n, cfg.batch_size)
+            steps = self.planned_rounds * dp_planned_steps(cfg, n)
+            sigma = acc.calibrate_noise(opts.target_epsilon, q, steps)
+            log.info("%s: noise multiplier %.4f for epsilon %g over %d rounds (%d steps, q %.4f,"
+                     " delta %.3g)", bank_id, sigma, opts.target_epsilon, self.planned_rounds,
+                     steps, q, delta)
+        dp = DPConfig(sigma, opts.max_grad_norm, opts.grad_sample_mode)
+        self.accountants[bank_id], self.dp[bank_id] = acc, dp
+        return acc, dp
+
+    def __call__(
+        self,
+        bank_id: str,
+        model: nn.Module,
+        global_params: np.ndarray,
+        X: np.ndarray,
+        y: np.ndarray,
+        cfg: TrainConfig,
+        *,
+        rng: np.random.Generator,
+        work_fraction: float,
+    ) -> PrivateLocalResult:
+        acc, dp = self._setup(bank_id, len(y), cfg)
+        result = train_private(model, global_params, X, y, cfg, rng=rng,
+                               work_fraction=work_fraction, accountant=acc, dp=dp)
+        if self.state_dir is not None:
+            acc.save(state_path(self.state_dir, bank_id))
+        return result
+
+    def epsilons(self) -> dict[str, float]:
+        """Record-level epsilon spent so far by every bank that has trained (or was restored)."""
+        return {bank: acc.epsilon() for bank, acc in sorted(self.accountants.items())}
+
+
+class FederationPrivacy:
+    """Everything DP in one simulation run, built from :class:`PrivacyOptions`."""
+
+    def __init__(
+        self, options: PrivacyOptions, *, rounds: int, num_banks: int, banks_per_round: int,
+        seed: int,
+    ) -> None:
+        self.options = options
+        self.trainer = PrivateTrainer(options, rounds) if options.record_level else None
+        self.bank_dp: BankDPConfig | None = None
+        self.federation: FederationAccountant | None = None
+        if options.bank_level:
+            assert options.bank_dp_clip is not None and options.bank_dp_noise is not None
+            self.bank_dp = BankDPConfig(options.bank_dp_clip, options.bank_dp_noise,
+                                        min(banks_per_round, num_banks), num_banks)
+            delta = (options.bank_dp_delta if options.bank_dp_delta is not None
+                     else default_delta(num_banks))
+            self.federation = FederationAccountant(self.bank_dp, delta, options.accountant)
+        # Simulation noise is reproducible from the seed; a bank node uses secure_generator().
+        self._rng = np.random.default_rng([seed, 5])
+
+    def wrap(self, aggregator: Aggregator) -> Aggregator:
+        if self.bank_dp is None or self.federation is None:
+            return aggregator
+        return BankDPAggregator(aggregator, self.bank_dp, self.federation, self._rng)
+
+    def round_report(self, declined: list[str]) -> dict[str, Any]:
+        """Fields added to a round's results entry."""
+        report: dict[str, Any] = {"declined": declined}
+        if self.trainer is not None:
+            report["epsilon"] = self.trainer.epsilons()
+        if self.federation is not None:
+            report["federation_epsilon"] = self.federation.epsilon()
+        return report
