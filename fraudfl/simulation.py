@@ -75,8 +75,8 @@ class SimulationConfig:
     banks_per_round: int = 10
     local_epochs: int = 1
     max_steps: int | None = None
-    batch_size: int = 32
-    lr: float = 0.01
+    batch_size: int = 64
+    lr: float = 0.05
     straggler_fraction: float = 0.0
     seed: int = 0
     model: str = "mlp"
@@ -108,8 +108,8 @@ class SimulationConfig:
             raise FraudflError(
                 f"straggler_fraction must be in [0, 1], got {self.straggler_fraction}"
             )
-        if not 0.0 < self.val_fraction < 1.0:
-            raise FraudflError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise FraudflError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise FraudflError(f"torch_threads must be >= 1, got {self.torch_threads}")
         # Validates local_epochs, max_steps, batch_size, lr, mu the same way the trainer does.
@@ -271,6 +271,11 @@ def prepare_data(dataset: FederatedDataset, val_fraction: float, seed: int) -> P
         X_test = np.concatenate([b.X_val for b in banks])
         y_test = np.concatenate([b.y_val for b in banks])
         test_source = "banks_val"
+        if len(y_test) == 0:
+            raise FraudflError(
+                f"{dataset.root}: no test file and no validation split (val_fraction 0): "
+                "nothing to evaluate the global model on"
+            )
     return PreparedData(
         task=schema.task,
         num_classes=schema.num_classes,
@@ -309,7 +314,13 @@ def plan_round(
 
 
 def _evaluate_banks(model: nn.Module, data: PreparedData) -> dict[str, Metrics]:
-    return {b.bank_id: evaluate(model, b.X_val, b.y_val, data.task) for b in data.banks}
+    """Metrics on each bank's validation split (banks without one, val_fraction 0, are left
+    out)."""
+    return {
+        b.bank_id: evaluate(model, b.X_val, b.y_val, data.task)
+        for b in data.banks
+        if len(b.y_val)
+    }
 
 
 def _global_metrics(model: nn.Module, data: PreparedData, X_train_all: np.ndarray,
@@ -502,7 +513,8 @@ def _run_baselines(
             set_flat_params(model, res.params)
             banks[bank.bank_id] = {
                 "num_train": len(bank.y_train),
-                "val": evaluate(model, bank.X_val, bank.y_val, data.task),
+                "val": evaluate(model, bank.X_val, bank.y_val, data.task) if len(bank.y_val)
+                else {},
                 "global": evaluate(model, data.X_test, data.y_test, data.task),
             }
         smallest = min(data.banks, key=lambda b: len(b.y_train)).bank_id

@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -7,7 +8,14 @@ import torch.nn.functional as F
 
 from fraudfl.errors import FraudflError
 from fraudfl.models import build_model, get_flat_params, make_loss, set_flat_params
-from fraudfl.training.local import SGDStepper, TrainConfig, add_proximal_gradient, train_local
+from fraudfl.training.local import (
+    LinearStepper,
+    SGDStepper,
+    TrainConfig,
+    add_proximal_gradient,
+    default_stepper,
+    train_local,
+)
 
 
 def _data(n: int = 53, d: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -48,16 +56,21 @@ def test_explicit_prox_gradient_equals_gradient_of_prox_loss_term() -> None:
         assert torch.allclose(e, p.grad, atol=1e-6)
 
 
-def test_mu_zero_is_plain_sgd_bit_for_bit() -> None:
+@pytest.mark.parametrize("kind", ["logistic", "mlp"])
+@pytest.mark.parametrize(("momentum", "weight_decay"), [(0.0, 0.0), (0.9, 0.01)])
+def test_mu_zero_is_plain_sgd_bit_for_bit(kind: str, momentum: float, weight_decay: float) -> None:
     X, y = _data()
-    model = build_model("logistic", 6, 2, seed=0)
+    model = build_model(kind, 6, 2, (5,), seed=0)  # type: ignore[arg-type]
     w0 = get_flat_params(model)
-    cfg = TrainConfig(local_epochs=3, batch_size=8, lr=0.1, mu=0.0)
-    result = train_local(model, w0, X, y, cfg, rng=np.random.default_rng(42))
+    cfg = TrainConfig(local_epochs=3, batch_size=8, lr=0.1, mu=0.0, momentum=momentum,
+                      weight_decay=weight_decay)
+    result = train_local(model, w0, X, y, cfg, rng=np.random.default_rng(42),
+                         stepper_factory=SGDStepper)
 
-    ref = build_model("logistic", 6, 2, seed=0)
+    ref = build_model(kind, 6, 2, (5,), seed=0)  # type: ignore[arg-type]
     set_flat_params(ref, w0)
-    opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=momentum,
+                          weight_decay=weight_decay)
     rng = np.random.default_rng(42)
     X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
     for _ in range(3):
@@ -71,6 +84,37 @@ def test_mu_zero_is_plain_sgd_bit_for_bit() -> None:
             opt.step()
     np.testing.assert_array_equal(result.params, get_flat_params(ref))
     assert result.steps_done == result.steps_planned == 3 * math.ceil(53 / 8)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        TrainConfig(local_epochs=3, batch_size=8, lr=0.1, mu=0.5),
+        TrainConfig(local_epochs=3, batch_size=8, lr=0.1, mu=0.0, pos_weight=5.0),
+        TrainConfig(local_epochs=2, batch_size=8, lr=0.1, mu=1.0, momentum=0.9,
+                    weight_decay=0.01),
+        TrainConfig(task="multiclass", local_epochs=3, batch_size=8, lr=0.1, mu=0.5),
+    ],
+)
+def test_closed_form_linear_step_matches_autograd(cfg: TrainConfig) -> None:
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(53, 6)).astype(np.float32)
+    classes = 4 if cfg.task == "multiclass" else 2
+    y = rng.integers(0, classes, size=53).astype(np.int64)
+    model = build_model("logistic", 6, classes, seed=3)
+    w0 = get_flat_params(model) + 0.1  # start away from init so the prox term matters
+    fast = train_local(model, w0, X, y, cfg, rng=np.random.default_rng(7),
+                       stepper_factory=LinearStepper)
+    slow = train_local(model, w0, X, y, cfg, rng=np.random.default_rng(7),
+                       stepper_factory=SGDStepper)
+    np.testing.assert_allclose(fast.params, slow.params, rtol=1e-5, atol=1e-6)
+    assert fast.loss == pytest.approx(slow.loss, rel=1e-5)
+    anchor = [p.detach().clone() for p in model.parameters()]
+    assert isinstance(default_stepper(model, anchor, cfg), LinearStepper)
+    focal = replace(cfg, focal_gamma=2.0)
+    assert isinstance(default_stepper(model, anchor, focal), SGDStepper)
+    mlp = build_model("mlp", 6, classes)
+    assert isinstance(default_stepper(mlp, list(mlp.parameters()), cfg), SGDStepper)
 
 
 def test_prox_term_keeps_local_model_close_to_global() -> None:

@@ -1,0 +1,132 @@
+"""``fraudfl simulate``: a federated run over a dataset directory, in one process.
+
+    fraudfl simulate --data data/banks --strategy fedprox --mu 0.01 --rounds 10 \\
+        --baseline local --out results.json --plot convergence.png
+
+Every round the global model is evaluated on the dataset's test file (or, without one, on the
+union of the banks' validation splits) and on each bank's validation split. The results JSON
+shape is documented in docs/simulation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fraudfl.errors import FraudflError
+from fraudfl.strategy import STRATEGY_NAMES
+
+BASELINE_CHOICES = ("none", "local", "centralized", "all")
+
+
+def _columns(value: str) -> list[str]:
+    return [c.strip() for c in value.split(",") if c.strip()]
+
+
+def _hidden(value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {value!r}"
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive layer sizes, got {value!r}")
+    return sizes
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "simulate", help="run an in-process federated simulation over a dataset directory",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", required=True, type=Path, help="dataset directory (see docs/data.md)")
+    p.add_argument("--label-column", help="label column (overrides schema.toml; needed without)")
+    p.add_argument("--drop-columns", type=_columns, default=[], metavar="COL[,COL...]",
+                   help="columns to ignore, comma-separated (ids, timestamps)")
+    p.add_argument("--task", choices=["binary", "multiclass"],
+                   help="override the task inferred from the labels")
+
+    fed = p.add_argument_group("federation")
+    fed.add_argument("--strategy", choices=STRATEGY_NAMES, default="fedprox",
+                     help="server strategy (default: fedprox)")
+    fed.add_argument("--mu", type=float, default=0.01,
+                     help="FedProx proximal coefficient (default: 0.01; FedProx only)")
+    fed.add_argument("--rounds", type=int, default=10, help="federated rounds (default: 10)")
+    fed.add_argument("--banks-per-round", type=int, default=10,
+                     help="banks sampled per round, capped at the number of banks (default: 10)")
+    fed.add_argument("--straggler-fraction", type=float, default=0.0,
+                     help="fraction of each round's banks that straggle (default: 0)")
+    fed.add_argument("--server-lr", type=float, default=1.0, help="FedAvgM server learning rate")
+    fed.add_argument("--server-momentum", type=float, default=0.9, help="FedAvgM momentum")
+    fed.add_argument("--eta", type=float, default=1e-2, help="FedAdam/FedYogi server step")
+    fed.add_argument("--beta1", type=float, default=0.9, help="FedAdam/FedYogi beta1")
+    fed.add_argument("--beta2", type=float, default=0.99, help="FedAdam/FedYogi beta2")
+    fed.add_argument("--tau", type=float, default=1e-3, help="FedAdam/FedYogi adaptivity")
+
+    loc = p.add_argument_group("local training")
+    loc.add_argument("--model", choices=["logistic", "mlp"], default="mlp",
+                     help="model (default: mlp)")
+    loc.add_argument("--hidden", type=_hidden, default=(64, 32), metavar="N[,N...]",
+                     help="MLP hidden layer sizes (default: 64,32)")
+    loc.add_argument("--local-epochs", type=int, default=1,
+                     help="local epochs per round (default: 1)")
+    loc.add_argument("--max-steps", type=int,
+                     help="local mini-batch steps per round instead of epochs")
+    loc.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
+    loc.add_argument("--lr", type=float, default=0.05, help="local SGD learning rate (0.05)")
+    loc.add_argument("--pos-weight", type=float,
+                     help="weight of positive (fraud) examples in the loss")
+    loc.add_argument("--focal-gamma", type=float, help="focal-loss gamma (class imbalance)")
+    loc.add_argument("--val-fraction", type=float, default=0.2,
+                     help="share of each bank held out for validation (default: 0.2)")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--seed", type=int, default=0, help="seed of the whole run (default: 0)")
+    out.add_argument("--baseline", choices=BASELINE_CHOICES, default="none",
+                     help="also train local-only and/or centralised baselines (default: none)")
+    out.add_argument("--out", type=Path, help="write the results JSON here")
+    out.add_argument("--plot", type=Path, help="write PNG convergence plots here")
+    out.add_argument("--threads", type=int, default=1,
+                     help="torch CPU threads (default: 1, fastest for small models)")
+    out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here so that `fraudfl --help` does not pay for torch.
+    from rich.console import Console
+
+    from fraudfl.data import load_dataset
+    from fraudfl.reporting import plot_convergence, rounds_table, summary_lines, write_results
+    from fraudfl.simulation import SimulationConfig, run_simulation
+
+    if not args.data.is_dir():
+        raise FraudflError(f"{args.data}: not a directory (expected a dataset directory)")
+    config = SimulationConfig(
+        strategy=args.strategy, mu=args.mu, rounds=args.rounds,
+        banks_per_round=args.banks_per_round, local_epochs=args.local_epochs,
+        max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+        straggler_fraction=args.straggler_fraction, seed=args.seed, model=args.model,
+        hidden=args.hidden, val_fraction=args.val_fraction, baseline=args.baseline,
+        pos_weight=args.pos_weight, focal_gamma=args.focal_gamma, server_lr=args.server_lr,
+        server_momentum=args.server_momentum, eta=args.eta, beta1=args.beta1,
+        beta2=args.beta2, tau=args.tau, torch_threads=args.threads,
+    )
+    dataset = load_dataset(
+        args.data, label_column=args.label_column, drop_columns=args.drop_columns,
+        task=args.task,
+    )
+    console = Console()
+    result = run_simulation(dataset, config, progress=not args.no_progress,
+                            console=Console(stderr=True))
+    console.print(rounds_table(result))
+    for line in summary_lines(result):
+        console.print(line)
+    if args.out is not None:
+        write_results(result, args.out)
+        console.print(f"results written to {args.out}")
+    if args.plot is not None:
+        plot_convergence(result, args.plot)
+        console.print(f"plots written to {args.plot}")
+    return 0

@@ -1,0 +1,164 @@
+"""Human-facing output of simulations: the per-round table, the summary, convergence plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from rich.table import Table
+
+from fraudfl.errors import FraudflError
+from fraudfl.simulation import SimulationResult, smallest_bank_comparison
+from fraudfl.training.evaluation import metric_names
+
+_HEADERS = {
+    "roc_auc": "ROC-AUC",
+    "recall_at_1pct_fpr": "R@1%FPR",
+    "train_loss": "train loss",
+    "auprc": "AUPRC",
+}
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def rounds_table(result: SimulationResult) -> Table:
+    """One row per round: global metrics, participation and wall-clock seconds."""
+    names = [*metric_names(result.task), "train_loss"]
+    table = Table(title=f"{result.config['strategy']} on {result.config['data']}")
+    table.add_column("round", justify="right")
+    for name in names:
+        table.add_column(_HEADERS.get(name, name), justify="right")
+    table.caption = "banks: updates aggregated; late: stragglers" + (
+        " (partial work kept)" if result.config["strategy"] == "fedprox" else " (dropped)"
+    )
+    table.add_column("banks", justify="right")
+    table.add_column("late", justify="right")
+    table.add_column("s", justify="right")
+    for r in result.rounds:
+        table.add_row(
+            str(r.round),
+            *(_fmt(r.global_metrics[n]) for n in names),
+            str(len(r.participants) - len(r.dropped)),
+            str(len(r.stragglers)),
+            f"{r.seconds:.2f}",
+        )
+    return table
+
+
+def summary_lines(result: SimulationResult) -> list[str]:
+    """The final figures, and the benefit of federation when baselines ran."""
+    names = metric_names(result.task)
+    lines = [
+        "final global model on "
+        + ("the test set" if result.config["eval_set"] == "test" else "the banks' validation sets")
+        + ": "
+        + ", ".join(f"{n} {_fmt(result.final[n])}" for n in names)
+    ]
+    cmp = smallest_bank_comparison(result)
+    if cmp is not None:
+        fed, local = cmp["federated"], cmp["smallest_bank_local"]
+        verdict = "above" if fed > local else "NOT above"
+        lines.append(
+            f"federated global {cmp['metric']} {_fmt(fed)} vs smallest bank "
+            f"({cmp['bank']}) local-only {_fmt(local)} on the same evaluation set: "
+            f"federation is {verdict} local-only training"
+        )
+    central = result.final.get("baselines", {}).get("centralized")
+    if central is not None:
+        lines.append(
+            "centralised (pooled) baseline: "
+            + ", ".join(f"{n} {_fmt(central['global'][n])}" for n in names)
+        )
+    return lines
+
+
+def write_results(result: SimulationResult, path: Path) -> None:
+    """The documented results JSON (NaN written as null)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result.to_json(), indent=2, allow_nan=False) + "\n")
+    except OSError as exc:
+        raise FraudflError(f"{path}: cannot write results: {exc.strerror}") from exc
+
+
+def plot_convergence(result: SimulationResult, path: Path) -> None:
+    """PNG: one panel per global metric over rounds, baselines as horizontal lines."""
+    rounds, curves = result_curves(result)
+    baselines: dict[str, dict[str, float]] = {}
+    cmp = smallest_bank_comparison(result)
+    if cmp is not None:
+        local = result.final["baselines"]["local"]
+        baselines[f"local only ({cmp['bank']}, smallest)"] = local["banks"][cmp["bank"]]["global"]
+    central = result.final.get("baselines", {}).get("centralized")
+    if central is not None:
+        baselines["centralised"] = central["global"]
+    _plot_panels(
+        {str(result.config["strategy"]): (rounds, curves)}, list(curves), baselines, path,
+        title=f"{result.config['strategy']}: global model per round",
+    )
+
+
+def plot_comparison(
+    runs: Mapping[str, tuple[Sequence[int], Mapping[str, Sequence[float]]]],
+    metrics: Sequence[str],
+    path: Path,
+    *,
+    title: str,
+) -> None:
+    """PNG comparing several runs' curves, e.g. FedAvg vs FedProx per straggler setting."""
+    _plot_panels(runs, metrics, {}, path, title=title)
+
+
+def _plot_panels(
+    runs: Mapping[str, tuple[Sequence[int], Mapping[str, Sequence[float]]]],
+    metrics: Sequence[str],
+    baselines: Mapping[str, Mapping[str, float]],
+    path: Path,
+    *,
+    title: str,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    ncols = min(3, len(metrics))
+    nrows = math.ceil(len(metrics) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
+    flat_axes = list(axes.ravel())
+    for ax in flat_axes[len(metrics) :]:
+        ax.set_visible(False)
+    for ax, metric in zip(flat_axes, metrics, strict=False):
+        for label, (rounds, curves) in runs.items():
+            ax.plot(rounds, curves[metric], label=label, linewidth=1.6)
+        for (label, values), style in zip(baselines.items(), ("--", ":"), strict=False):
+            value = values.get(metric)
+            if value is not None and not math.isnan(value):
+                ax.axhline(value, linestyle=style, color="grey", label=label)
+        ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    except OSError as exc:
+        raise FraudflError(f"{path}: cannot write plot: {exc.strerror}") from exc
+    finally:
+        plt.close(fig)
+
+
+def result_curves(result: SimulationResult) -> tuple[list[int], dict[str, list[float]]]:
+    """Rounds and per-metric global curves of a result (for :func:`plot_comparison`)."""
+    names: list[str] = [*metric_names(result.task), "train_loss"]
+    curves = {n: [r.global_metrics[n] for r in result.rounds] for n in names}
+    return [r.round for r in result.rounds], curves
+
