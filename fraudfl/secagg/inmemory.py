@@ -75,6 +75,13 @@ class InMemoryFederation:
             self.allowlist.enroll(bank.participant_id, bank.public_bytes)
         self.round = 0
 
+    def ensure_banks(self, bank_ids: Sequence[str]) -> None:
+        """Create and enrol identities for banks not seen before."""
+        for b in bank_ids:
+            if b not in self.banks:
+                self.banks[b] = Identity.generate(b)
+                self.allowlist.enroll(b, self.banks[b].public_bytes)
+
     def client(self, bank: str, config: SecureSumConfig) -> SecAggClient:
         return SecAggClient(
             self.banks[bank], self.allowlist, self.federation_id, AGGREGATOR_ID,
@@ -87,12 +94,15 @@ class InMemoryFederation:
         config: SecureSumConfig,
         *,
         drop_before: Mapping[str, int] | None = None,
+        round_number: int | None = None,
     ) -> RoundOutcome:
         """Run one round; ``drop_before[bank] = s`` makes a bank silent from stage ``s`` (1-4).
 
         Raises :class:`RoundAborted` when the round cannot complete.
         """
-        self.round += 1
+        if round_number is not None and round_number <= self.round:
+            raise ValueError(f"round {round_number} is not after round {self.round}")
+        self.round = self.round + 1 if round_number is None else round_number
         drop_before = drop_before or {}
         names = sorted(inputs)
         first = np.asarray(inputs[names[0]][0])
