@@ -82,7 +82,11 @@ class PrometheusServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> PrometheusServer:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def __exit__(
@@ -119,10 +123,10 @@ class PrometheusServer:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.1)
-        self.stop()
         raise RuntimeError(f"prometheus not ready after {self._startup_timeout}s")
 
     def stop(self) -> None:
+        """Terminate the server and delete its directory; safe to call twice."""
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import BANKS, FEDERATION, record_sample_observations
+from metrics_samples import BANKS, FEDERATION, record_sample_observations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BANKS, FEDERATION, SampleServices
+from metrics_samples import BANKS, FEDERATION, SampleServices
 from prometheus import PrometheusServer
 from prometheus_client import CollectorRegistry
 
@@ -47,7 +47,7 @@ def test_prometheus_scrapes_the_series_and_every_dashboard_query_has_data(
         }
     ]
     try:
-        with PrometheusServer(scrape, rule_files=[RULES]) as prom:
+        with PrometheusServer(scrape, rule_files=[RULES], interval="500ms") as prom:
             prom.wait_for('up{job="fraudfl-aggregator"}', lambda r: values(r) == [1.0])
             # Keep the services busy across several scrapes so that rates and ratios move.
             deadline = time.monotonic() + 60
@@ -60,7 +60,7 @@ def test_prometheus_scrapes_the_series_and_every_dashboard_query_has_data(
                 if values(seen) and values(seen)[0] >= 4 and len(ratio) == len(BANKS):
                     break
                 assert time.monotonic() < deadline, f"too few scrapes: {seen}\n{prom.log_text()}"
-                time.sleep(0.5)
+                time.sleep(0.25)
 
             completed = values(prom.query("fraudfl_aggregator_rounds_completed_total"))
             assert len(completed) == 1 and 0 < completed[0] <= services.rounds
@@ -88,3 +88,9 @@ def test_prometheus_scrapes_the_series_and_every_dashboard_query_has_data(
             assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
     finally:
         server.stop()
+
+
+def test_helper_reports_a_server_that_cannot_start() -> None:
+    broken = [{"job_name": "x", "scrape_interval": "banana"}]
+    with pytest.raises(RuntimeError, match="prometheus exited"), PrometheusServer(broken):
+        pass
