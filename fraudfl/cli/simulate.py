@@ -63,6 +63,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     fed.add_argument("--beta1", type=float, default=0.9, help="FedAdam/FedYogi beta1")
     fed.add_argument("--beta2", type=float, default=0.99, help="FedAdam/FedYogi beta2")
     fed.add_argument("--tau", type=float, default=1e-3, help="FedAdam/FedYogi adaptivity")
+    fed.add_argument("--secure-aggregation", action="store_true",
+                     help="sum the updates with SecAgg (quantised, masked) instead of in the clear")
+    fed.add_argument("--secagg-neighbours", type=int, default=0, metavar="K",
+                     help="with --secure-aggregation: SecAgg+ degree k (default 0: full graph)")
 
     loc = p.add_argument_group("local training")
     loc.add_argument("--model", choices=["logistic", "mlp"], default="mlp",
@@ -117,9 +121,15 @@ def run(args: argparse.Namespace) -> int:
         args.data, label_column=args.label_column, drop_columns=args.drop_columns,
         task=args.task,
     )
+    aggregator = None
+    if args.secure_aggregation:
+        from fraudfl.secagg import SecureSumConfig
+        from fraudfl.secagg.aggregator import SecureAggregator
+
+        aggregator = SecureAggregator(SecureSumConfig(neighbours=args.secagg_neighbours))
     console = Console()
     result = run_simulation(dataset, config, progress=not args.no_progress,
-                            console=Console(stderr=True))
+                            console=Console(stderr=True), aggregator=aggregator)
     console.print(rounds_table(result))
     for line in summary_lines(result):
         console.print(line)
