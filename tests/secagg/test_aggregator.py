@@ -98,3 +98,15 @@ def test_simulation_with_secure_aggregation(tmp_path: Path) -> None:
     a, b = secure.to_json(), plain.to_json()
     assert a["rounds"][-1]["global"]["loss"] == pytest.approx(b["rounds"][-1]["global"]["loss"],
                                                               abs=1e-4)
+
+
+def test_simulate_cli_secure_aggregation_flag(tmp_path: Path) -> None:
+    from fraudfl.cli import main
+
+    data = _dataset(tmp_path / "data")
+    args = ["simulate", "--data", str(data), "--label-column", "Class", "--rounds", "1",
+            "--banks-per-round", "3", "--model", "logistic", "--no-progress"]
+    out = tmp_path / "secure.json"
+    assert main([*args, "--secure-aggregation", "--secagg-neighbours", "2",
+                 "--out", str(out)]) == 0
+    assert out.exists()
