@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prometheus import require_binary
+
+from tests.integration.prometheus import require_binary
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy/prometheus"
 

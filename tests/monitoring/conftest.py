@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from metrics_samples import record_sample_observations
 from prometheus_client import CollectorRegistry
 
 from fraudfl.monitoring import MetricsServer, new_registry, start_metrics_server
-
-# The real-Prometheus helper lives with the integration tests, which reuse it for the services.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from tests.monitoring.metrics_samples import record_sample_observations
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from promql import metric_names, template_query_metric_names
 
 from fraudfl.monitoring import MetricsServer
+from tests.monitoring.promql import metric_names, template_query_metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "deploy/grafana/dashboards").glob("*.json"))

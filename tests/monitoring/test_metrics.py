@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from metrics_samples import BANKS, FEDERATION, record_sample_observations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fraudfl.monitoring import AggregatorMetrics, BankMetrics, ScoringMetrics, config_digest
 from fraudfl.monitoring.metrics import REJECT_REASONS, STAGES
+from tests.monitoring.metrics_samples import BANKS, FEDERATION, record_sample_observations
 
 ALLOWED_LABELS = {"federation", "bank", "stage", "reason", "metric", "endpoint", "outcome"}
 BUILD_INFO_LABELS = {"federation", "bank", "component", "version", "config_hash"}

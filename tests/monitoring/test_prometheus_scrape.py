@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from metrics_samples import BANKS, FEDERATION, SampleServices
-from prometheus import PrometheusServer
 from prometheus_client import CollectorRegistry
 
 from fraudfl.monitoring import start_metrics_server
+from tests.integration.prometheus import PrometheusServer
+from tests.monitoring.metrics_samples import BANKS, FEDERATION, SampleServices
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy/prometheus/rules/fraudfl.rules.yml"
