@@ -30,7 +30,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -82,6 +82,7 @@ class SimulationConfig:
     model: str = "mlp"
     hidden: tuple[int, ...] = (64, 32)
     val_fraction: float = 0.2
+    standardize: bool = True
     baseline: str = "none"
     pos_weight: float | None = None
     focal_gamma: float | None = None
@@ -240,8 +241,14 @@ def plain_trainer(
     return train_local(model, global_params, X, y, cfg, rng=rng, work_fraction=work_fraction)
 
 
-def prepare_data(dataset: FederatedDataset, val_fraction: float, seed: int) -> PreparedData:
-    """Split banks, fit the pipeline from summed per-bank statistics, build feature matrices."""
+def prepare_data(
+    dataset: FederatedDataset, val_fraction: float, seed: int, *, standardize: bool = True
+) -> PreparedData:
+    """Split banks, fit the pipeline from summed per-bank statistics, build feature matrices.
+
+    ``standardize=False`` keeps numeric features as they are (e.g. to reproduce a paper that
+    trains on raw features); categorical columns are one-hot encoded either way.
+    """
     schema = dataset.schema
     if not dataset.banks:
         raise FraudflError(f"{dataset.root}: the dataset has no bank files")
@@ -259,6 +266,10 @@ def prepare_data(dataset: FederatedDataset, val_fraction: float, seed: int) -> P
     for other in per_bank[1:]:
         stats = stats + other
     pipeline = FeaturePipeline.fit(stats)
+    if not standardize:
+        pipeline = replace(
+            pipeline, means=np.zeros_like(pipeline.means), stds=np.ones_like(pipeline.stds)
+        )
     banks = []
     for bank_id, (train, val) in splits.items():
         X_train, y_train = pipeline.transform(train, source=f"{bank_id} (train)")
@@ -369,7 +380,8 @@ def _run(
     on_round: Callable[[RoundRecord], None] | None,
     console: Console | None,
 ) -> SimulationResult:
-    data = prepare_data(dataset, config.val_fraction, config.seed)
+    data = prepare_data(dataset, config.val_fraction, config.seed,
+                        standardize=config.standardize)
     spec = ModelSpec(config.model, data.num_features, data.num_classes,  # type: ignore[arg-type]
                      config.hidden)
     strategy = strategy or make_strategy(

@@ -82,6 +82,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     loc.add_argument("--pos-weight", type=float,
                      help="weight of positive (fraud) examples in the loss")
     loc.add_argument("--focal-gamma", type=float, help="focal-loss gamma (class imbalance)")
+    loc.add_argument("--no-standardize", action="store_true",
+                     help="train on raw numeric features (no mean/std scaling)")
     loc.add_argument("--val-fraction", type=float, default=0.2,
                      help="share of each bank held out for validation (default: 0.2)")
 
@@ -112,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         banks_per_round=args.banks_per_round, local_epochs=args.local_epochs,
         max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
         straggler_fraction=args.straggler_fraction, seed=args.seed, model=args.model,
-        hidden=args.hidden, val_fraction=args.val_fraction, baseline=args.baseline,
+        hidden=args.hidden, val_fraction=args.val_fraction,
+        standardize=not args.no_standardize, baseline=args.baseline,
         pos_weight=args.pos_weight, focal_gamma=args.focal_gamma, server_lr=args.server_lr,
         server_momentum=args.server_momentum, eta=args.eta, beta1=args.beta1,
         beta2=args.beta2, tau=args.tau, torch_threads=args.threads,
