@@ -224,6 +224,8 @@ class SecAggClient:
         all_keys = [k for e in keylist.entries for k in (e.enc_public, e.mask_public)]
         if len(set(all_keys)) != len(all_keys):
             raise MessageRejected(RejectReason.INCONSISTENT, "the key list repeats a key")
+        if not all(crypto.valid_public(k) for k in all_keys):
+            raise MessageRejected(RejectReason.INCONSISTENT, "the key list has a small-order key")
         keys: dict[int, tuple[bytes, bytes]] = {}
         for e in keylist.entries:
             owner = p.participants[e.index]

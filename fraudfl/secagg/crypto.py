@@ -38,6 +38,15 @@ def x25519_public(private: bytes) -> bytes:
     return _raw_public(X25519PrivateKey.from_private_bytes(private).public_key())
 
 
+def valid_public(public: bytes) -> bool:
+    """False for X25519 public keys of small order, whose shared secret is all zeros."""
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(public))
+    except ValueError:
+        return False
+    return True
+
+
 def agree(private: bytes, public: bytes) -> bytes:
     """X25519(private, public); raises ``ValueError`` for an invalid (e.g. all-zero) result."""
     return X25519PrivateKey.from_private_bytes(private).exchange(

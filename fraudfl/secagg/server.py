@@ -223,6 +223,8 @@ class SecAggServer:
         used = {k for e in self.keys.values() for k in (e.enc_public, e.mask_public)}
         if len(new) != 2 or new & used:
             raise MessageRejected(RejectReason.INCONSISTENT, "advertised keys are not fresh")
+        if not all(crypto.valid_public(k) for k in new):
+            raise MessageRejected(RejectReason.MALFORMED, "advertised key of small order")
         self.keys[sender] = KeyEntry(sender, payload.enc_public, payload.mask_public, signature)
 
     def _accept_shares(self, sender: int, payload: ShareKeys) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from secagg_driver import Driver, make_driver
 
 from fraudfl.secagg import SecAggClient, SecAggServer, ServerStatus
+from tests.secagg.secagg_driver import Driver, make_driver
 
 
 def _restore_all(drv: Driver) -> None:

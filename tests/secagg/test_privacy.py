@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.stats import chisquare
-from secagg_driver import make_driver
 
 from fraudfl.secagg import MessageRejected, RejectReason, ServerStatus
 from fraudfl.secagg.messages import (
@@ -17,6 +16,7 @@ from fraudfl.secagg.messages import (
     decode,
     encode,
 )
+from tests.secagg.secagg_driver import make_driver
 
 # A false alarm at this level happens once in a million runs; a real bias of the kind tested
 # below (e.g. an unmasked or half-masked vector) gives p-values far smaller.

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from secagg_driver import make_driver
 
 from fraudfl.secagg import ServerStatus
+from tests.secagg.secagg_driver import make_driver
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

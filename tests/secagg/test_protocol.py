@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from secagg_driver import make_driver
 
 from fraudfl.secagg import ClientStage, ServerStatus
+from tests.secagg.secagg_driver import make_driver
 
 
 def test_exact_sum_without_dropouts() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from secagg_driver import Driver, make_driver
 
 from fraudfl.identity import Identity
 from fraudfl.secagg import MessageRejected, RejectReason, ServerStatus
@@ -19,6 +18,7 @@ from fraudfl.secagg.messages import (
     encode,
 )
 from fraudfl.secagg.server import Outgoing
+from tests.secagg.secagg_driver import Driver, make_driver
 
 
 def _reject(fn: object, data: bytes, reason: RejectReason) -> MessageRejected:
@@ -254,3 +254,12 @@ def test_client_refuses_round_parameters_against_its_policy() -> None:
         drv.to_clients(drv.server.start())
     assert info.value.reason is RejectReason.INCONSISTENT
     assert "threshold 3 too low" in str(info.value)
+
+
+def test_small_order_keys_are_refused() -> None:
+    drv = make_driver()
+    adverts = drv.to_clients(drv.server.start())
+    bank = drv.fed.banks["bank-04"]
+    weak = encode(bank, drv.fed.federation_id, 1, AdvertiseKeys(bytes(32), b"\x09" + bytes(31)))
+    _reject(drv.server.receive, weak, RejectReason.MALFORMED)
+    _finish(drv, drv.to_server(adverts))
