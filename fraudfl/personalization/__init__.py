@@ -1,0 +1,42 @@
+"""Personalisation per bank (fine-tuning, FedPer, Ditto); see ``docs/personalization.md``.
+
+The simulator driver lives in :mod:`fraudfl.personalization.simulation` (imported on demand).
+"""
+
+from fraudfl.personalization.methods import (
+    METHODS,
+    BankComparison,
+    BankTrainer,
+    FedPerAggregator,
+    FedPerBank,
+    FedPerStrategy,
+    FedPerTrainer,
+    Method,
+    ParamPartition,
+    PersonalizationConfig,
+    PersonalModel,
+    compare_on_bank,
+    personalize,
+    personalize_for_bank,
+    plain_bank_trainer,
+    private_trainer,
+)
+
+__all__ = [
+    "METHODS",
+    "BankComparison",
+    "BankTrainer",
+    "FedPerAggregator",
+    "FedPerBank",
+    "FedPerStrategy",
+    "FedPerTrainer",
+    "Method",
+    "ParamPartition",
+    "PersonalModel",
+    "PersonalizationConfig",
+    "compare_on_bank",
+    "personalize",
+    "personalize_for_bank",
+    "plain_bank_trainer",
+    "private_trainer",
+]

@@ -1,0 +1,205 @@
+"""Personalisation: personal models beat the global one on a deliberately heterogeneous split,
+FedPer never carries head parameters, DP personal training is charged to the bank's accountant,
+and the bank-node entry points."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudfl.data import load_dataset
+from fraudfl.errors import FraudflError
+from fraudfl.models import ModelSpec, get_flat_params
+from fraudfl.personalization import (
+    FedPerBank,
+    ParamPartition,
+    PersonalizationConfig,
+    personalize_for_bank,
+    private_trainer,
+)
+from fraudfl.personalization.simulation import personalize_banks, run_fedper, run_personalized
+from fraudfl.simulation import SimulationConfig, prepare_data, run_simulation
+from fraudfl.strategy import Contribution, PlainAggregator, SummedUpdate
+from fraudfl.training import TrainConfig
+
+# Concept shift: each bank's fraud is a different direction in feature space, so no single
+# model ranks all banks' frauds well but each bank's own data teaches its pattern.
+DIRECTIONS = {
+    "bank_a": np.array([2.0, 0.0, 0.0, 0.0]),
+    "bank_b": np.array([-2.0, 1.5, 0.0, 0.0]),
+    "bank_c": np.array([0.0, -1.5, 2.0, 0.0]),
+}
+
+
+def write_heterogeneous(root: Path, rows: int = 1500, seed: int = 7) -> Path:
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    for bank, direction in DIRECTIONS.items():
+        X = rng.normal(size=(rows, 4))
+        logits = X @ direction - 3.0
+        y = (rng.random(rows) < 1 / (1 + np.exp(-logits))).astype(int)
+        frame = pd.DataFrame(X, columns=["f0", "f1", "f2", "f3"])
+        frame["channel"] = rng.choice(["web", "pos"], size=rows)
+        frame["is_fraud"] = y
+        frame.to_csv(root / f"{bank}.csv", index=False)
+    (root / "schema.toml").write_text(
+        'label = "is_fraud"\nnumeric = ["f0", "f1", "f2", "f3"]\ncategorical = ["channel"]\n'
+    )
+    return root
+
+
+CONFIG = SimulationConfig(strategy="fedavg", rounds=4, banks_per_round=3, local_epochs=1,
+                          batch_size=32, lr=0.05, hidden=(16, 8), seed=0, val_fraction=0.3)
+
+
+@pytest.fixture(scope="module")
+def heterogeneous(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_heterogeneous(tmp_path_factory.mktemp("hetero") / "data")
+
+
+@pytest.mark.parametrize(
+    ("pcfg", "margin"),
+    [
+        # Measured on this seed: +0.32, +0.31 and +0.07 AUPRC on average over the banks.
+        (PersonalizationConfig(method="finetune", epochs=3), 0.2),
+        (PersonalizationConfig(method="ditto", epochs=3, lam=0.05), 0.2),
+        (PersonalizationConfig(method="fedper"), 0.03),
+    ],
+    ids=["finetune", "ditto", "fedper"],
+)
+def test_personal_models_beat_the_global_one(
+    heterogeneous: Path, pcfg: PersonalizationConfig, margin: float
+) -> None:
+    dataset = load_dataset(heterogeneous)
+    result, report = run_personalized(dataset, CONFIG, pcfg, progress=False)
+    assert result.final["personalization"]["method"] == pcfg.method
+    global_auprc = report.mean("global")
+    personal_auprc = report.mean("personal")
+    assert personal_auprc > global_auprc + margin, report.to_dict()
+    better = sum(b.personal_metrics["auprc"] > b.global_metrics["auprc"] for b in report.banks)
+    assert better == len(DIRECTIONS), report.to_dict()
+
+
+class RecordingAggregator:
+    """The aggregation boundary (plain sum here, secure aggregation in production): records
+    every vector that crosses it."""
+
+    def __init__(self) -> None:
+        self.carried: list[np.ndarray] = []
+        self.dims: list[int] = []
+        self.inner = PlainAggregator()
+
+    def sum(
+        self, server_round: int, contributions: Sequence[Contribution], dim: int
+    ) -> SummedUpdate:
+        self.dims.append(dim)
+        self.carried += [c.update.copy() for c in contributions]
+        return self.inner.sum(server_round, contributions, dim)
+
+
+def test_fedper_never_sends_head_parameters(heterogeneous: Path) -> None:
+    dataset = load_dataset(heterogeneous)
+    recorder = RecordingAggregator()
+    pcfg = PersonalizationConfig(method="fedper")
+    result, banks, partition = run_fedper(dataset, CONFIG, pcfg, aggregator=recorder,
+                                          progress=False)
+    model = ModelSpec("mlp", 5 + 1, 2, hidden=(16, 8)).build()
+    assert partition == ParamPartition.for_model(model)
+    head_size = partition.size - partition.shared_size
+    assert head_size == 8 + 1  # the last Linear(8 -> 1): weights and bias
+    assert recorder.dims == [partition.shared_size] * CONFIG.rounds
+    assert len(recorder.carried) == CONFIG.rounds * len(DIRECTIONS)
+    assert all(v.shape == (partition.shared_size,) for v in recorder.carried)
+    carried = np.concatenate(recorder.carried)
+    for state in banks.values():
+        assert state.head is not None
+        # Neither the heads nor their changes from the initial head ever cross the boundary.
+        initial_head = partition.personal(result.final_params)
+        assert not np.isin(state.head, carried).any()
+        assert not np.isin(state.head - initial_head, carried).any()
+    # The global head never moved: only bodies were aggregated.
+    fresh = get_flat_params(ModelSpec("mlp", 6, 2, hidden=(16, 8)).build(seed=CONFIG.seed))
+    np.testing.assert_array_equal(partition.personal(result.final_params),
+                                  partition.personal(fresh))
+
+
+def test_fedper_state_for_the_bank_node() -> None:
+    model = ModelSpec("mlp", 6, 2, hidden=(16, 8)).build()
+    partition = ParamPartition.for_model(model)
+    two_layers = ParamPartition.for_model(model, personal_layers=2)
+    assert two_layers.shared_size < partition.shared_size
+    with pytest.raises(FraudflError, match="use the mlp model"):
+        ParamPartition.for_model(ModelSpec("logistic", 6, 2).build())
+    bank = FedPerBank(partition)
+    global_params = get_flat_params(model)
+    assert np.array_equal(bank.start_params(global_params), global_params)
+    local = global_params + 1.0
+    update = bank.finish_round(local, global_params)
+    assert update.shape == (partition.shared_size,)
+    np.testing.assert_allclose(update, 1.0)
+    restored = FedPerBank.from_dict(bank.to_dict())
+    assert restored.head is not None
+    np.testing.assert_allclose(restored.personal_params(global_params),
+                               partition.merge(partition.shared(global_params),
+                                               partition.personal(local)))
+
+
+def test_dp_personal_training_is_charged_to_the_banks_accountant(heterogeneous: Path) -> None:
+    from fraudfl.privacy.accountant import PrivacyAccountant, PrivacyBudget
+    from fraudfl.training.private import DPConfig, dp_planned_steps
+
+    dataset = load_dataset(heterogeneous)
+    config = SimulationConfig(strategy="fedavg", rounds=1, banks_per_round=3, hidden=(16, 8),
+                              batch_size=128, seed=0, val_fraction=0.3)
+    data = prepare_data(dataset, config.val_fraction, config.seed)
+    accountants = {b.bank_id: PrivacyAccountant(budget=PrivacyBudget(50.0, 1e-5),
+                                                label=b.bank_id) for b in data.banks}
+    trainer = private_trainer(accountants, DPConfig(noise_multiplier=1.0))
+    result = run_simulation(dataset, config, trainer=trainer, progress=False)
+    steps_after_rounds = {k: a.total_steps for k, a in accountants.items()}
+    assert all(s > 0 for s in steps_after_rounds.values())
+    pcfg = PersonalizationConfig(method="finetune", epochs=1)
+    personalize_banks(data, config, pcfg, result.final_params, trainer=trainer)
+    for bank in data.banks:
+        planned = dp_planned_steps(pcfg.train_config(config.train_config("binary", mu=0.0)),
+                                   len(bank.y_train))
+        assert accountants[bank.bank_id].total_steps == steps_after_rounds[bank.bank_id] + planned
+    with pytest.raises(FraudflError, match="no privacy accountant"):
+        personalize_banks(data, config, pcfg, result.final_params,
+                          trainer=private_trainer({}, DPConfig(noise_multiplier=1.0)))
+
+
+def test_personalize_for_bank_reports_global_vs_personal(heterogeneous: Path) -> None:
+    dataset = load_dataset(heterogeneous)
+    data = prepare_data(dataset, 0.3, 0)
+    bank = data.banks[1]
+    model = ModelSpec("mlp", data.num_features, 2, hidden=(16, 8)).build()
+    global_params = get_flat_params(model)
+    out = personalize_for_bank(
+        PersonalizationConfig(method="ditto", epochs=2, lam=0.1), bank_id=bank.bank_id,
+        model=model, global_params=global_params, X_train=bank.X_train, y_train=bank.y_train,
+        X_val=bank.X_val, y_val=bank.y_val, base_cfg=TrainConfig(lr=0.05),
+        rng=np.random.default_rng(0),
+    )
+    assert out.params.shape == global_params.shape
+    assert not np.array_equal(out.params, global_params)
+    assert out.comparison.bank_id == bank.bank_id
+    assert out.comparison.num_val == len(bank.y_val)
+    assert set(out.comparison.global_metrics) >= {"auprc", "roc_auc", "loss"}
+    # Trained from a random start on the bank's own data: clearly better than random.
+    assert out.comparison.personal_metrics["auprc"] > out.comparison.global_metrics["auprc"]
+
+
+def test_config_validation() -> None:
+    with pytest.raises(FraudflError, match="personalization must be one of"):
+        PersonalizationConfig(method="magic")  # type: ignore[arg-type]
+    with pytest.raises(FraudflError, match="lambda"):
+        PersonalizationConfig(method="ditto", lam=-1)
+    base = TrainConfig(lr=0.1, mu=0.5, local_epochs=1, max_steps=4)
+    ditto = PersonalizationConfig(method="ditto", epochs=5, lam=0.3).train_config(base)
+    assert (ditto.mu, ditto.local_epochs, ditto.max_steps, ditto.lr) == (0.3, 5, None, 0.1)
+    assert PersonalizationConfig(method="finetune", lr=0.01).train_config(base).mu == 0.0
