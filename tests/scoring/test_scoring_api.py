@@ -11,13 +11,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import TrainedBank, transactions
 from fastapi.testclient import TestClient
 
 from fraudfl.monitoring import ScoringMetrics, new_registry
 from fraudfl.scoring import ModelHolder, save_artifact
 from fraudfl.scoring.api import create_app
 from fraudfl.scoring.server import ServerThread
+from tests.scoring.conftest import TrainedBank, transactions
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TrainedBank
 
 from fraudfl.errors import FraudflError
 from fraudfl.scoring import choose_threshold, load_artifact, save_artifact
 from fraudfl.scoring.artifact import METADATA_FILE, predict_proba
+from tests.scoring.conftest import TrainedBank
 
 
 def test_round_trip_keeps_everything(artifact_dir: Path, trained_bank: TrainedBank) -> None:

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TrainedBank
 
 from fraudfl.cli import main
 from fraudfl.scoring import Scorer
 from fraudfl.scoring.batch import count_rows
+from tests.scoring.conftest import TrainedBank
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TrainedBank, transactions
 
 from fraudfl.scoring import ModelHolder
 from fraudfl.scoring.stream import StreamingScorer, StreamSettings, load_offsets
 from fraudfl.transport import MemoryBroker, MemoryTransport, TopicPartition, TransportError
+from tests.scoring.conftest import TrainedBank, transactions
 
 
 class FailingFlush(MemoryTransport):
