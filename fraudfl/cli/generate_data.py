@@ -72,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     banks.add_argument(
         "--ring-locality",
         type=float,
-        default=0.8,
+        default=0.9,
         help="share of a bank's ring fraud that comes from its home ring, 0.25 = none "
         "(default: %(default)s)",
     )

@@ -25,6 +25,13 @@ def _first(mask: npt.NDArray[np.bool_]) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
+def show(value: object) -> str:
+    """A cell value for an error message: numbers plainly, text quoted."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def _where(source: str, row: int, col: str) -> str:
     return f"{source}: row {row + 1}, column '{col}'"
 
@@ -67,11 +74,11 @@ def numeric_column(series: pd.Series[Any], col: str, source: str) -> FloatArray:
                 f"{_where(source, row, col)}: missing value in a numeric column "
                 "(missing values are not allowed; fill or drop them before loading)"
             )
-        raise FraudflError(f"{_where(source, row, col)}: non-numeric value {raw!r}")
+        raise FraudflError(f"{_where(source, row, col)}: non-numeric value {show(raw)}")
     infinite = np.isinf(values)
     if infinite.any():
         row = _first(infinite)
-        raise FraudflError(f"{_where(source, row, col)}: infinite value {series.iloc[row]!r}")
+        raise FraudflError(f"{_where(source, row, col)}: infinite value {show(series.iloc[row])}")
     return values
 
 
@@ -88,7 +95,7 @@ def categorical_column(
         if unknown.any():
             row = _first(unknown)
             raise FraudflError(
-                f"{_where(source, row, col)}: value {values.iloc[row]!r} is not among the "
+                f"{_where(source, row, col)}: value {show(values.iloc[row])} is not among the "
                 f"declared categories {list(vocabulary)}"
             )
     return values
@@ -109,20 +116,20 @@ def label_column(
         if bad.any():
             row = _first(bad)
             raw = series.iloc[row]
-            what = "empty label" if not str(raw).strip() else f"label {raw!r} is not a number"
+            what = "empty label" if not str(raw).strip() else f"label {show(raw)} is not a number"
             raise FraudflError(f"{_where(source, row, col)}: {what}")
     not_integer = ~np.isfinite(values) | (values != np.round(values))
     if not_integer.any():
         row = _first(not_integer)
         raise FraudflError(
-            f"{_where(source, row, col)}: label {series.iloc[row]!r} is not an integer class"
+            f"{_where(source, row, col)}: label {show(series.iloc[row])} is not an integer class"
         )
     if task == "binary":
         out = (values != 0) & (values != 1)
         if out.any():
             row = _first(out)
             raise FraudflError(
-                f"{_where(source, row, col)}: label {series.iloc[row]!r} is not 0 or 1 "
+                f"{_where(source, row, col)}: label {show(series.iloc[row])} is not 0 or 1 "
                 "(the task is binary)"
             )
     else:
@@ -130,7 +137,7 @@ def label_column(
         if out.any():
             row = _first(out)
             raise FraudflError(
-                f"{_where(source, row, col)}: label {series.iloc[row]!r} is outside "
+                f"{_where(source, row, col)}: label {show(series.iloc[row])} is outside "
                 f"0..{num_classes - 1} (multiclass task with num_classes = {num_classes})"
             )
     return values.astype(np.int64)

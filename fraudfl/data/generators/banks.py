@@ -62,7 +62,7 @@ M = {name: i for i, name in enumerate(MERCHANTS)}
 CASH = M["cash_withdrawal"]
 MERCHANT_WEIGHTS = np.array([26, 18, 12, 6, 9, 6, 4, 1.5, 4, 6.5, 7], dtype=np.float64)
 # Log-multiplier of a category's amounts relative to the customer's typical amount.
-MERCHANT_LOG_AMOUNT = np.array([0, -0.2, 0.1, -0.3, 0.3, 1.0, 1.5, 1.6, -0.5, -0.8, 0.5])
+MERCHANT_LOG_AMOUNT = np.array([0, -0.2, 0.1, -0.3, 0.3, 0.8, 1.1, 1.2, -0.5, -0.8, 0.5])
 CHANNELS = ["pos", "contactless", "online", "atm"]
 POS, CONTACTLESS, ONLINE, ATM = range(4)
 # P(channel | merchant); only cash withdrawals happen at ATMs.
@@ -174,12 +174,12 @@ def _legit(rng: np.random.Generator, n: int, p: BankProfile) -> Rows:
         typical_log=rng.normal(3.4 + p.amount_shift, 0.55, n),
         merchant=merchant,
         channel=_channels(rng, merchant, p.online_shift),
-        log_ratio=MERCHANT_LOG_AMOUNT[merchant] + rng.normal(0, 0.6, n),
+        log_ratio=MERCHANT_LOG_AMOUNT[merchant] + rng.normal(0, 0.45, n),
         hour=rng.choice(24, size=n, p=HOUR_WEIGHTS / HOUR_WEIGHTS.sum()),
         tx_count_24h=1 + rng.poisson(p.velocity, n),
-        distance_km=p.distance_scale * np.exp(rng.normal(0, 1.0, n)),
+        distance_km=p.distance_scale * np.exp(rng.normal(0, 0.8, n)),
         new_merchant=(rng.random(n) < p.new_merchant_rate).astype(np.int64),
-        card_age_days=(30 + rng.exponential(p.card_age_mean, n)).astype(np.int64),
+        card_age_days=(1 + rng.exponential(p.card_age_mean, n)).astype(np.int64),
         card_type=(rng.random(n) < p.credit_share).astype(np.int64),
     )
 
@@ -256,7 +256,7 @@ def _bank_specific(rng: np.random.Generator, r: Rows, idx: IntArray, p: BankProf
     s = _some(rng, idx)
     r.log_ratio[s] = rng.normal(np.log(2.5), 0.5, len(s))
     s = _some(rng, idx)
-    r.card_age_days[s] = rng.integers(1, 60, len(s))
+    r.card_age_days[s] = rng.integers(1, 30, len(s))
 
 
 def _opportunistic(rng: np.random.Generator, r: Rows, idx: IntArray, p: BankProfile) -> None:
@@ -398,7 +398,7 @@ def generate_bank_data(
     test_fraction: float = 0.2,
     seed: int = 0,
     file_format: str = "csv",
-    ring_locality: float = 0.8,
+    ring_locality: float = 0.9,
     overwrite: bool = False,
 ) -> Path:
     """Write ``bank_00 .. bank_NN`` files, ``test`` and ``schema.toml`` into ``out_dir``.
