@@ -87,6 +87,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     loc.add_argument("--val-fraction", type=float, default=0.2,
                      help="share of each bank held out for validation (default: 0.2)")
 
+    pers = p.add_argument_group("personalization (docs/personalization.md)")
+    pers.add_argument("--personalization", choices=["none", "finetune", "fedper", "ditto"],
+                      default="none",
+                      help="personalise per bank and report global vs personal AUPRC per bank")
+    pers.add_argument("--personal-epochs", type=int, default=3,
+                      help="fine-tuning/Ditto epochs on the bank's data (default: 3)")
+    pers.add_argument("--ditto-lambda", type=float, default=0.1,
+                      help="Ditto's pull towards the global model (default: 0.1)")
+
     out = p.add_argument_group("output")
     out.add_argument("--seed", type=int, default=0, help="seed of the whole run (default: 0)")
     out.add_argument("--baseline", choices=BASELINE_CHOICES, default="none",
@@ -131,8 +140,19 @@ def run(args: argparse.Namespace) -> int:
 
         aggregator = SecureAggregator(SecureSumConfig(neighbours=args.secagg_neighbours))
     console = Console()
-    result = run_simulation(dataset, config, progress=not args.no_progress,
-                            console=Console(stderr=True), aggregator=aggregator)
+    if args.personalization != "none":
+        from fraudfl.personalization import PersonalizationConfig
+        from fraudfl.personalization.simulation import report_table, run_personalized
+
+        pcfg = PersonalizationConfig(method=args.personalization, epochs=args.personal_epochs,
+                                     lam=args.ditto_lambda)
+        result, report = run_personalized(dataset, config, pcfg, aggregator=aggregator,
+                                          progress=not args.no_progress,
+                                          console=Console(stderr=True))
+        console.print(report_table(report))
+    else:
+        result = run_simulation(dataset, config, progress=not args.no_progress,
+                                console=Console(stderr=True), aggregator=aggregator)
     console.print(rounds_table(result))
     for line in summary_lines(result):
         console.print(line)

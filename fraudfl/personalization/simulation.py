@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from rich.table import Table
 
 from fraudfl.data import FederatedDataset
 from fraudfl.models import ModelSpec
@@ -151,6 +152,7 @@ def run_personalized(
     pcfg: PersonalizationConfig,
     *,
     trainer: BankTrainer = plain_bank_trainer,
+    aggregator: Aggregator | None = None,
     progress: bool = True,
     console: Console | None = None,
 ) -> tuple[SimulationResult, PersonalizationReport]:
@@ -161,10 +163,10 @@ def run_personalized(
     """
     data = prepare_data(dataset, config.val_fraction, config.seed)
     plain = run_federation(dataset, config, progress=progress, console=console,
-                           trainer=trainer)
+                           trainer=trainer, aggregator=aggregator)
     if pcfg.method == "fedper":
         result, banks, _ = run_fedper(dataset, config, pcfg, trainer=trainer,
-                                      progress=progress, console=console)
+                                      aggregator=aggregator, progress=progress, console=console)
         report = personalize_banks(data, config, pcfg, result.final_params, trainer=trainer,
                                    fedper=banks, reference_params=plain.final_params)
     else:
@@ -172,3 +174,18 @@ def run_personalized(
         report = personalize_banks(data, config, pcfg, plain.final_params, trainer=trainer)
     result.final["personalization"] = report.to_dict()
     return result, report
+
+
+def report_table(report: PersonalizationReport) -> Table:
+    """Per-bank AUPRC of the global and the personalised model on each bank's validation."""
+    table = Table(title=f"personalisation ({report.method}): AUPRC on each bank's validation")
+    for name in ("bank", "val rows", "val frauds", "global", "personal", "change"):
+        table.add_column(name, justify="left" if name == "bank" else "right")
+    for b in report.banks:
+        g = b.global_metrics.get("auprc", math.nan)
+        p = b.personal_metrics.get("auprc", math.nan)
+        table.add_row(b.bank_id, str(b.num_val), str(b.num_val_fraud), f"{g:.4f}", f"{p:.4f}",
+                      f"{b.gain():+.1%}")
+    table.add_row("mean", "", "", f"{report.mean('global'):.4f}",
+                  f"{report.mean('personal'):.4f}", f"{report.mean_gain():+.1%}")
+    return table
