@@ -135,8 +135,8 @@ class SecAggServer:
         return [self.params.participants[i] for i in self.u3]
 
     def pending(self) -> list[str]:
-        """Banks the current stage still waits for."""
-        if self.status is not ServerStatus.RUNNING:
+        """Banks the current stage still waits for (after an abort: had not answered it)."""
+        if self.status is ServerStatus.DONE:
             return []
         answered = self._answered()
         return [self.params.participants[i] for i in self._expected() if i not in answered]

@@ -47,6 +47,7 @@ def test_round_aborts_below_threshold(stage: int) -> None:
     drv.run({b: stage for b in drv.names[:3]})  # 2 left < t
     assert drv.server.status is ServerStatus.ABORTED
     assert "below t=3" in drv.server.abort_reason
+    assert drv.server.pending() == drv.names[:3]
     with pytest.raises(RuntimeError, match="aborted"):
         _ = drv.server.result
     for name in drv.names[3:]:
