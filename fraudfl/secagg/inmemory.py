@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -59,7 +59,6 @@ class RoundOutcome:
     total: npt.NDArray[np.unsignedinteger]
     survivors: list[str]
     quantizer: Quantizer
-    uploaded_bytes: dict[str, int] = field(default_factory=dict)
 
 
 class InMemoryFederation:
@@ -118,7 +117,6 @@ class InMemoryFederation:
             clients[name] = self.client(name, config)
             update, weight = inputs[name]
             clients[name].set_input(update, weight)
-        uploaded: dict[str, int] = {}
         queue = deque(server.start())
         while server.status is ServerStatus.RUNNING:
             if not queue:
@@ -129,11 +127,10 @@ class InMemoryFederation:
                 for reply in clients[name].receive(out.data):
                     if server.stage >= drop_before.get(name, 99):
                         continue
-                    uploaded[name] = uploaded.get(name, 0) + len(reply)
                     queue.extend(server.receive(reply))
         if server.status is ServerStatus.ABORTED:
             raise RoundAborted(server.abort_reason)
-        return RoundOutcome(server.result, server.survivors, server.params.quantizer(), uploaded)
+        return RoundOutcome(server.result, server.survivors, server.params.quantizer())
 
 
 def secure_sum(

@@ -17,11 +17,14 @@ def test_result_or_abort_matches_the_dropout_pattern(data: st.DataObject) -> Non
     n = data.draw(st.integers(3, 9), label="n")
     neighbours = data.draw(st.sampled_from([0, 2, 4]), label="k")
     d = data.draw(st.integers(1, 12), label="d")
+    weighted = data.draw(st.booleans(), label="weighted")
     drv = make_driver(n=n, t=2, d=d, neighbours=neighbours, seed=n * 100 + d)
     groups = drv.server.params.groups
     group = min(len(g) for g in groups)
     t = data.draw(st.integers(group // 2 + 1, group), label="t")
-    drv = make_driver(n=n, t=t, d=d, neighbours=neighbours, seed=n * 100 + d)
+    drv = make_driver(
+        n=n, t=t, d=d, neighbours=neighbours, weighted=weighted, seed=n * 100 + d
+    )
     stages = data.draw(
         st.lists(st.sampled_from([None, 1, 2, 3, 4]), min_size=n, max_size=n), label="drop"
     )
