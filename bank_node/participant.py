@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import logging
 import math
-import secrets
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from fraudfl.checkpoint import atomic_write_bytes, atomic_write_json
 from fraudfl.config import BankNodeConfig
 from fraudfl.data.pipeline import FeaturePipeline
 from fraudfl.data.schema import Schema
@@ -33,6 +30,7 @@ from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.models import ModelSpec, Task
 from fraudfl.privacy.accountant import BudgetExhausted, PrivacyAccountant
+from fraudfl.privacy.bank_level import BankDPConfig, privatize_update, secure_generator
 from fraudfl.rounds import exact_sum
 from fraudfl.rounds.messages import (
     ANNOUNCE,
@@ -40,7 +38,6 @@ from fraudfl.rounds.messages import (
     MODEL,
     SECAGG,
     Announcement,
-    BankDPInstructions,
     ControlMessageError,
     Decline,
     DeclineReason,
@@ -237,7 +234,7 @@ class BankParticipant:
             task=task, local_epochs=ann.train.local_epochs, batch_size=ann.train.batch_size,
             lr=ann.train.lr, mu=ann.train.mu,
         )
-        rng = np.random.default_rng(secrets.randbits(128))
+        rng = secure_generator()
         privacy = self.config.privacy
         epsilon = 0.0
         result: LocalResult
@@ -267,9 +264,16 @@ class BankParticipant:
         else:
             result = train_local(model, self.params, X, y, cfg, rng=rng)
         update = result.params.astype(np.float64) - self.params.astype(np.float64)
-        if ann.bank_dp is not None and ann.bank_dp.enabled:
-            update = bank_level_noise(update, ann.bank_dp, rng)
         weight = min(1.0, result.num_examples / ann.weight_scale)
+        if ann.bank_dp is not None and ann.bank_dp.enabled:
+            dp = ann.bank_dp
+            update = privatize_update(
+                update,
+                BankDPConfig(dp.clip_norm, dp.noise_multiplier, dp.expected_banks, dp.total_banks),
+                rng,
+            ).astype(np.float64)
+            # DP-FedAvg sums clipped updates with weight 1: the sum's sensitivity is C.
+            weight = 1.0
         if self.config.record_plain_updates:
             self._record_plain(ann.round, update, weight)
         self.client.set_input(update, weight)
@@ -326,26 +330,3 @@ class BankParticipant:
                 saved.mechanism, budget=self.accountant.budget, history=list(saved.history),
                 label=self.accountant.label,
             )
-
-
-def bank_level_noise(
-    update: npt.NDArray[np.float64], dp: BankDPInstructions, rng: np.random.Generator
-) -> npt.NDArray[np.float64]:
-    """Clip the update to L2 norm C and add N(0, sigma^2 C^2 / n) per coordinate.
-
-    Summed over the n banks of the round the noise is N(0, sigma^2 C^2), the Gaussian mechanism
-    of DP-FedAvg, while no single party ever adds (or sees) all of it.
-    """
-    norm = float(np.linalg.norm(update))
-    clipped = update * min(1.0, dp.clip_norm / norm) if norm > 0 else update
-    std = dp.noise_multiplier * dp.clip_norm / math.sqrt(dp.expected_banks)
-    return clipped + rng.normal(0.0, std, size=clipped.shape)
-
-
-def save_model_for_scoring(
-    directory: Path, info: ModelInfo, params: npt.NDArray[np.float32]
-) -> None:
-    """Keep the latest global model (with its feature pipeline) where scoring finds it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(directory / "params.f32", np.ascontiguousarray(params, "<f4").tobytes())
-    atomic_write_json(directory / "model.json", info.model_dump())

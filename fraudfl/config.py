@@ -127,7 +127,7 @@ class BankDPSettings(_Section):
 
     enabled: bool = False
     clip_norm: float = Field(default=1.0, gt=0)
-    noise_multiplier: float = Field(default=1.0, ge=0)
+    noise_multiplier: float = Field(default=1.0, gt=0)
     # Delta at which the federation-level epsilon is reported.
     delta: float = Field(default=1e-5, gt=0, lt=1)
 
@@ -156,6 +156,8 @@ class ServiceConfig(_Section):
     kafka: KafkaSettings = KafkaSettings()
     # Prometheus /metrics port; None disables the endpoint.
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # torch intra-op threads; small models train fastest single-threaded.
+    torch_threads: int = Field(default=1, ge=1)
 
 
 class AggregatorConfig(ServiceConfig):

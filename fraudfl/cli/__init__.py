@@ -46,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
+        # Some libraries (Opacus) call basicConfig on import, which would make this a no-op.
+        force=True,
     )
     try:
         code: int = args.func(args)

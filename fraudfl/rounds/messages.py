@@ -52,8 +52,9 @@ class BankDPInstructions(_Header):
 
     enabled: bool = False
     clip_norm: float = Field(default=1.0, gt=0)
-    noise_multiplier: float = Field(default=0.0, ge=0)
+    noise_multiplier: float = Field(default=1.0, gt=0)
     expected_banks: int = Field(default=1, ge=1)
+    total_banks: int = Field(default=1, ge=1)
 
 
 class Announcement(_Header):

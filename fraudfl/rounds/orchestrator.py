@@ -42,6 +42,7 @@ from fraudfl.data.stats import FeatureStats
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.models import ModelSpec, get_flat_params
 from fraudfl.privacy.accountant import PrivacyAccountant
+from fraudfl.privacy.bank_level import effective_noise_multiplier
 from fraudfl.rounds import exact_sum
 from fraudfl.rounds.messages import (
     ANNOUNCE,
@@ -350,7 +351,7 @@ class Orchestrator:
             ),
             bank_dp=BankDPInstructions(
                 enabled=dp.enabled, clip_norm=dp.clip_norm, noise_multiplier=dp.noise_multiplier,
-                expected_banks=len(selected),
+                expected_banks=len(selected), total_banks=len(self.banks),
             ),
             weight_scale=self.config.secagg.weight_scale,
             planned_rounds=self.config.rounds.rounds,
@@ -459,9 +460,13 @@ class Orchestrator:
         summed = SummedUpdate(update_sum, weight_sum, len(rec.survivors))
         self.params = self.strategy.aggregate(rec.round, self.params, summed)
         dp = self.config.bank_dp
-        if dp.enabled and dp.noise_multiplier > 0:
+        if dp.enabled and rec.survivors:
+            # Charged at the noise actually in the sum: dropouts' shares are missing from it.
+            sigma = effective_noise_multiplier(
+                dp.noise_multiplier, len(rec.selected), len(rec.survivors)
+            )
             rate = len(rec.selected) / max(1, len(self.banks))
-            self.federation_accountant.charge(dp.noise_multiplier, rate, 1)
+            self.federation_accountant.charge(sigma, rate, 1)
             rec.federation_epsilon = self.federation_accountant.epsilon(dp.delta)
 
     def _model_message(self, rec: RoundRecord) -> Outbound:

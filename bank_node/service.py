@@ -1,0 +1,255 @@
+"""The bank-node process: a :class:`BankParticipant` wired to Kafka, its state and metrics.
+
+The node listens to the control topic, its own inbox and the models topic. Every message that
+changes its state is followed by a checkpoint (participant state including the secure-aggregation
+client, the replies about to be sent, channel offsets and seen ids; one atomic file) before the
+replies are published, and the privacy accountant is saved to its own file right after training,
+before the update can leave the bank. A restarted node loads both and continues: it re-sends
+unsent replies, skips messages it has seen, never retrains a round it already trained and never
+forgets privacy it spent.
+
+Each new global model is also written as a scoring artifact (``state_dir/model``), with the
+decision threshold chosen on the bank's own validation split.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from bank_node.participant import BankParticipant, Reply
+from fraudfl.checkpoint import load_checkpoint, save_checkpoint
+from fraudfl.config import BankNodeConfig
+from fraudfl.data.loading import load_bank_file
+from fraudfl.data.pipeline import FeaturePipeline
+from fraudfl.data.schema import load_schema
+from fraudfl.data.split import train_val_split
+from fraudfl.errors import FraudflError
+from fraudfl.identity import Allowlist, Identity
+from fraudfl.models import ModelSpec, set_flat_params
+from fraudfl.monitoring import BankMetrics
+from fraudfl.privacy.accountant import PrivacyAccountant, PrivacyBudget, default_delta
+from fraudfl.rounds.messages import MODEL
+from fraudfl.training.evaluation import evaluate
+from fraudfl.transport.base import Transport
+from fraudfl.transport.channel import Channel, ChannelState
+from fraudfl.transport.errors import RejectReason, TransportError
+from fraudfl.transport.sealing import EncryptionKey
+from fraudfl.transport.topics import TopicLayout
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "bank.ckpt"
+ACCOUNTANT_FILE = "accountant.json"
+MODEL_DIR = "model"
+VAL_FRACTION = 0.2
+TARGET_FPR = 0.01
+POLL_S = 0.2
+
+
+class BankNodeService:
+    """One bank; ``run()`` serves rounds until ``stop`` is set."""
+
+    def __init__(
+        self,
+        config: BankNodeConfig,
+        transport: Transport,
+        *,
+        metrics: BankMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self.transport = transport
+        self.metrics = metrics
+        self.identity = Identity.load(config.bank_id, config.identity_key)
+        self.allowlist = Allowlist.load(config.allowlist)
+        if config.aggregator_id not in self.allowlist:
+            raise FraudflError(
+                f"{config.allowlist}: the aggregator {config.aggregator_id!r} is not enrolled"
+            )
+        schema = load_schema(config.schema_path)
+        frame = load_bank_file(config.data, schema)
+        if len(frame) == 0:
+            raise FraudflError(f"{config.data}: no rows")
+        self.train_frame, self.val_frame = train_val_split(frame, schema, VAL_FRACTION, seed=0)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.accountant_path = config.state_dir / ACCOUNTANT_FILE
+        privacy = config.privacy
+        budget = PrivacyBudget(
+            privacy.target_epsilon, privacy.delta or default_delta(len(self.train_frame))
+        )
+        accountant = PrivacyAccountant.load_or_create(
+            self.accountant_path, privacy.accountant, budget=budget, label=config.bank_id
+        )
+        self.participant = BankParticipant(
+            config, self.identity, self.allowlist, self.train_frame, schema, accountant
+        )
+        self.channel = Channel(
+            transport,
+            self.identity,
+            self.allowlist,
+            config.federation_id,
+            encryption_key=EncryptionKey.load(config.bank_id, config.encryption_key),
+            max_record_bytes=config.kafka.max_message_bytes,
+            on_reject=self._on_reject,
+        )
+        self.layout = TopicLayout(config.federation_id)
+        self.checkpoint_path = config.state_dir / CHECKPOINT_FILE
+        self.outbox: list[Reply] = []
+
+    def _on_reject(self, reason: RejectReason, detail: str, record: object) -> None:
+        if self.metrics is not None:
+            self.metrics.message_rejected(reason.value)
+
+    # -- main loop ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event | None = None) -> int:
+        topics = [self.layout.control, self.layout.inbox(self.config.bank_id), self.layout.models]
+        self._wait_for_topics(topics, stop)
+        self.channel.listen(topics)
+        saved = load_checkpoint(self.checkpoint_path)
+        if saved is not None:
+            header, blobs = saved
+            self.participant.load_state(header["participant"], blobs)
+            self.channel.restore(ChannelState.from_bytes(blobs["channel"]))
+            self.outbox = [
+                Reply(int(r["round"]), r["stage"], r["payload_type"], blobs[f"outbox.{i}"])
+                for i, r in enumerate(header["outbox"])
+            ]
+            log.warning("%s: restarted from checkpoint (round %d, model v%s, %d replies to "
+                        "re-send)", self.config.bank_id, self.participant.handled_round,
+                        self.participant.model_version, len(self.outbox))
+            self._send(self.outbox)
+        self._publish_privacy()
+        while stop is None or not stop.is_set():
+            try:
+                messages = self.channel.receive(POLL_S)
+            except TransportError as exc:
+                log.warning("%s: receive failed (%s); retrying", self.config.bank_id, exc)
+                if self.metrics is not None:
+                    self.metrics.kafka_error("receive_failed")
+                time.sleep(POLL_S)
+                continue
+            replies: list[Reply] = []
+            changed = False
+            for msg in messages:
+                if self.metrics is not None:
+                    self.metrics.message_received(len(msg.payload))
+                if msg.sender != self.config.aggregator_id:
+                    log.warning("%s: ignoring a message from %s (not the aggregator)",
+                                self.config.bank_id, msg.sender)
+                    continue
+                before = (self.participant.handled_round, self.participant.model_version)
+                started = time.perf_counter()
+                out = self.participant.receive(msg.payload_type, msg.payload)
+                after = (self.participant.handled_round, self.participant.model_version)
+                if after[0] != before[0]:
+                    self._after_round(time.perf_counter() - started)
+                if msg.payload_type == MODEL and after[1] != before[1]:
+                    self._save_artifact()
+                changed = changed or bool(out) or after != before
+                replies += out
+            if changed:
+                self.outbox = replies
+                self._checkpoint()
+                self._send(replies)
+        log.info("%s: stopped", self.config.bank_id)
+        return 0
+
+    def _wait_for_topics(self, topics: list[str], stop: threading.Event | None) -> None:
+        """The aggregator creates the topics; a bank started first waits for them."""
+        announced = False
+        while True:
+            try:
+                existing = self.transport.list_topics()
+            except TransportError as exc:
+                existing = set()
+                log.debug("listing topics failed: %s", exc)
+            if all(t in existing for t in topics):
+                return
+            if not announced:
+                log.info("%s: waiting for the federation's topics", self.config.bank_id)
+                announced = True
+            if stop is not None and stop.wait(0.5):
+                return
+            if stop is None:
+                time.sleep(0.5)
+
+    def _send(self, replies: list[Reply]) -> None:
+        for r in replies:
+            self.channel.send(
+                self.layout.to_aggregator, recipient=self.config.aggregator_id, round=r.round,
+                stage=r.stage, payload_type=r.payload_type, payload=r.payload, seal_to=True,
+            )
+            if self.metrics is not None:
+                self.metrics.message_sent(len(r.payload))
+        if replies:
+            self.channel.flush()
+
+    def _checkpoint(self) -> None:
+        # The accountant is the bank's privacy ledger: saved first, in its own file.
+        self.participant.accountant.save(self.accountant_path)
+        header, blobs = self.participant.to_state()
+        blobs["channel"] = self.channel.checkpoint().to_bytes()
+        outbox: list[dict[str, Any]] = []
+        for i, r in enumerate(self.outbox):
+            outbox.append({"round": r.round, "stage": r.stage, "payload_type": r.payload_type})
+            blobs[f"outbox.{i}"] = r.payload
+        save_checkpoint(self.checkpoint_path, {"participant": header, "outbox": outbox}, blobs)
+
+    # -- observability and scoring -----------------------------------------------------------
+
+    def _after_round(self, seconds: float) -> None:
+        report = self.participant.last_report
+        if report is None or self.metrics is None:
+            return
+        if report.declined:
+            self.metrics.round_declined("privacy_budget")
+        else:
+            self.metrics.round_joined()
+            if report.kind == "train":
+                self.metrics.training_completed(
+                    duration_seconds=seconds, examples=report.examples, loss=report.loss
+                )
+        self._publish_privacy()
+
+    def _publish_privacy(self) -> None:
+        acc = self.participant.accountant
+        if self.metrics is None or acc.budget is None:
+            return
+        spent = acc.epsilon() if acc.history else 0.0
+        self.metrics.set_privacy(
+            epsilon_spent=spent, epsilon_budget=acc.budget.epsilon, delta=acc.budget.delta
+        )
+
+    def _save_artifact(self) -> None:
+        """Write the new global model where the scoring service loads it."""
+        from fraudfl.scoring.artifact import build_artifact, save_artifact
+
+        info, params = self.participant.model_info, self.participant.params
+        if info is None or params is None:
+            return
+        spec = ModelSpec.from_dict(info.spec)
+        pipeline = FeaturePipeline.from_dict(info.pipeline)
+        model = spec.build()
+        set_flat_params(model, params)
+        X_val, y_val = pipeline.transform(self.val_frame, source=f"{self.config.data} (val)")
+        metrics = evaluate(model, X_val, y_val.astype(np.int64), pipeline.task)
+        if self.metrics is not None:
+            self.metrics.set_model_version(info.version)
+            if info.federation_epsilon is not None:
+                self.metrics.set_federation_epsilon(info.federation_epsilon)
+            for name in ("auprc", "roc_auc", "loss"):
+                if name in metrics and np.isfinite(metrics[name]):
+                    self.metrics.set_validation_quality(name, metrics[name])  # type: ignore[arg-type]
+        if spec.num_classes != 2:
+            return
+        artifact = build_artifact(
+            model, spec, pipeline, X_val, y_val.astype(np.int64), target_fpr=TARGET_FPR,
+            version=info.version, round=info.round, bank_id=self.config.bank_id,
+            metrics=metrics,
+        )
+        save_artifact(artifact, self.config.state_dir / MODEL_DIR)
