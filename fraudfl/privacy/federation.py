@@ -33,9 +33,9 @@ from fraudfl.privacy.bank_level import BankDPAggregator, BankDPConfig, Federatio
 from fraudfl.strategy import Aggregator
 from fraudfl.training.local import TrainConfig
 from fraudfl.training.private import (
-    GRAD_SAMPLE_MODES,
+    DP_ENGINES,
     DPConfig,
-    GradSampleMode,
+    DPEngine,
     PrivateLocalResult,
     dp_planned_steps,
     dp_sample_rate,
@@ -61,7 +61,7 @@ class PrivacyOptions:
     noise_multiplier: float | None = None
     max_grad_norm: float = 1.0
     accountant: Mechanism = "rdp"
-    grad_sample_mode: GradSampleMode = "ghost"
+    engine: DPEngine = "vectorized"
     state_dir: str | None = None
     bank_dp_clip: float | None = None
     bank_dp_noise: float | None = None
@@ -79,8 +79,8 @@ class PrivacyOptions:
             raise FraudflError(f"--max-grad-norm must be > 0, got {self.max_grad_norm}")
         if self.accountant not in MECHANISMS:
             raise FraudflError(f"--accountant must be one of {MECHANISMS}")
-        if self.grad_sample_mode not in GRAD_SAMPLE_MODES:
-            raise FraudflError(f"grad sample mode must be one of {GRAD_SAMPLE_MODES}")
+        if self.engine not in DP_ENGINES:
+            raise FraudflError(f"--dp-engine must be one of {DP_ENGINES}")
         if (self.bank_dp_clip is None) != (self.bank_dp_noise is None):
             raise FraudflError("bank-level DP needs both --bank-dp-clip and --bank-dp-noise")
         if not (self.record_level or self.bank_level) and (
@@ -144,7 +144,7 @@ class PrivateTrainer:
             log.info("%s: noise multiplier %.4f for epsilon %g over %d rounds (%d steps, q %.4f,"
                      " delta %.3g)", bank_id, sigma, opts.target_epsilon, self.planned_rounds,
                      steps, q, delta)
-        dp = DPConfig(sigma, opts.max_grad_norm, opts.grad_sample_mode)
+        dp = DPConfig(sigma, opts.max_grad_norm, opts.engine)
         self.accountants[bank_id], self.dp[bank_id] = acc, dp
         return acc, dp
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from opacus.accountants import RDPAccountant
 
+from fraudfl.errors import FraudflError
 from fraudfl.models import build_model, get_flat_params
 from fraudfl.privacy.accountant import BudgetExhausted, PrivacyAccountant, PrivacyBudget
 from fraudfl.training.local import TrainConfig
@@ -102,19 +103,37 @@ def test_fedprox_under_dp_keeps_the_local_model_near_the_global_one(data) -> Non
     assert prox <= one_step
 
 
-def test_ghost_clipping_gives_the_same_model_as_hooks_mode(data) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("kind", ["mlp", "logistic"])
+def test_vectorized_and_ghost_engines_reproduce_opacus_hooks_mode(data, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """Same seeds -> same Poisson batches and noise draws, so every engine must land on the
+    same model as Opacus' reference per-sample-gradient mode (here with momentum, weight decay,
+    FedProx and class weights all on)."""
     X, y = data
-    model = fresh_model()
+    model = build_model(kind, D, 2, (16, 8), seed=1)
     start = get_flat_params(model)
-    cfg = TrainConfig(batch_size=32, lr=0.1)
+    cfg = TrainConfig(batch_size=32, lr=0.1, momentum=0.9, weight_decay=0.01, mu=0.5,
+                      pos_weight=5.0)
     out = {}
-    for mode in ("ghost", "hooks"):
-        out[mode] = train_private(
+    for engine in ("vectorized", "ghost", "hooks"):
+        result = train_private(
             model, start, X, y, cfg, rng=np.random.default_rng(11), accountant=accountant(),
-            dp=DPConfig(noise_multiplier=1.0, max_grad_norm=0.5, grad_sample_mode=mode),
-        ).params
-    assert np.abs(out["hooks"] - start).max() > 1e-2
-    np.testing.assert_allclose(out["ghost"], out["hooks"], atol=1e-5)
+            dp=DPConfig(noise_multiplier=1.0, max_grad_norm=0.5, engine=engine),  # type: ignore[arg-type]
+        )
+        out[engine] = (result.params, result.loss)
+    assert np.abs(out["hooks"][0] - start).max() > 1e-2
+    for engine in ("vectorized", "ghost"):
+        np.testing.assert_allclose(out[engine][0], out["hooks"][0], atol=1e-5)
+        assert out[engine][1] == pytest.approx(out["hooks"][1], rel=1e-5)
+
+
+def test_vectorized_engine_refuses_layers_it_cannot_clip(data) -> None:  # type: ignore[no-untyped-def]
+    X, y = data
+    model = torch.nn.Sequential(torch.nn.Linear(D, 4), torch.nn.GroupNorm(1, 4),
+                                torch.nn.Linear(4, 1))
+    with pytest.raises(FraudflError, match="GroupNorm"):
+        train_private(model, get_flat_params(model), X, y, TrainConfig(),
+                      rng=np.random.default_rng(0), accountant=accountant(),
+                      dp=DPConfig(noise_multiplier=1.0))
 
 
 def test_per_sample_clipping_bounds_each_step(data) -> None:  # type: ignore[no-untyped-def]
