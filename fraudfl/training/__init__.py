@@ -3,19 +3,23 @@
 from fraudfl.training.evaluation import evaluate
 from fraudfl.training.local import (
     BatchStepper,
+    LinearStepper,
     LocalResult,
     SGDStepper,
     TrainConfig,
     add_proximal_gradient,
+    default_stepper,
     train_local,
 )
 
 __all__ = [
     "BatchStepper",
+    "LinearStepper",
     "LocalResult",
     "SGDStepper",
     "TrainConfig",
     "add_proximal_gradient",
+    "default_stepper",
     "evaluate",
     "train_local",
 ]
