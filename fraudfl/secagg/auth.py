@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from fraudfl.identity import Allowlist, verify
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from fraudfl.identity import Allowlist
 from fraudfl.secagg.errors import MessageRejected, RejectReason
 from fraudfl.secagg.messages import Message
 
@@ -20,15 +23,25 @@ def authenticate(allowlist: Allowlist, message: Message) -> None:
     key = allowlist.key_of(sender)
     if key is None:
         raise MessageRejected(RejectReason.UNKNOWN_SENDER, f"{sender!r} is not enrolled")
-    if verify(key, message.signature, bytes(message.signed)):
+    if _verify(key, message.signature, message.signed):
         return
     for other, other_key in allowlist.participants.items():
-        if other != sender and verify(other_key, message.signature, bytes(message.signed)):
+        if other != sender and _verify(other_key, message.signature, message.signed):
             raise MessageRejected(
                 RejectReason.IMPERSONATION, f"message claims to be from {sender!r} but {other!r} "
                 "signed it",
             )
     raise MessageRejected(RejectReason.BAD_SIGNATURE, f"signature does not match {sender!r}'s key")
+
+
+def _verify(public_key: bytes, signature: bytes, data: bytes | memoryview) -> bool:
+    # fraudfl.identity.verify takes bytes; verifying the memoryview directly saves copying
+    # a 4 MB masked vector per message.
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, data)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 def digest(data: bytes | memoryview) -> str:
