@@ -48,6 +48,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
     import uvicorn
+    from threadpoolctl import threadpool_limits
 
     from fraudfl.errors import FraudflError
     from fraudfl.monitoring import ScoringMetrics
@@ -60,9 +61,10 @@ def run(args: argparse.Namespace) -> int:
         raise FraudflError(f"--port {args.port} is out of range; expected 0-65535")
     if args.poll_interval <= 0:
         raise FraudflError(f"--poll-interval must be > 0, got {args.poll_interval}")
-    # One transaction is far too small to split across threads; extra intra-op threads only
-    # contend with the event loop and the streaming scorer.
+    # One transaction, or a batch through a 64-unit MLP, is far too small to split across
+    # threads; extra BLAS/torch threads only contend with the event loop and the stream.
     torch.set_num_threads(1)
+    threadpool_limits(1, "blas")
     bank = args.bank or load_artifact(args.model).bank_id or "unknown"
     metrics = ScoringMetrics(federation=args.federation, bank=bank)
     holder = ModelHolder(

@@ -12,7 +12,6 @@ Each request reads the holder's scorer once, so a hot swap mid-request is invisi
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
+from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
 from fraudfl.monitoring import ScoringMetrics
@@ -177,13 +177,13 @@ def _error(status: int, problems: Sequence[dict[str, Any]]) -> JSONResponse:
 
 
 def _single_payload(scorer: Scorer, record: Record, scores: Scores) -> bytes:
-    return json.dumps({
+    return to_json({
         "transaction_id": record.get(scorer.id_field),
         "probability": float(scores.probabilities[0]),
         "fraud": bool(scores.decisions[0]),
         "threshold": scorer.threshold,
         "model_version": scores.model_version,
-    }).encode()
+    })
 
 
 def _batch_payload(scorer: Scorer, records: Sequence[Record], scores: Scores) -> bytes:
@@ -193,10 +193,11 @@ def _batch_payload(scorer: Scorer, records: Sequence[Record], scores: Scores) ->
         for r, p, d in zip(records, scores.probabilities.tolist(), scores.decisions.tolist(),
                            strict=True)
     ]
-    return json.dumps({
+    # pydantic-core's serialiser: several times faster than json.dumps on a large batch.
+    return to_json({
         "model_version": scores.model_version,
         "threshold": scorer.threshold,
         "count": len(results),
         "alerts": scores.alerts,
         "results": results,
-    }).encode()
+    })

@@ -40,6 +40,7 @@ from fraudfl.checkpoint import atomic_write_bytes
 from fraudfl.data import FeaturePipeline
 from fraudfl.errors import FraudflError
 from fraudfl.models import ModelSpec, get_flat_params, set_flat_params
+from fraudfl.scoring.inference import NumpyModel
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +160,8 @@ def choose_threshold(
 
 
 def predict_proba(model: torch.nn.Module, X: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    """Fraud probabilities of a binary model (one logit per row) on a feature matrix."""
-    with torch.inference_mode():
-        logits = model(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)))
-    return torch.sigmoid(logits.reshape(-1)).double().numpy()
+    """Fraud probabilities of a binary model on a feature matrix (the scorer's own forward)."""
+    return NumpyModel(model).predict_proba(X)
 
 
 def build_artifact(

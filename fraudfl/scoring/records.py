@@ -28,6 +28,7 @@ from fraudfl.data import FeaturePipeline
 DEFAULT_ID_FIELD = "transaction_id"
 # One request may carry up to this many transactions; larger batches go through `fraudfl score`.
 MAX_BATCH = 100_000
+_SMALL_BATCH = 16
 
 Record = dict[str, Any]
 _Number = Annotated[float, Strict(), AllowInfNan(False)]
@@ -137,6 +138,7 @@ class RecordEncoder:
         self.means = np.asarray(pipeline.means, dtype=np.float64)
         self.stds = np.asarray(pipeline.stds, dtype=np.float64)
         self.num_features = pipeline.num_features
+        self._scale = [(float(m), float(s)) for m, s in zip(self.means, self.stds, strict=True)]
         self.categorical: list[tuple[str, dict[str, int]]] = []
         offset = len(self.numeric)
         for col in pipeline.categorical:
@@ -146,11 +148,12 @@ class RecordEncoder:
 
     def encode(self, records: Sequence[Mapping[str, Any]]) -> npt.NDArray[np.float32]:
         n = len(records)
+        if n <= _SMALL_BATCH:
+            return self._encode_rows(records)
         out = np.zeros((n, self.num_features), dtype=np.float64)
-        if self.numeric:
-            cols = self.numeric
-            raw = np.array([[r[c] for c in cols] for r in records], dtype=np.float64)
-            out[:, : len(cols)] = (raw.reshape(n, len(cols)) - self.means) / self.stds
+        for i, col in enumerate(self.numeric):
+            values = np.fromiter((r[col] for r in records), dtype=np.float64, count=n)
+            out[:, i] = (values - self.means[i]) / self.stds[i]
         for col, index in self.categorical:
             # A category outside the vocabulary encodes as all zeros, as in the pipeline.
             positions = [index.get(r[col], -1) for r in records]
@@ -158,3 +161,18 @@ class RecordEncoder:
             known = pos >= 0
             out[np.flatnonzero(known), pos[known]] = 1.0
         return out.astype(np.float32)
+
+    def _encode_rows(self, records: Sequence[Mapping[str, Any]]) -> npt.NDArray[np.float32]:
+        # Plain Python per row: for a handful of records, a dozen small NumPy calls per column
+        # would cost more than the model.
+        rows = []
+        for r in records:
+            row = [0.0] * self.num_features
+            for i, (col, (mean, std)) in enumerate(zip(self.numeric, self._scale, strict=True)):
+                row[i] = (r[col] - mean) / std
+            for col, index in self.categorical:
+                pos = index.get(r[col])
+                if pos is not None:
+                    row[pos] = 1.0
+            rows.append(row)
+        return np.array(rows, dtype=np.float32).reshape(len(records), self.num_features)

@@ -14,7 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from fraudfl.scoring.artifact import ModelArtifact, predict_proba
+from fraudfl.scoring.artifact import ModelArtifact
+from fraudfl.scoring.inference import NumpyModel
 from fraudfl.scoring.records import DEFAULT_ID_FIELD, RecordEncoder, TransactionValidator
 
 
@@ -39,12 +40,12 @@ class Scorer:
         self.version = artifact.version
         self.threshold = artifact.threshold.value
         self.id_field = id_field
-        self._model = artifact.build_model()
+        self._model = NumpyModel(artifact.build_model())
         self.validator = TransactionValidator(artifact.pipeline, id_field)
         self.encoder = RecordEncoder(artifact.pipeline)
 
     def score_features(self, X: npt.NDArray[np.float32]) -> Scores:
-        p = predict_proba(self._model, X) if len(X) else np.zeros(0, dtype=np.float64)
+        p = self._model.predict_proba(X) if len(X) else np.zeros(0, dtype=np.float64)
         return Scores(probabilities=p, decisions=p >= self.threshold, model_version=self.version)
 
     def score_records(self, records: Sequence[Mapping[str, Any]]) -> Scores:
