@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from fraudfl.secagg import MessageRejected, RejectReason, ServerStatus
+from fraudfl.secagg import MessageRejected, RejectReason, ServerStatus, crypto, shamir
 from fraudfl.secagg.messages import (
     KIND_MASK_KEY,
     KIND_SELF_MASK,
     MaskedInput,
     RevealedShare,
+    UnmaskRequest,
     UnmaskShares,
     decode,
     encode,
@@ -105,3 +108,36 @@ def test_server_refuses_shares_of_the_wrong_kind() -> None:
     drv.run(outgoing=request)
     assert drv.server.status is ServerStatus.DONE
     np.testing.assert_array_equal(drv.server.result, drv.expected_total(drv.names))
+
+
+def test_an_equivocating_server_cannot_collect_both_secrets_of_a_bank() -> None:
+    """The server tells banks 0, 1 and 4 that bank 4 survived and banks 2, 3 that it dropped.
+
+    With t = 3 of 5 and every honest bank answering one request only, it gets three shares of
+    b_4 but only two of s_sk_4, which reveal nothing; asking again is refused.
+    """
+    drv = make_driver(n=5, t=3, d=4)
+    adverts = drv.to_clients(drv.server.start())
+    shares = drv.to_clients(drv.to_server(adverts))
+    drv.to_server(drv.to_clients(drv.to_server(shares)))  # masked inputs; U3 = everyone
+    keys = {e.index: e for e in drv.server.keys.values()}
+    fed, agg = drv.fed.federation_id, drv.fed.aggregator
+    survived = encode(agg, fed, 1, UnmaskRequest((0, 1, 2, 3, 4), ()))
+    dropped = encode(agg, fed, 1, UnmaskRequest((0, 1, 2, 3), (4,)))
+    got: dict[int, dict[int, bytes]] = {KIND_SELF_MASK: {}, KIND_MASK_KEY: {}}
+    for i, request in [(0, survived), (1, survived), (4, survived), (2, dropped), (3, dropped)]:
+        reply = decode(drv.clients[drv.names[i]].receive(request)[0]).payload
+        assert isinstance(reply, UnmaskShares)
+        for s in reply.shares:
+            if s.owner == 4:
+                got[s.kind][i + 1] = s.share
+    assert len(got[KIND_SELF_MASK]) == 3 and len(got[KIND_MASK_KEY]) == 2
+    with pytest.raises(ValueError, match="need 3"):
+        shamir.combine(got[KIND_MASK_KEY], 3)
+    with contextlib.suppress(ValueError):  # usually not even a 32-byte value
+        guess = shamir.combine(got[KIND_MASK_KEY], 2)
+        assert crypto.x25519_public(guess) != keys[4].mask_public
+    for i, request in [(0, dropped), (2, survived)]:
+        with pytest.raises(MessageRejected) as info:
+            drv.clients[drv.names[i]].receive(request)
+        assert info.value.reason is RejectReason.DUPLICATE
