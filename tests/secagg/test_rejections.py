@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fraudfl.identity import Identity
 from fraudfl.secagg import MessageRejected, RejectReason, ServerStatus
@@ -263,3 +265,35 @@ def test_small_order_keys_are_refused() -> None:
     weak = encode(bank, drv.fed.federation_id, 1, AdvertiseKeys(bytes(32), b"\x09" + bytes(31)))
     _reject(drv.server.receive, weak, RejectReason.MALFORMED)
     _finish(drv, drv.to_server(adverts))
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_mutated_messages_only_ever_raise_message_rejected(data: st.DataObject) -> None:
+    drv = make_driver(n=3, t=2, d=4, min_threshold_fraction=0.5)
+    setup = drv.server.start()
+    adverts = drv.to_clients(setup)
+    keylist = drv.to_server(adverts)
+    target = data.draw(st.sampled_from(["setup", "advert", "keylist"]))
+    original = {"setup": setup[0].data, "advert": adverts["bank-01"],
+                "keylist": keylist[0].data}[target]
+    mutated = bytearray(original)
+    for _ in range(data.draw(st.integers(1, 4))):
+        op = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        pos = data.draw(st.integers(0, max(0, len(mutated) - 1)))
+        if op == "flip" and mutated:
+            mutated[pos] ^= 1 << data.draw(st.integers(0, 7))
+        elif op == "cut":
+            del mutated[pos:pos + data.draw(st.integers(1, 8))]
+        else:
+            mutated[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
+    receiver = drv.server.receive if target == "advert" else drv.clients["bank-00"].receive
+    try:
+        receiver(bytes(mutated))
+    except MessageRejected:
+        pass
+    else:
+        assert bytes(mutated) == original  # only an unmodified message is ever accepted
+    # Whatever happened, the honest round still completes exactly.
+    drv.run(outgoing=keylist)
+    np.testing.assert_array_equal(drv.server.result, drv.expected_total(drv.names))
