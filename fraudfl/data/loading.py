@@ -152,6 +152,7 @@ def apply_overrides(
 
 
 def _labels_max(frames: Sequence[pd.DataFrame], label: str) -> int:
+    """The highest numeric label (at least 1); invalid labels are left to validation."""
     highest = 1
     for frame in frames:
         if label in frame.columns:
@@ -191,22 +192,21 @@ def load_dataset(
     """
     if task is not None and task not in TASKS:
         raise FraudflError(f"task must be one of {list(TASKS)}, got {task!r}")
-    task_override = task
     files, test_path = find_data_files(root)
     schema_path = root / SCHEMA_FILE
-    schema: Schema | None = None
-    if schema_path.is_file():
-        schema = apply_overrides(
-            load_schema(schema_path),
-            label_column=label_column,
-            drop_columns=drop_columns,
-            task=task_override,
-        )
-    elif label_column is None:
+    file_schema = load_schema(schema_path) if schema_path.is_file() else None
+    if file_schema is None and label_column is None:
         raise FraudflError(
             f"{root}: no {SCHEMA_FILE}; pass the label column (--label-column) so the schema can "
             "be inferred, or write a schema file (see docs/data.md)"
         )
+    schema = (
+        None
+        if file_schema is None
+        else apply_overrides(
+            file_schema, label_column=label_column, drop_columns=drop_columns, task=task
+        )
+    )
     raw = {bank_id: read_table(path, schema) for bank_id, path in files.items()}
     _check_same_columns(raw, files)
     first_id = next(iter(raw))
@@ -218,22 +218,17 @@ def load_dataset(
             )
     if schema is None:
         assert label_column is not None
+        # Column roles from the first bank; the task from every bank's labels.
         schema = infer_schema(
-            raw[first_id],
-            label_column,
-            drop_columns,
-            task=task_override or "binary",
-            source=str(files[first_id]),
+            raw[first_id], label_column, drop_columns, task="binary", source=str(files[first_id])
         )
-        highest = _labels_max(list(raw.values()), label_column)
-        if task_override is None and highest > 1:
+    needs_num_classes = task == "multiclass" and (
+        file_schema is None or file_schema.task != "multiclass"
+    )
+    if needs_num_classes or (file_schema is None and task is None):
+        highest = _labels_max(list(raw.values()), schema.label)
+        if needs_num_classes or highest > 1:
             schema = replace(schema, task="multiclass", num_classes=highest + 1)
-        elif task_override == "multiclass":
-            schema = replace(schema, num_classes=max(highest + 1, 2))
-    elif schema.task == "multiclass" and task_override == "multiclass" and schema.num_classes == 2:
-        schema = replace(
-            schema, num_classes=max(_labels_max(list(raw.values()), schema.label) + 1, 2)
-        )
     banks = {
         bank_id: validate_frame(frame, schema, str(files[bank_id]))
         for bank_id, frame in raw.items()

@@ -115,3 +115,25 @@ def test_bad_schema_file_names_the_file_and_field(
     with pytest.raises(FraudflError) as info:
         load_dataset(tmp_path)
     assert "schema.toml" in str(info.value) and expected in str(info.value)
+
+
+def test_plain_directory_reports_missing_and_bad_values(write: WriteFile, tmp_path: Path) -> None:
+    write("a.csv", "amount,channel,Class\n1,pos,0\n,web,1\n")
+    with pytest.raises(FraudflError) as info:
+        load_dataset(tmp_path, label_column="Class")
+    assert "a.csv: row 2, column 'amount': missing value" in str(info.value)
+    write("a.csv", "amount,channel,Class\n1,pos,0\n2,web,1\n")
+    write("b.csv", "amount,channel,Class\n1,pos,0\n2,,1\n")
+    with pytest.raises(FraudflError) as info:
+        load_dataset(tmp_path, label_column="Class")
+    assert "b.csv: row 2, column 'channel': missing category value" in str(info.value)
+
+
+def test_codes_keep_leading_zeros_when_declared_categorical(
+    write: WriteFile, tmp_path: Path
+) -> None:
+    write("schema.toml", 'label = "y"\nnumeric = ["amount"]\ncategorical = ["mcc"]\n')
+    write("a.csv", "amount,mcc,y\n1,0042,0\n2,5411,1\n")
+    ds = load_dataset(tmp_path)
+    assert ds.banks["a"]["mcc"].tolist() == ["0042", "5411"]
+    assert ds.schema.categories == {"mcc": ["0042", "5411"]}
