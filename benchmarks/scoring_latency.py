@@ -29,9 +29,7 @@ import httpx
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-
-sys.path.insert(0, str(Path(__file__).parent))
-from scoring_support import build_bench_artifact  # noqa: E402
+from scoring_support import build_bench_artifact  # benchmarks/ is on sys.path when run
 
 
 def free_port() -> int:
@@ -127,10 +125,11 @@ def main() -> None:
                        for c in (1, 2)]
                 table.add_row(str(batch), *row)
             console.print(table)
-            console.print(f"cpu cores: {os.cpu_count()}; server: fraudfl serve (uvicorn, "
-                          "1 worker, torch 1 thread); client: httpx in another process")
+            load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+            console.print(f"cpu cores: {os.cpu_count()}, load average {load}; server: fraudfl "
+                          "serve (uvicorn + httptools, 1 worker); client: httpx, another process")
         finally:
-            server.send_signal(signal.SIGINT)
+            server.send_signal(signal.SIGTERM)
             server.wait(timeout=20)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,11 @@ def register(subparsers: Any) -> None:
                         help="Kafka bootstrap servers; enables the streaming scorer")
     stream.add_argument("--transactions-topic", default="transactions")
     stream.add_argument("--alerts-topic", default="fraud-alerts")
+    stream.add_argument("--stream-partitions", default=None, metavar="P[,P...]",
+                        help="read only these partitions of the transactions topic (several "
+                             "scorers sharing one topic, each with its own --stream-state)")
+    stream.add_argument("--alerts-only", action="store_true",
+                        help="produce only flagged (and invalid) transactions, not every score")
     stream.add_argument("--stream-state", type=Path, default=None,
                         help="file keeping the streaming scorer's consumed offsets "
                              "(default: stream-offsets.json next to the artifact)")
@@ -57,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     from fraudfl.scoring.holder import ModelHolder
     from fraudfl.scoring.server import uvicorn_config
 
+    # SIGTERM (docker stop, systemd) ends the service cleanly with status 0: uvicorn drains
+    # requests, then re-raises the signal, which lands here and unwinds through the finally.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     if not 0 <= args.port <= 65535:
         raise FraudflError(f"--port {args.port} is out of range; expected 0-65535")
     if args.poll_interval <= 0:
@@ -85,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
             KafkaTransport(KafkaSettings(bootstrap_servers=args.bootstrap_servers,
                                          client_id="fraudfl-scoring")),
             StreamSettings(state_path=state, transactions_topic=args.transactions_topic,
-                           alerts_topic=args.alerts_topic),
+                           alerts_topic=args.alerts_topic, alerts_only=args.alerts_only,
+                           partitions=_partitions(args.stream_partitions)),
             metrics=metrics,
         )
         streamer.start()
@@ -96,5 +107,23 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if streamer is not None:
             streamer.stop()
+            streamer.transport.close()
         holder.stop_watching()
     return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def _partitions(value: str | None) -> tuple[int, ...] | None:
+    from fraudfl.errors import FraudflError
+
+    if value is None:
+        return None
+    try:
+        return tuple(int(p) for p in value.split(",") if p.strip())
+    except ValueError:
+        raise FraudflError(
+            f"--stream-partitions: expected comma-separated partition numbers, got {value!r}"
+        ) from None

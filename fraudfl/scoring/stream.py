@@ -50,6 +50,9 @@ class StreamSettings:
     alerts_topic: str = "fraud-alerts"
     alerts_only: bool = False
     poll_timeout_s: float = 0.2
+    # A subset of the transactions topic's partitions, so several scorer processes (each with
+    # its own state file) can share the stream; None = all partitions.
+    partitions: tuple[int, ...] | None = None
     # Topics this scorer creates when missing (existing topics are left as they are).
     transactions_partitions: int = 4
     alerts_partitions: int = 4
@@ -115,14 +118,18 @@ class StreamingScorer:
             TopicSpec(s.alerts_topic, s.alerts_partitions),
         ])
         n = self.transport.partitions_for(s.transactions_topic)
-        partitions = [TopicPartition(s.transactions_topic, p) for p in range(n)]
+        wanted = range(n) if s.partitions is None else s.partitions
+        bad = [p for p in wanted if not 0 <= p < n]
+        if bad:
+            raise FraudflError(f"{s.transactions_topic} has {n} partitions; cannot read {bad}")
+        partitions = [TopicPartition(s.transactions_topic, p) for p in wanted]
         self.transport.assign(partitions)
         self.committed = load_offsets(s.state_path, s.transactions_topic)
         if self.committed:
             self.transport.seek({tp: off for tp, off in self.committed.items() if tp in partitions})
         self._ready = True
-        log.info("streaming scorer reading %s (%d partitions) from %s, writing %s",
-                 s.transactions_topic, n,
+        log.info("streaming scorer reading %s (partitions %s) from %s, writing %s",
+                 s.transactions_topic, [tp.partition for tp in partitions],
                  {tp.partition: off for tp, off in self.committed.items()} or "the start",
                  s.alerts_topic)
 

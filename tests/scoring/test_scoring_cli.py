@@ -1,0 +1,60 @@
+"""`fraudfl serve` as a process: real uvicorn, /health, /score, /metrics, hot swap, clean exit."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+
+from fraudfl.scoring import save_artifact
+from tests.scoring.conftest import TrainedBank, transactions
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_process_end_to_end(artifact_dir: Path, trained_bank: TrainedBank) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fraudfl", "serve", "--model", str(artifact_dir), "--port",
+         str(port), "--poll-interval", "0.1", "--federation", "f1"],
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "fraudfl serve did not come up"
+            time.sleep(0.2)
+        r = httpx.post(f"{url}/score", json=transactions(trained_bank, 3))
+        assert r.status_code == 200 and r.json()["count"] == 3
+        assert httpx.post(f"{url}/score", json={"hour": 3}).status_code == 422
+        art = trained_bank.artifact
+        save_artifact(replace(art, version=9, round=12), artifact_dir)
+        while httpx.get(f"{url}/model").json()["version"] != 9:
+            assert time.monotonic() < deadline, "the new model was not picked up"
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/model").json()["round"] == 12
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'fraudfl_scoring_transactions_total{bank="bank_00",federation="f1"} 3.0' in metrics
+        assert 'fraudfl_scoring_model_version{bank="bank_00",federation="f1"} 9.0' in metrics
+        assert "/score" in httpx.get(f"{url}/openapi.json").json()["paths"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    assert code == 0
