@@ -37,13 +37,29 @@ def rounds_table(result: SimulationResult) -> Table:
     )
     table.add_column("banks", justify="right")
     table.add_column("late", justify="right")
+    # DP runs: the largest record-level epsilon of any bank so far, the federation-level
+    # (bank-level DP) epsilon, and banks that declined for lack of budget.
+    record_dp = any("epsilon" in r.privacy for r in result.rounds)
+    bank_dp = any("federation_epsilon" in r.privacy for r in result.rounds)
+    if record_dp:
+        table.add_column("max ε", justify="right")
+        table.add_column("declined", justify="right")
+    if bank_dp:
+        table.add_column("fed ε", justify="right")
     table.add_column("s", justify="right")
     for r in result.rounds:
+        dp_cells = []
+        if record_dp:
+            eps = r.privacy.get("epsilon", {})
+            dp_cells += [_fmt(max(eps.values())) if eps else "-", str(len(r.declined))]
+        if bank_dp:
+            dp_cells.append(_fmt(r.privacy["federation_epsilon"]))
         table.add_row(
             str(r.round),
             *(_fmt(r.global_metrics[n]) for n in names),
-            str(len(r.participants) - len(r.dropped)),
+            str(len(r.participants) - len(r.dropped) - len(r.declined)),
             str(len(r.stragglers)),
+            *dp_cells,
             f"{r.seconds:.2f}",
         )
     return table

@@ -47,6 +47,8 @@ from fraudfl.data import (
 )
 from fraudfl.errors import FraudflError
 from fraudfl.models import MODEL_KINDS, ModelSpec, Task, get_flat_params, set_flat_params
+from fraudfl.privacy.accountant import BudgetExhausted
+from fraudfl.privacy.options import PrivacyOptions
 from fraudfl.strategy import (
     STRATEGY_NAMES,
     Aggregator,
@@ -93,6 +95,8 @@ class SimulationConfig:
     beta2: float = 0.99
     tau: float = 1e-3
     torch_threads: int | None = 1
+    # Record-level DP-SGD and/or bank-level update DP (docs/privacy.md); None: no DP.
+    privacy: PrivacyOptions | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:
@@ -171,9 +175,14 @@ class RoundRecord:
     participants: list[str]
     stragglers: list[str]
     dropped: list[str]
+    # Banks that declined the round because it would exceed their privacy budget.
+    declined: list[str] = field(default_factory=list)
+    # With DP: "epsilon" per bank (record level), "federation_epsilon", "declined".
+    privacy: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"round": self.round, "global": self.global_metrics, "banks": self.banks}
+        return {"round": self.round, "global": self.global_metrics, "banks": self.banks,
+                **self.privacy}
 
 
 @dataclass
@@ -396,6 +405,15 @@ def _run(
         fit_config={"local_epochs": config.local_epochs},
     )
     aggregator = aggregator or PlainAggregator()
+    privacy = None
+    if config.privacy is not None and config.privacy.enabled:
+        from fraudfl.privacy.federation import FederationPrivacy  # imports Opacus (seconds)
+
+        privacy = FederationPrivacy(config.privacy, rounds=config.rounds,
+                                    num_banks=len(data.banks),
+                                    banks_per_round=config.banks_per_round, seed=config.seed)
+        aggregator = privacy.wrap(aggregator)
+        trainer = privacy.trainer or trainer
     model = spec.build(seed=config.seed)
     eval_model = spec.build(seed=config.seed)
     initial = get_flat_params(model)
@@ -430,6 +448,8 @@ def _run(
                 seconds=time.perf_counter() - t0,
                 **record,
             )
+            if privacy is not None:
+                rec.privacy = privacy.round_report(rec.declined)
             records.append(rec)
             if on_round is not None:
                 on_round(rec)
@@ -469,7 +489,7 @@ def _one_round(
     train_cfg = config.train_config(data.task, mu=mu, local_epochs=local_epochs)
     plan = plan_round(server_round, len(data.banks), config)
     contributions: list[Contribution] = []
-    participants, stragglers, dropped = [], [], []
+    participants, stragglers, dropped, declined = [], [], [], []
     for index in plan.participants:
         bank = data.banks[index]
         participants.append(bank.bank_id)
@@ -479,11 +499,15 @@ def _one_round(
             if not instructions.accept_partial_work:
                 dropped.append(bank.bank_id)
                 continue
-        result = trainer(
-            bank.bank_id, model, global_params, bank.X_train, bank.y_train, train_cfg,
-            rng=np.random.default_rng([config.seed, 2, server_round, index]),
-            work_fraction=work_fraction,
-        )
+        try:
+            result = trainer(
+                bank.bank_id, model, global_params, bank.X_train, bank.y_train, train_cfg,
+                rng=np.random.default_rng([config.seed, 2, server_round, index]),
+                work_fraction=work_fraction,
+            )
+        except BudgetExhausted:
+            declined.append(bank.bank_id)  # the bank logged why; the round goes on without it
+            continue
         contributions.append(
             Contribution(
                 bank_id=bank.bank_id,
@@ -499,6 +523,7 @@ def _one_round(
         "participants": participants,
         "stragglers": stragglers,
         "dropped": dropped,
+        "declined": declined,
     }
 
 

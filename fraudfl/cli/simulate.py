@@ -96,6 +96,31 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     pers.add_argument("--ditto-lambda", type=float, default=0.1,
                       help="Ditto's pull towards the global model (default: 0.1)")
 
+    dp = p.add_argument_group("differential privacy (docs/privacy.md)")
+    dp.add_argument("--target-epsilon", type=float,
+                    help="record-level DP-SGD: each bank's lifetime epsilon budget; without "
+                    "--noise-multiplier the noise is calibrated to spend it over --rounds")
+    dp.add_argument("--delta", type=float,
+                    help="record-level delta (default: 0.1 / records of each bank)")
+    dp.add_argument("--noise-multiplier", type=float,
+                    help="record-level DP-SGD with this noise multiplier")
+    dp.add_argument("--max-grad-norm", type=float, default=1.0,
+                    help="per-sample gradient clipping norm (default: 1.0)")
+    dp.add_argument("--accountant", choices=["rdp", "prv"], default="rdp",
+                    help="privacy accountant (default: rdp; prv is tighter)")
+    dp.add_argument("--dp-engine", choices=["vectorized", "ghost", "hooks", "functorch"],
+                    default="vectorized",
+                    help="per-sample clipping: vectorized (default, fastest) or an Opacus mode")
+    dp.add_argument("--privacy-state-dir", type=Path,
+                    help="save/restore each bank's accountant here (a rerun resumes the spent "
+                    "budget)")
+    dp.add_argument("--bank-dp-clip", type=float,
+                    help="bank-level DP: clip each bank's whole update to this L2 norm")
+    dp.add_argument("--bank-dp-noise", type=float,
+                    help="bank-level DP: noise multiplier of the summed update")
+    dp.add_argument("--bank-dp-delta", type=float,
+                    help="bank-level delta (default: 0.1 / number of banks)")
+
     out = p.add_argument_group("output")
     out.add_argument("--seed", type=int, default=0, help="seed of the whole run (default: 0)")
     out.add_argument("--baseline", choices=BASELINE_CHOICES, default="none",
@@ -113,11 +138,20 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from fraudfl.data import load_dataset
+    from fraudfl.privacy.options import PrivacyOptions
     from fraudfl.reporting import plot_convergence, rounds_table, summary_lines, write_results
     from fraudfl.simulation import SimulationConfig, run_simulation
 
     if not args.data.is_dir():
         raise FraudflError(f"{args.data}: not a directory (expected a dataset directory)")
+    privacy = PrivacyOptions(
+        target_epsilon=args.target_epsilon, delta=args.delta,
+        noise_multiplier=args.noise_multiplier, max_grad_norm=args.max_grad_norm,
+        accountant=args.accountant, engine=args.dp_engine,
+        state_dir=None if args.privacy_state_dir is None else str(args.privacy_state_dir),
+        bank_dp_clip=args.bank_dp_clip, bank_dp_noise=args.bank_dp_noise,
+        bank_dp_delta=args.bank_dp_delta,
+    )
     config = SimulationConfig(
         strategy=args.strategy, mu=args.mu, rounds=args.rounds,
         banks_per_round=args.banks_per_round, local_epochs=args.local_epochs,
@@ -128,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         pos_weight=args.pos_weight, focal_gamma=args.focal_gamma, server_lr=args.server_lr,
         server_momentum=args.server_momentum, eta=args.eta, beta1=args.beta1,
         beta2=args.beta2, tau=args.tau, torch_threads=args.threads,
+        privacy=privacy if privacy.enabled else None,
     )
     dataset = load_dataset(
         args.data, label_column=args.label_column, drop_columns=args.drop_columns,

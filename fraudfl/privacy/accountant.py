@@ -22,9 +22,6 @@ from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 import numpy as np
-from opacus.accountants import RDPAccountant, create_accountant
-from opacus.accountants.analysis import rdp as rdp_analysis
-from opacus.accountants.utils import get_noise_multiplier
 
 from fraudfl.checkpoint import atomic_write_bytes
 from fraudfl.errors import FraudflError
@@ -33,6 +30,8 @@ log = logging.getLogger(__name__)
 
 Mechanism = Literal["rdp", "prv"]
 MECHANISMS: tuple[str, ...] = get_args(Mechanism)
+# Opacus is imported where epsilon is computed: importing it costs seconds (it pulls in
+# torch.distributed and scipy.stats), which a simulation without DP should not pay.
 
 STATE_FORMAT = "fraudfl.privacy.accountant"
 STATE_VERSION = 1
@@ -101,6 +100,9 @@ class BudgetExhausted(FraudflError):
 
 @functools.lru_cache(maxsize=256)
 def _rdp_per_step(sample_rate: float, noise_multiplier: float) -> np.ndarray:
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
     rdp: np.ndarray = rdp_analysis.compute_rdp(
         q=sample_rate, noise_multiplier=noise_multiplier, steps=1,
         orders=RDPAccountant.DEFAULT_ALPHAS,
@@ -110,6 +112,9 @@ def _rdp_per_step(sample_rate: float, noise_multiplier: float) -> np.ndarray:
 
 
 def _epsilon_of(history: list[HistoryEntry], mechanism: Mechanism, delta: float) -> float:
+    from opacus.accountants import RDPAccountant, create_accountant
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
     if not history:
         return 0.0
     if mechanism == "rdp":
@@ -261,6 +266,8 @@ class PrivacyAccountant:
         On a fresh accountant this is Opacus' ``get_noise_multiplier``; with history already spent
         (a restarted bank) the search includes it, so the target holds over the whole life.
         """
+        from opacus.accountants.utils import get_noise_multiplier
+
         delta_ = self._delta(delta)
         if not self._history:
             try:

@@ -34,7 +34,7 @@ import copy
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,12 +47,11 @@ from torch.utils.data import DataLoader, Dataset
 from fraudfl.errors import FraudflError
 from fraudfl.models import get_flat_params, make_loss, set_flat_params
 from fraudfl.privacy.accountant import PrivacyAccountant
+from fraudfl.privacy.options import DP_ENGINES, DPEngine
 from fraudfl.training.local import LocalResult, TrainConfig, _as_tensors, add_proximal_gradient
 
 log = logging.getLogger(__name__)
 
-DPEngine = Literal["vectorized", "ghost", "hooks", "functorch"]
-DP_ENGINES: tuple[DPEngine, ...] = ("vectorized", "ghost", "hooks", "functorch")
 
 
 @dataclass(frozen=True)
