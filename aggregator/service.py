@@ -12,7 +12,9 @@ twice.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +41,7 @@ from fraudfl.transport.topics import TopicLayout
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "aggregator.ckpt"
+ROUND_LOG_FILE = "rounds.jsonl"
 POLL_S = 0.2
 
 
@@ -75,6 +78,8 @@ class AggregatorService:
         )
         self.layout = TopicLayout(config.federation_id)
         self.checkpoint_path = config.state_dir / CHECKPOINT_FILE
+        # One JSON line per finished round: for operators, and the demo's live table.
+        self.round_log = config.state_dir / ROUND_LOG_FILE
         self._stage_key: tuple[int, str] = (-1, "")
         self._history_seen = 0
 
@@ -194,16 +199,24 @@ class AggregatorService:
             self.metrics.checkpoint_written(duration_seconds=time.perf_counter() - start)
 
     def _observe(self) -> None:
-        """Translate orchestrator state changes into metrics."""
+        """Record finished rounds in the round log and translate state changes into metrics."""
         m, orch = self.metrics, self.orchestrator
+        new = orch.history[self._history_seen:]
+        if new:
+            with self.round_log.open("a") as fh:
+                for rec in new:
+                    fh.write(json.dumps(rec.to_dict(), sort_keys=True) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
         if m is None:
+            self._history_seen = len(orch.history)
             return
         key = (orch.round, orch.stage)
         if key != self._stage_key:
             if orch.current is not None and key[0] != self._stage_key[0]:
                 m.round_started(orch.round, selected_banks=len(orch.current.selected))
             self._stage_key = key
-        for rec in orch.history[self._history_seen:]:
+        for rec in new:
             if rec.status == "completed" and rec.model_version is not None:
                 m.round_completed(duration_seconds=rec.finished_at - rec.started_at,
                                   model_version=rec.model_version)

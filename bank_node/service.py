@@ -14,6 +14,7 @@ decision threshold chosen on the bank's own validation split.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from bank_node.participant import BankParticipant, Reply
-from fraudfl.checkpoint import load_checkpoint, save_checkpoint
+from fraudfl.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from fraudfl.config import BankNodeConfig
 from fraudfl.data.loading import load_bank_file
 from fraudfl.data.pipeline import FeaturePipeline
@@ -44,6 +45,7 @@ from fraudfl.transport.topics import TopicLayout
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "bank.ckpt"
+STATUS_FILE = "status.json"
 ACCOUNTANT_FILE = "accountant.json"
 MODEL_DIR = "model"
 VAL_FRACTION = 0.2
@@ -99,6 +101,9 @@ class BankNodeService:
         self.layout = TopicLayout(config.federation_id)
         self.checkpoint_path = config.state_dir / CHECKPOINT_FILE
         self.outbox: list[Reply] = []
+        self.epsilon_by_round: dict[str, float] = self._previous_status().get(
+            "epsilon_by_round", {}
+        )
 
     def _on_reject(self, reason: RejectReason, detail: str, record: object) -> None:
         if self.metrics is not None:
@@ -108,7 +113,10 @@ class BankNodeService:
 
     def run(self, stop: threading.Event | None = None) -> int:
         topics = [self.layout.control, self.layout.inbox(self.config.bank_id), self.layout.models]
+        self._write_status()
         self._wait_for_topics(topics, stop)
+        if stop is not None and stop.is_set():
+            return 0
         self.channel.listen(topics)
         saved = load_checkpoint(self.checkpoint_path)
         if saved is not None:
@@ -148,6 +156,7 @@ class BankNodeService:
                 after = (self.participant.handled_round, self.participant.model_version)
                 if after[0] != before[0]:
                     self._after_round(time.perf_counter() - started)
+                    self._write_status()
                 if msg.payload_type == MODEL and after[1] != before[1]:
                     self._save_artifact()
                 changed = changed or bool(out) or after != before
@@ -215,6 +224,36 @@ class BankNodeService:
                     duration_seconds=seconds, examples=report.examples, loss=report.loss
                 )
         self._publish_privacy()
+
+    def _previous_status(self) -> dict[str, Any]:
+        try:
+            status = json.loads((self.config.state_dir / STATUS_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return status if isinstance(status, dict) else {}
+
+    def _write_status(self) -> None:
+        """A small JSON summary (rounds, model, privacy) for operators and the demo."""
+        p = self.participant
+        report = p.last_report
+        acc = p.accountant
+        epsilon = acc.epsilon() if acc.history else 0.0
+        if report is not None:
+            self.epsilon_by_round[str(report.round)] = epsilon
+        atomic_write_json(self.config.state_dir / STATUS_FILE, {
+            "bank_id": self.config.bank_id,
+            "handled_round": p.handled_round,
+            "model_version": p.model_version,
+            "epsilon": epsilon,
+            "epsilon_by_round": self.epsilon_by_round,
+            "epsilon_budget": None if acc.budget is None else acc.budget.epsilon,
+            "last_round": None if report is None else {
+                "round": report.round, "kind": report.kind, "declined": report.declined,
+                "examples": report.examples,
+                "loss": report.loss if np.isfinite(report.loss) else None,
+            },
+            "time": time.time(),
+        })
 
     def _publish_privacy(self) -> None:
         acc = self.participant.accountant

@@ -37,6 +37,11 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
+def quiet_kafka() -> None:
+    """kafka-python logs every connection at INFO; keep its warnings only."""
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -46,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(AggregatorConfig, args.config)
     torch.set_num_threads(config.torch_threads)
+    quiet_kafka()
     metrics = AggregatorMetrics(
         federation=config.federation_id, config_hash=config_digest(args.config.read_bytes())
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fraudfl.cli.aggregator import stop_on_signals
+from fraudfl.cli.aggregator import quiet_kafka, stop_on_signals
 from fraudfl.config import BankNodeConfig, load_config
 
 
@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(BankNodeConfig, args.config)
     # Small models on few cores: intra-op threads only contend (several nodes share a host).
     torch.set_num_threads(config.torch_threads)
+    quiet_kafka()
     metrics = BankMetrics(
         federation=config.federation_id,
         bank=config.bank_id,
