@@ -58,10 +58,10 @@ def main() -> None:
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
         cfg = TrainConfig(batch_size=batch_size, lr=0.05, local_epochs=1)
 
-        def plain() -> None:
+        def plain(cfg: TrainConfig = cfg) -> None:
             train_local(model, start, X, y, cfg, rng=np.random.default_rng(0))
 
-        def private(mode: str) -> Callable[[], None]:
+        def private(mode: str, cfg: TrainConfig = cfg) -> Callable[[], None]:
             def run() -> None:
                 acc = PrivacyAccountant("rdp", budget=PrivacyBudget(1e6, 1e-6))
                 train_private(model, start, X, y, cfg, rng=np.random.default_rng(0),
