@@ -2,8 +2,11 @@
 on the bank's own validation split, with and without DP, on strongly heterogeneous synthetic
 bank data (strong feature shift and label skew, bank-local fraud rings).
 
-For each DP setting one plain federation (FedProx) gives the global model; fine-tuning and
-Ditto start from it; FedPer is its own federation (body aggregated, heads kept at the banks).
+For each DP setting one plain federation (FedProx) gives the global model after R rounds;
+fine-tuning and Ditto start from it; as a control the same federation continues for as many
+rounds as there are personal epochs ("+rounds"), so that the gain of more local work is not
+mistaken for a gain of personalisation; FedPer is its own federation of R rounds (body
+aggregated, heads kept at the banks).
 Under DP every step, federated or personal, is DP-SGD charged to the bank's accountant, and the
 table reports the epsilon each bank ends with. Prints per-bank tables and the mean relative
 gains (to compare with the 5-10% per client that the seed documents claim), writes a JSON file
@@ -20,6 +23,7 @@ import json
 import math
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,55 +49,89 @@ from fraudfl.simulation import SimulationConfig, prepare_data, run_simulation
 from fraudfl.training.private import DPConfig
 
 METHODS = ("finetune", "ditto", "fedper")
+# "global_more_rounds": the control, the federation continued for as many rounds as the personal
+# epochs, so that extra local work alone is not mistaken for a personalisation gain.
+COLUMNS = ("global", "global_more_rounds", *METHODS)
 RESULTS = Path(__file__).parent / "results"
+
+
+class GlobalRecorder:
+    """Wraps the round trainer to keep the global model handed to each round, so one run of
+    R + E rounds yields both the global model after R rounds (personalised from) and the control
+    "E more federated rounds" (same extra local work as E personal epochs, but federated). With
+    DP it also snapshots the accountants after R rounds, so each personalisation method is
+    charged on its own copy and its epsilon is "R rounds + that method" exactly."""
+
+    def __init__(self, inner: BankTrainer, rounds: int,
+                 accountants: dict[str, PrivacyAccountant]) -> None:
+        self.inner = inner
+        self.rounds = rounds
+        self.accountants = accountants
+        self.globals: list[np.ndarray] = []
+        self.snapshot: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, bank_id: str, model: Any, global_params: np.ndarray, X: np.ndarray,
+                 y: np.ndarray, cfg: Any, *, rng: np.random.Generator,
+                 work_fraction: float) -> Any:
+        if not self.globals or not np.array_equal(self.globals[-1], global_params):
+            self.globals.append(global_params.copy())
+            if len(self.globals) == self.rounds + 1:
+                self.snapshot = {k: a.to_dict() for k, a in self.accountants.items()}
+        return self.inner(bank_id, model, global_params, X, y, cfg, rng=rng,
+                          work_fraction=work_fraction)
 
 
 def run_setting(root: Path, config: SimulationConfig, dp: bool, args: argparse.Namespace,
                 console: Console) -> dict[str, Any]:
     dataset = load_dataset(root)
     data = prepare_data(dataset, config.val_fraction, config.seed)
-    accountants: dict[str, PrivacyAccountant] = {}
+    dp_config = DPConfig(noise_multiplier=args.noise)
 
-    def new_trainer() -> BankTrainer:
-        if not dp:
-            return plain_bank_trainer
-        # One accountant per bank *per federation*: the FedPer federation is a separate run
-        # of the same banks, reported separately.
-        accountants.clear()
-        accountants.update({
-            b.bank_id: PrivacyAccountant(
-                budget=PrivacyBudget(math.inf, 0.1 / len(b.y_train)), label=b.bank_id)
-            for b in data.banks
-        })
-        return private_trainer(accountants, DPConfig(noise_multiplier=args.noise))
+    def fresh_accountants() -> dict[str, PrivacyAccountant]:
+        return {b.bank_id: PrivacyAccountant(budget=PrivacyBudget(math.inf,
+                                                                  0.1 / len(b.y_train)),
+                                             label=b.bank_id)
+                for b in data.banks}
+
+    def trainer_for(accountants: dict[str, PrivacyAccountant]) -> BankTrainer:
+        return private_trainer(accountants, dp_config) if dp else plain_bank_trainer
 
     out: dict[str, Any] = {"dp": dp, "banks": {}, "epsilon": {}}
     started = time.perf_counter()
-    trainer = new_trainer()
-    plain = run_simulation(dataset, config, trainer=trainer, progress=False)
+    accountants = fresh_accountants()
+    recorder = GlobalRecorder(trainer_for(accountants), config.rounds, accountants)
+    extended = replace(config, rounds=config.rounds + args.personal_epochs)
+    long_run = run_simulation(dataset, extended, trainer=recorder, progress=False)
+    global_params = recorder.globals[config.rounds]
     reports = {}
     for method in ("finetune", "ditto"):
         pcfg = PersonalizationConfig(method=method, epochs=args.personal_epochs,  # type: ignore[arg-type]
                                      lam=args.ditto_lambda)
-        reports[method] = personalize_banks(data, config, pcfg, plain.final_params,
-                                            trainer=trainer)
-    if dp:
-        out["epsilon"]["global+finetune+ditto"] = {k: a.epsilon() for k, a in accountants.items()}
-    trainer = new_trainer()
+        own = {k: PrivacyAccountant.from_dict(v) for k, v in recorder.snapshot.items()}
+        reports[method] = personalize_banks(data, config, pcfg, global_params,
+                                            trainer=trainer_for(own))
+        if dp:
+            out["epsilon"][f"{config.rounds} rounds + {method}"] = {
+                k: a.epsilon() for k, a in own.items()}
+    control = personalize_banks(data, config, PersonalizationConfig(method="none"),
+                                long_run.final_params, reference_params=global_params)
+    accountants = fresh_accountants()
     fedper_cfg = PersonalizationConfig(method="fedper")
-    fed, heads, _ = run_fedper(dataset, config, fedper_cfg, trainer=trainer, progress=False)
+    fed, heads, _ = run_fedper(dataset, config, fedper_cfg, trainer=trainer_for(accountants),
+                               progress=False)
     reports["fedper"] = personalize_banks(data, config, fedper_cfg, fed.final_params,
-                                          fedper=heads, reference_params=plain.final_params)
+                                          fedper=heads, reference_params=global_params)
     if dp:
-        out["epsilon"]["fedper"] = {k: a.epsilon() for k, a in accountants.items()}
+        out["epsilon"][f"{config.rounds} FedPer rounds"] = {
+            k: a.epsilon() for k, a in accountants.items()}
     for i, bank in enumerate(data.banks):
         row = {"val_rows": len(bank.y_val), "val_frauds": int(bank.y_val.sum()),
                "train_rows": len(bank.y_train),
-               "global": reports["finetune"].banks[i].global_metrics["auprc"]}
+               "global": reports["finetune"].banks[i].global_metrics["auprc"],
+               "global_more_rounds": control.banks[i].personal_metrics["auprc"]}
         for method in METHODS:
             row[method] = reports[method].banks[i].personal_metrics["auprc"]
         out["banks"][bank.bank_id] = row
-    out["global_test_auprc"] = plain.final["auprc"]
     out["seconds"] = time.perf_counter() - started
     console.log(f"{'DP' if dp else 'no DP'}: done in {out['seconds']:.0f}s")
     return out
@@ -102,7 +140,7 @@ def run_setting(root: Path, config: SimulationConfig, dp: bool, args: argparse.N
 def summarise(setting: dict[str, Any]) -> dict[str, float]:
     banks = setting["banks"].values()
     summary = {"global": float(np.mean([b["global"] for b in banks]))}
-    for m in METHODS:
+    for m in COLUMNS[1:]:
         summary[m] = float(np.mean([b[m] for b in banks]))
         gains = [b[m] / b["global"] - 1 for b in banks if b["global"] > 0]
         summary[f"{m}_mean_relative_gain"] = float(np.mean(gains))
@@ -112,14 +150,14 @@ def summarise(setting: dict[str, Any]) -> dict[str, float]:
 
 def table(setting: dict[str, Any], title: str) -> Table:
     t = Table(title=title)
-    for col in ("bank", "train", "val frauds", "global", *METHODS):
+    for col in ("bank", "train", "val frauds", "global", "+rounds", *METHODS):
         t.add_column(col, justify="left" if col == "bank" else "right")
     for bank_id, b in setting["banks"].items():
         t.add_row(bank_id, str(b["train_rows"]), str(b["val_frauds"]), f"{b['global']:.4f}",
-                  *(f"{b[m]:.4f} ({b[m] / b['global'] - 1:+.0%})" for m in METHODS))
+                  *(f"{b[m]:.4f} ({b[m] / b['global'] - 1:+.0%})" for m in COLUMNS[1:]))
     s = summarise(setting)
     t.add_row("mean", "", "", f"{s['global']:.4f}",
-              *(f"{s[m]:.4f} ({s[f'{m}_mean_relative_gain']:+.0%})" for m in METHODS))
+              *(f"{s[m]:.4f} ({s[f'{m}_mean_relative_gain']:+.0%})" for m in COLUMNS[1:]))
     return t
 
 
@@ -128,10 +166,10 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     for ax, setting in zip(axes[0], results, strict=True):
         banks = list(setting["banks"])
         x = np.arange(len(banks))
-        width = 0.2
-        for k, name in enumerate(("global", *METHODS)):
-            ax.bar(x + (k - 1.5) * width, [setting["banks"][b][name] for b in banks], width,
-                   label=name)
+        width = 0.16
+        for k, name in enumerate(COLUMNS):
+            ax.bar(x + (k - 2) * width, [setting["banks"][b][name] for b in banks], width,
+                   label=name.replace("_", " "))
         ax.set_xticks(x, banks, rotation=30)
         ax.set_ylabel("AUPRC on the bank's validation split")
         ax.set_title(setting["label"])
@@ -154,6 +192,8 @@ def main() -> None:
     ap.add_argument("--personal-epochs", type=int, default=3)
     ap.add_argument("--ditto-lambda", type=float, default=0.1)
     ap.add_argument("--noise", type=float, default=1.0, help="DP noise multiplier")
+    ap.add_argument("--val-fraction", type=float, default=0.3,
+                    help="share of each bank held out for its evaluation (more frauds to rank)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-dp", action="store_true", help="skip the DP setting")
     ap.add_argument("--out", type=Path, default=RESULTS / "personalization.json")
@@ -162,7 +202,8 @@ def main() -> None:
     console = Console()
     config = SimulationConfig(strategy="fedprox", mu=0.01, rounds=args.rounds,
                               banks_per_round=args.banks, local_epochs=args.local_epochs,
-                              batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+                              batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                              val_fraction=args.val_fraction)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         root = generate_bank_data(
@@ -191,7 +232,7 @@ def main() -> None:
             f"{setting['label']}: mean AUPRC global {s['global']:.4f}; "
             + "; ".join(f"{m} {s[m]:.4f} (mean relative gain {s[f'{m}_mean_relative_gain']:+.1%},"
                         f" {s[f'{m}_banks_improved']}/{len(setting['banks'])} banks better)"
-                        for m in METHODS)
+                        for m in COLUMNS[1:])
         )
     console.print("seed documents' claim: +5-10% per client over the global model")
     console.print(f"results: {args.out}, plot: {args.plot}")
