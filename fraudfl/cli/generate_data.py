@@ -196,5 +196,7 @@ def run(args: argparse.Namespace) -> int:
             table.add_row(
                 name, f"{len(frame):,}", str(len(counts)), f"{counts.max() / len(frame):.1%}"
             )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(f"next: fraudfl simulate --data {out}")
     return 0
