@@ -305,12 +305,14 @@ class _PerSampleClipper:
             raise FraudflError("the vectorized DP engine needs an nn.Sequential model")
         self.layers = list(model)
         self.max_grad_norm = max_grad_norm
+        self.param_layers: list[nn.Linear | nn.LayerNorm] = []
         covered: list[nn.Parameter] = []
         for layer in self.layers:
             own = list(layer.parameters())
             if isinstance(layer, nn.Linear) or (
                 isinstance(layer, nn.LayerNorm) and layer.elementwise_affine
             ):
+                self.param_layers.append(layer)
                 covered += own
             elif own:
                 raise FraudflError(
@@ -330,7 +332,7 @@ class _PerSampleClipper:
         h = xb
         for layer in self.layers:
             out = layer(h)
-            if isinstance(layer, nn.Linear | nn.LayerNorm):
+            if any(layer is p for p in self.param_layers):
                 inputs.append(h.detach())
                 outputs.append(out)
             h = out
@@ -339,7 +341,7 @@ class _PerSampleClipper:
         with torch.no_grad():
             sq_norms = torch.zeros(xb.shape[0], dtype=xb.dtype)
             features: list[torch.Tensor] = []
-            for layer, a, g in zip(self.layers_with_params, inputs, backprops, strict=True):
+            for layer, a, g in zip(self.param_layers, inputs, backprops, strict=True):
                 g_sq = g.pow(2).sum(1)
                 if isinstance(layer, nn.Linear):
                     feat = a
@@ -353,17 +355,13 @@ class _PerSampleClipper:
             # The same clip factor as Opacus' DPOptimizer.
             factor = (self.max_grad_norm / (sq_norms.sqrt() + 1e-6)).clamp(max=1.0)
             sums: list[torch.Tensor] = []
-            for layer, feat, g in zip(self.layers_with_params, features, backprops, strict=True):
+            for layer, feat, g in zip(self.param_layers, features, backprops, strict=True):
                 gf = g * factor.unsqueeze(1)
                 sums.append(gf.T @ feat if isinstance(layer, nn.Linear) else (gf * feat).sum(0))
                 if layer.bias is not None:
                     sums.append(gf.sum(0))
         n = max(1, int(xb.shape[0]))
         return sums, float(loss.detach()) / n
-
-    @property
-    def layers_with_params(self) -> list[nn.Linear | nn.LayerNorm]:
-        return [layer for layer in self.layers if isinstance(layer, nn.Linear | nn.LayerNorm)]
 
 
 def _vectorized_engine(
