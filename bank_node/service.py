@@ -159,6 +159,7 @@ class BankNodeService:
                     self._write_status()
                 if msg.payload_type == MODEL and after[1] != before[1]:
                     self._save_artifact()
+                    self._write_status()
                 changed = changed or bool(out) or after != before
                 replies += out
             if changed:

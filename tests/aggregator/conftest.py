@@ -5,7 +5,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fedharness import Federation, make_federation
+
+from tests.aggregator.fedharness import Federation, make_federation
 
 
 @pytest.fixture()

@@ -5,13 +5,13 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from fedharness import Federation
 
 from bank_node.participant import Reply
 from fraudfl.data.stats import FeatureStats, compute_stats
 from fraudfl.rounds.messages import SECAGG
 from fraudfl.secagg.messages import MaskedInput, UnmaskShares
 from fraudfl.secagg.messages import decode as decode_secagg
+from tests.aggregator.fedharness import Federation
 
 
 def plain_fedavg(
