@@ -82,6 +82,23 @@ def test_values_look_like_card_transactions(generated: Path) -> None:
     assert fraud["amount_to_typical"].median() > 1.5 * legit["amount_to_typical"].median()
 
 
+def test_rings_are_seen_mostly_at_their_home_banks(generated: Path) -> None:
+    """bank_00's home ring is night-time online fraud, bank_01's ATM cash-out."""
+    ds = load_dataset(generated)
+
+    def fraud_share(bank: str, pattern: str) -> float:
+        frame = ds.banks[bank]
+        fraud = frame[frame["is_fraud"] == 1]
+        if pattern == "night_online":
+            hits = (fraud["channel"] == "online") & (fraud["hour"] < 6)
+        else:
+            hits = fraud["merchant_category"] == "cash_withdrawal"
+        return float(hits.mean())
+
+    assert fraud_share("bank_00", "night_online") > 0.3 > fraud_share("bank_01", "night_online")
+    assert fraud_share("bank_01", "cash_out") > 0.3 > fraud_share("bank_00", "cash_out")
+
+
 def test_deterministic_under_a_seed(tmp_path: Path) -> None:
     kwargs = {"n_banks": 3, "total_transactions": 3000, "seed": 5}
     a = generate_bank_data(tmp_path / "a", **kwargs)  # type: ignore[arg-type]
