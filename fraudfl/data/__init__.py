@@ -7,7 +7,7 @@ from fraudfl.data.loading import FederatedDataset, load_bank_file, load_dataset,
 from fraudfl.data.pipeline import FeaturePipeline
 from fraudfl.data.schema import Schema, infer_schema, load_schema, write_schema
 from fraudfl.data.split import train_val_split
-from fraudfl.data.stats import FeatureStats, compute_stats
+from fraudfl.data.stats import FeatureStats, compute_stats, sum_stats
 
 __all__ = [
     "FeaturePipeline",
@@ -20,6 +20,7 @@ __all__ = [
     "load_dataset",
     "load_schema",
     "read_table",
+    "sum_stats",
     "train_val_split",
     "write_schema",
 ]

@@ -9,6 +9,7 @@ aggregation without any bank revealing its own statistics.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,6 +144,17 @@ class FeatureStats:
             category_counts[col] = {c: int(n) for c, n in zip(vocab[col], values, strict=True) if n}
         label_counts = as_counts(vector[pos:], "label counts")
         return cls(schema, count, sums, sums_sq, category_counts, label_counts)
+
+
+def sum_stats(stats: Iterable[FeatureStats]) -> FeatureStats:
+    """The sum of several banks' statistics (typed, unlike ``sum()``, which may return 0)."""
+    items = list(stats)
+    if not items:
+        raise FraudflError("no feature statistics to add up")
+    total = items[0]
+    for item in items[1:]:
+        total = total + item
+    return total
 
 
 def _vocabularies(schema: Schema) -> dict[str, list[str]]:

@@ -13,6 +13,7 @@ from fraudfl.data import (
     FeatureStats,
     Schema,
     compute_stats,
+    sum_stats,
     train_val_split,
 )
 from fraudfl.errors import FraudflError
@@ -52,7 +53,7 @@ def banks() -> list[pd.DataFrame]:
 
 def test_stats_are_additive(banks: list[pd.DataFrame]) -> None:
     per_bank = [compute_stats(b, SCHEMA) for b in banks]
-    summed = sum(per_bank[1:], per_bank[0])
+    summed = sum_stats(per_bank)
     assert sum(per_bank).count == summed.count  # sum() from 0 works too
     pooled = compute_stats(pd.concat(banks, ignore_index=True), SCHEMA)
     assert summed.count == pooled.count == 3850
@@ -115,6 +116,8 @@ def test_vector_needs_declared_vocabulary_and_matching_length() -> None:
     bad[0] = -5
     with pytest.raises(FraudflError, match="negative"):
         FeatureStats.from_vector(SCHEMA, bad)
+    with pytest.raises(FraudflError, match="no feature statistics"):
+        sum_stats([])
     with pytest.raises(FraudflError, match="zero rows"):
         FeaturePipeline.fit(FeatureStats.empty(SCHEMA))
 
