@@ -119,7 +119,8 @@ class ModelArtifact:
             "created_at": self.created_at,
             "model": self.spec.to_dict(),
             "num_features": self.pipeline.num_features,
-            "metrics": dict(self.metrics),
+            # JSON has no NaN: an undefined metric (one class in the validation data) is null.
+            "metrics": {k: (v if math.isfinite(v) else None) for k, v in self.metrics.items()},
             "threshold": self.threshold.to_dict(),
         }
 

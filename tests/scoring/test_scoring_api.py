@@ -121,6 +121,13 @@ def test_health_model_openapi_and_metrics(client: TestClient, trained_bank: Trai
             'outcome="client_error"} 1.0') in text
 
 
+def test_undefined_metrics_are_null(artifact_dir: Path, trained_bank: TrainedBank) -> None:
+    art = replace(trained_bank.artifact, metrics={"auprc": float("nan"), "loss": 0.2})
+    save_artifact(art, artifact_dir)
+    client = TestClient(create_app(ModelHolder(artifact_dir)))
+    assert client.get("/model").json()["metrics"] == {"auprc": None, "loss": 0.2}
+
+
 def test_hot_swap_under_concurrent_requests(
     artifact_dir: Path, trained_bank: TrainedBank
 ) -> None:
