@@ -174,6 +174,7 @@ class PrivacyAccountant:
         for entry in history or []:
             self._history = _appended(self._history, entry)
         self._authorisation: _Authorisation | None = None
+        self._last_epsilon: tuple[tuple[Any, ...], float] | None = None
 
     # ---- accounting -------------------------------------------------------------------------
     @property
@@ -193,7 +194,11 @@ class PrivacyAccountant:
 
     def epsilon(self, delta: float | None = None) -> float:
         """Epsilon spent so far at ``delta`` (default: the budget's delta)."""
-        return _epsilon_of(self._history, self.mechanism, self._delta(delta))
+        key = (tuple(self._history), self.mechanism, self._delta(delta))
+        if self._last_epsilon is None or self._last_epsilon[0] != key:
+            # Reports ask every round for every bank; a PRV epsilon costs a fraction of a second.
+            self._last_epsilon = (key, _epsilon_of(self._history, self.mechanism, key[2]))
+        return self._last_epsilon[1]
 
     def projected_epsilon(
         self, noise_multiplier: float, sample_rate: float, steps: int, delta: float | None = None

@@ -20,7 +20,12 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from fraudfl.privacy.accountant import PrivacyAccountant, PrivacyBudget, default_delta
+from fraudfl.privacy.accountant import (
+    BudgetExhausted,
+    PrivacyAccountant,
+    PrivacyBudget,
+    default_delta,
+)
 from fraudfl.privacy.bank_level import BankDPAggregator, BankDPConfig, FederationAccountant
 from fraudfl.privacy.options import PrivacyOptions
 from fraudfl.strategy import Aggregator
@@ -53,24 +58,32 @@ class PrivateTrainer:
         self.dp: dict[str, DPConfig] = {}
 
     def _setup(self, bank_id: str, n: int, cfg: TrainConfig) -> tuple[PrivacyAccountant, DPConfig]:
-        if bank_id in self.accountants:
+        if bank_id in self.dp:
             return self.accountants[bank_id], self.dp[bank_id]
         opts = self.options
         delta = opts.delta if opts.delta is not None else default_delta(n)
         budget = PrivacyBudget(
             opts.target_epsilon if opts.target_epsilon is not None else math.inf, delta
         )
-        if self.state_dir is None:
+        if bank_id in self.accountants:
+            acc = self.accountants[bank_id]
+        elif self.state_dir is None:
             acc = PrivacyAccountant(opts.accountant, budget=budget, label=bank_id)
         else:
             acc = PrivacyAccountant.load_or_create(
                 state_path(self.state_dir, bank_id), opts.accountant, budget=budget,
                 label=bank_id,
             )
+        self.accountants[bank_id] = acc  # reported even if the bank cannot train
         if opts.noise_multiplier is not None:
             sigma = opts.noise_multiplier
         else:
             assert opts.target_epsilon is not None  # record_level without a noise multiplier
+            spent = acc.epsilon()
+            if spent >= opts.target_epsilon:  # restored with the budget used up: no noise fits
+                exc = BudgetExhausted(bank_id, spent, spent, budget)
+                log.warning("%s", exc)
+                raise exc
             q = dp_sample_rate(n, cfg.batch_size)
             steps = self.planned_rounds * dp_planned_steps(cfg, n)
             sigma = acc.calibrate_noise(opts.target_epsilon, q, steps)
@@ -78,7 +91,7 @@ class PrivateTrainer:
                      " delta %.3g)", bank_id, sigma, opts.target_epsilon, self.planned_rounds,
                      steps, q, delta)
         dp = DPConfig(sigma, opts.max_grad_norm, opts.engine)
-        self.accountants[bank_id], self.dp[bank_id] = acc, dp
+        self.dp[bank_id] = dp
         return acc, dp
 
     def __call__(

@@ -90,6 +90,13 @@ def test_rerun_resumes_the_spent_budget_from_saved_state(dataset, tmp_path: Path
     second = run_simulation(dataset, config(**opts), progress=False)
     for bank in BANKS:
         assert second.rounds[0].privacy["epsilon"][bank] > spent[bank]
+    # A lower lifetime target than already spent: no noise can fit, every bank declines.
+    low = min(spent.values()) / 2
+    third = run_simulation(dataset, config(target_epsilon=low, state_dir=str(tmp_path)),
+                           progress=False)
+    assert all(sorted(r.declined) == sorted(BANKS) for r in third.rounds)
+    final = second.rounds[-1].privacy["epsilon"]
+    assert third.rounds[-1].privacy["epsilon"] == pytest.approx(final)
 
 
 def test_bank_level_dp_reports_federation_epsilon_separately(dataset) -> None:  # type: ignore[no-untyped-def]
