@@ -134,16 +134,41 @@ class StreamingScorer:
                  s.alerts_topic)
 
     def process_once(self) -> int:
-        """One poll -> score -> produce -> flush -> save offsets cycle; records consumed."""
+        """One poll -> score -> produce -> flush -> save offsets cycle; records consumed.
+
+        Any failure before the offsets are saved (no acknowledgement, a broken artifact, a bug)
+        rewinds the consumer to the saved offsets, so the batch is read again, never skipped.
+        """
         if not self._ready:
             self.open()
         records = self.transport.poll(self.settings.poll_timeout_s)
         if not records:
             return 0
         started = time.perf_counter()
+        try:
+            scored, alerts = self._score_and_produce(records)
+            self.transport.flush()
+            positions = dict(self.transport.position())
+            save_offsets(self.settings.state_path, self.settings.transactions_topic, positions)
+        except BaseException:
+            self._rewind()
+            if self.metrics is not None:
+                self.metrics.request_finished("stream", "server_error",
+                                              duration_seconds=time.perf_counter() - started)
+            raise
+        self.committed = positions
+        self.scored += scored
+        if self.metrics is not None:
+            self.metrics.request_finished(
+                "stream", "ok", duration_seconds=time.perf_counter() - started,
+                transactions=scored, alerts=alerts,
+            )
+        return len(records)
+
+    def _score_and_produce(self, records: list[KafkaRecord]) -> tuple[int, int]:
+        """Queue one alert record per transaction; returns (transactions scored, alerts)."""
         scorer = self.holder.scorer
         valid: list[tuple[KafkaRecord, Record]] = []
-        produced = alerts = 0
         for rec in records:
             try:
                 valid.append((rec, scorer.validator.validate_one(rec.value)))
@@ -151,40 +176,18 @@ class StreamingScorer:
                 self._send(rec, _raw_id(rec.value, scorer.id_field), {
                     "status": "invalid", "error": str(exc),
                 })
-                produced += 1
-        if valid:
-            scores = scorer.score_records([r for _, r in valid])
-            probabilities = scores.probabilities.tolist()
-            decisions = scores.decisions.tolist()
-            for (rec, tx), p, fraud in zip(valid, probabilities, decisions, strict=True):
-                alerts += fraud
-                if self.settings.alerts_only and not fraud:
-                    continue
-                self._send(rec, tx.get(scorer.id_field), {
-                    "status": "scored", "probability": p, "fraud": fraud,
-                    "threshold": scorer.threshold, "model_version": scorer.version,
-                })
-                produced += 1
-        try:
-            self.transport.flush()
-        except TransportError:
-            # Not acknowledged: rewind to the last saved offsets so this batch is retried.
-            self._rewind()
-            if self.metrics is not None:
-                self.metrics.request_finished("stream", "server_error",
-                                              duration_seconds=time.perf_counter() - started)
-            raise
-        positions = {tp: off for tp, off in self.transport.position().items()}
-        save_offsets(self.settings.state_path, self.settings.transactions_topic, positions)
-        self.committed = positions
-        self.scored += len(valid)
-        if self.metrics is not None:
-            self.metrics.request_finished(
-                "stream", "ok", duration_seconds=time.perf_counter() - started,
-                transactions=len(valid), alerts=alerts,
-            )
-        log.debug("scored %d transactions, produced %d records", len(records), produced)
-        return len(records)
+        if not valid:
+            return 0, 0
+        scores = scorer.score_records([r for _, r in valid])
+        for (rec, tx), p, fraud in zip(valid, scores.probabilities.tolist(),
+                                       scores.decisions.tolist(), strict=True):
+            if self.settings.alerts_only and not fraud:
+                continue
+            self._send(rec, tx.get(scorer.id_field), {
+                "status": "scored", "probability": p, "fraud": fraud,
+                "threshold": scorer.threshold, "model_version": scorer.version,
+            })
+        return len(valid), scores.alerts
 
     def _send(self, rec: KafkaRecord, tx_id: Any, fields: dict[str, Any]) -> None:
         key = (str(tx_id) if tx_id is not None
@@ -194,16 +197,23 @@ class StreamingScorer:
         self.transport.send(self.settings.alerts_topic, key.encode(), json.dumps(body).encode())
 
     def _rewind(self) -> None:
-        assigned = self.transport.position()
-        self.transport.seek({tp: self.committed.get(tp, 0) for tp in assigned})
+        try:
+            assigned = self.transport.position()
+            self.transport.seek({tp: self.committed.get(tp, 0) for tp in assigned})
+        except Exception:
+            # The transport itself is broken; a restarted scorer resumes from the saved offsets.
+            log.exception("streaming scorer: cannot rewind to the saved offsets")
 
     def run(self) -> None:
-        """Process until :meth:`stop`; transport errors are logged and retried."""
+        """Process until :meth:`stop`; failures are logged and the batch retried."""
         while not self._stop.is_set():
             try:
                 self.process_once()
             except TransportError as exc:
                 log.warning("streaming scorer: %s; retrying", exc)
+                self._stop.wait(1.0)
+            except Exception:
+                log.exception("streaming scorer: batch failed; retrying from the saved offsets")
                 self._stop.wait(1.0)
 
     def start(self) -> None:

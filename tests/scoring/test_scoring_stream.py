@@ -118,3 +118,25 @@ def test_state_file_errors(tmp_path: Path) -> None:
         load_offsets(path, "transactions")
     assert load_offsets(tmp_path / "none.json", "t") == {}
     assert TopicPartition("t", 0) not in load_offsets(tmp_path / "none.json", "t")
+
+
+def test_a_failure_mid_batch_rewinds_instead_of_skipping(
+    tmp_path: Path, artifact_dir: Path, trained_bank: TrainedBank,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fraudfl.scoring import Scorer
+
+    broker = MemoryBroker()
+    settings = StreamSettings(state_path=tmp_path / "offsets.json", poll_timeout_s=0.01)
+    scorer = StreamingScorer(ModelHolder(artifact_dir), MemoryTransport(broker, 10), settings)
+    scorer.open()
+    publish(MemoryTransport(broker), transactions(trained_bank, 25))
+    scorer.process_once()
+    original = Scorer.score_records
+    monkeypatch.setattr(Scorer, "score_records", lambda self, recs: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        scorer.process_once()
+    monkeypatch.setattr(Scorer, "score_records", original)
+    while scorer.process_once():
+        pass
+    assert sorted(a["transaction_id"] for a in alerts(broker)) == list(range(25))
