@@ -53,7 +53,6 @@ from fraudfl.training.local import LocalResult, TrainConfig, _as_tensors, add_pr
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class DPConfig:
     """Record-level DP-SGD settings of one bank."""
