@@ -46,13 +46,20 @@ from fraudfl.rounds.messages import (
     decode_model,
     encode,
 )
-from fraudfl.secagg.client import SecAggClient
+from fraudfl.secagg.client import ClientStage, SecAggClient
 from fraudfl.secagg.errors import MessageRejected, SecAggError
 from fraudfl.secagg.messages import decode as decode_secagg
 from fraudfl.training.local import LocalResult, TrainConfig, train_local
 from fraudfl.training.private import DPConfig, dp_planned_steps, dp_sample_rate, train_private
 
 log = logging.getLogger(__name__)
+
+
+_REPLY_STAGE = {
+    ClientStage.SHARED: "share_keys",
+    ClientStage.MASKED: "masked_input",
+    ClientStage.DONE: "unmask",
+}
 
 
 @dataclass(frozen=True)
@@ -156,7 +163,8 @@ class BankParticipant:
         except MessageRejected as exc:
             self._reject(exc.reason.value, exc.detail)
             return []
-        stage = self.client.stage.value if self.client.stage else "secagg"
+        # Label replies by the protocol stage they answer (as the aggregator names stages).
+        stage = _REPLY_STAGE.get(self.client.stage, "secagg") if self.client.stage else "secagg"
         return [Reply(self.client.last_round, stage, SECAGG, r) for r in replies]
 
     def _on_announce(self, payload: bytes) -> list[Reply]:

@@ -29,6 +29,8 @@ from fraudfl.rounds.messages import MODEL, ModelInfo, decode_model
 from fraudfl.transport.base import Record, TopicPartition, TopicSpec, Transport
 from fraudfl.transport.broker import EmbeddedBroker
 from fraudfl.transport.channel import Channel
+from fraudfl.transport.chunking import parse_chunk
+from fraudfl.transport.envelope import decode as decode_envelope
 from fraudfl.transport.kafka import KafkaSettings, KafkaTransport
 from fraudfl.transport.sealing import EncryptionKey
 from fraudfl.transport.topics import TopicLayout
@@ -110,6 +112,7 @@ class ThreadFederation:
         transactions: int = 3000,
         aggregator: dict[str, dict[str, Any]] | None = None,
         bank: dict[str, dict[str, Any]] | None = None,
+        bank_privacy: Mapping[str, dict[str, Any]] | None = None,
     ) -> None:
         self.broker = broker
         agg_over: dict[str, dict[str, Any]] = {
@@ -137,6 +140,11 @@ class ThreadFederation:
         self.bank_configs = {
             b: load_config(BankNodeConfig, p, env={}) for b, p in self.fed.bank_configs.items()
         }
+        for b, privacy in (bank_privacy or {}).items():
+            cfg = self.bank_configs[b]
+            self.bank_configs[b] = cfg.model_copy(
+                update={"privacy": cfg.privacy.model_copy(update=privacy)}
+            )
         self.allowlist = Allowlist.load(self.agg_config.allowlist)
         self.layout = TopicLayout("itest")
         self.runners: dict[str, Runner] = {}
@@ -267,6 +275,40 @@ class ThreadFederation:
             tolerance = n * step / weights + 1e-6
             np.testing.assert_allclose(params, expected, rtol=0, atol=tolerance)
         return models
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """What a hook can see of an outgoing record: the envelope header (never the payload,
+    which is sealed)."""
+
+    index: int
+    round: int
+    stage: str
+    payload_type: str
+    recipient: str
+
+
+def describe(frame: bytes, index: int) -> SentMessage | None:
+    """The envelope header of a single-chunk record (tiny test models fit in one chunk)."""
+    chunk = parse_chunk(frame)
+    if chunk.count != 1:
+        return None
+    env = decode_envelope(bytes(chunk.data))
+    return SentMessage(index, env.round, env.stage, env.payload_type, env.recipient)
+
+
+def crash_at(predicate: Callable[[SentMessage], bool]) -> SendHook:
+    """A hook that lets records through until one matches, then crashes (before sending it)."""
+    counter = itertools.count()
+
+    def hook(topic: str, key: bytes | None, value: bytes) -> int:
+        msg = describe(value, next(counter))
+        if msg is not None and predicate(msg):
+            raise Crash(f"crash before sending {msg}")
+        return 1
+
+    return hook
 
 
 def all_records(settings: KafkaSettings, prefix: str) -> list[Record]:

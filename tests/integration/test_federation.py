@@ -14,7 +14,7 @@ from fraudfl.checkpoint import load_checkpoint
 from fraudfl.scoring.artifact import load_artifact
 from fraudfl.secagg.auth import unb64
 from fraudfl.transport.broker import EmbeddedBroker
-from tests.integration.federation_harness import ThreadFederation, all_records
+from tests.integration.federation_harness import ThreadFederation, all_records, crash_at
 
 pytestmark = pytest.mark.integration
 
@@ -64,3 +64,31 @@ def test_federation_rounds_and_outside_observer(tmp_path: Path, broker: Embedded
                 assert len(raw) >= 16 and raw not in blob, f"a share held by {bank} leaked"
                 secrets_found += 1
     assert secrets_found > 0
+
+
+def test_dropouts_after_and_before_masked_input(tmp_path: Path, broker: EmbeddedBroker) -> None:
+    """5 banks, t=3. Round 1: bank_01 dies after sending its masked input (its input stays in
+    the sum: the others reveal its self-mask share). Round 2: bank_02 dies before sending its
+    masked input (it leaves the sum: the others reveal its mask-key share)."""
+    fed = ThreadFederation(
+        tmp_path, broker, banks=5, rounds=2, transactions=5000,
+        aggregator={"timeouts": {"advertise_keys": 8.0, "share_keys": 5.0,
+                                 "masked_input": 5.0, "unmask": 5.0}},
+        bank={"privacy": {"enabled": False}},
+    )
+    fed.start_banks({
+        "bank_01": crash_at(lambda m: m.round == 1 and m.stage == "unmask"),
+        "bank_02": crash_at(lambda m: m.round == 2 and m.stage == "masked_input"),
+    })
+    fed.start_aggregator()
+    try:
+        fed.wait("aggregator", 240)
+    finally:
+        fed.stop_all()
+    assert fed.runners["bank_01"].crashed and fed.runners["bank_02"].crashed
+    r1, r2 = (r for r in fed.rounds() if r["kind"] == "train")
+    assert r1["status"] == r2["status"] == "completed"
+    assert "bank_01" in r1["survivors"] and "bank_01" in r1["dropouts"]
+    assert "bank_02" not in r2["survivors"] and "bank_02" in r2["dropouts"]
+    assert r2["survivors"] == ["bank_00", "bank_03", "bank_04"]
+    fed.assert_models_equal_plain_fedavg()
