@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_small_dataset
 
 from fraudfl.data import load_dataset
 from fraudfl.errors import FraudflError
@@ -17,6 +16,7 @@ from fraudfl.simulation import (
     smallest_bank_comparison,
 )
 from fraudfl.strategy import Contribution, PlainAggregator, SummedUpdate
+from tests.simulation.conftest import write_small_dataset
 
 BINARY = {"auprc", "roc_auc", "recall_at_1pct_fpr", "loss"}
 
