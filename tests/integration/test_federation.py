@@ -11,10 +11,16 @@ import numpy as np
 import pytest
 
 from fraudfl.checkpoint import load_checkpoint
+from fraudfl.cli.demo import LocalFederation
 from fraudfl.scoring.artifact import load_artifact
 from fraudfl.secagg.auth import unb64
 from fraudfl.transport.broker import EmbeddedBroker
-from tests.integration.federation_harness import ThreadFederation, all_records, crash_at
+from tests.integration.federation_harness import (
+    ThreadFederation,
+    all_records,
+    crash_at,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -126,3 +132,42 @@ def test_aggregator_crashes_at_every_stage(tmp_path: Path, broker: EmbeddedBroke
     ]
     models = fed.assert_models_equal_plain_fedavg()
     assert [info.version for info, _ in models] == [0, 1, 2]
+
+
+def test_aggregator_process_killed_mid_round(tmp_path: Path, broker: EmbeddedBroker) -> None:
+    """A real SIGKILL of the aggregator process while it waits for round 1's keys (banks are
+    training); the restarted process resumes the round from its checkpoint."""
+    fed = ThreadFederation(tmp_path, broker, banks=3, rounds=2)
+    local = LocalFederation(
+        fed.fed.directory, fed.fed.aggregator_config, fed.fed.bank_configs, tmp_path / "logs"
+    )
+    ckpt = fed.agg_config.state_dir / "aggregator.ckpt"
+
+    def stage() -> tuple[int, str]:
+        saved = load_checkpoint(ckpt) if ckpt.exists() else None
+        if saved is None:
+            return (-1, "")
+        orch = saved[0]["orchestrator"]
+        server = orch["server"]
+        return (orch["round"], "" if server is None else str(server["stage"]))
+
+    try:
+        local.start_aggregator()
+        fed.start_banks()
+        wait_for(lambda: stage()[0] == 1, 120, "round 1 to start")
+        local.kill("aggregator")
+        killed_at = stage()
+        assert killed_at[0] == 1
+        proc = local.start_aggregator()
+        assert proc.wait(180) == 0
+        fed.wait_banks_have_model(2)
+    finally:
+        local.stop_all()
+        fed.stop_all()
+    rounds = fed.rounds()
+    assert [(r["round"], r["status"]) for r in rounds] == [
+        (0, "completed"), (1, "completed"), (2, "completed")
+    ]
+    log_text = (tmp_path / "logs" / "aggregator.log").read_text()
+    assert "restarted from checkpoint: round 1" in log_text
+    fed.assert_models_equal_plain_fedavg()
