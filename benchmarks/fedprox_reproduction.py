@@ -71,6 +71,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0, help="data and simulation seed")
     parser.add_argument("--data", type=Path, help="existing Synthetic(1,1) directory")
+    parser.add_argument("--stragglers", type=float, nargs="+", default=list(STRAGGLERS),
+                        help="straggler fractions to run (default: 0 0.5 0.9)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "fedprox_reproduction.json")
     parser.add_argument("--plot", type=Path, default=RESULTS_DIR / "fedprox_reproduction.png")
     args = parser.parse_args()
@@ -89,7 +91,7 @@ def main() -> int:
                       f"{len(dataset.test) if dataset.test is not None else 0} test rows")
         runs: dict[str, Any] = {}
         curves = {}
-        for fraction in STRAGGLERS:
+        for fraction in args.stragglers:
             for label, strategy, mu in RUNS:
                 config = SimulationConfig(
                     strategy=strategy, mu=mu, rounds=args.rounds, banks_per_round=10,
@@ -120,7 +122,7 @@ def main() -> int:
                       f"{r['final_train_loss']:.4f}", f"{r['train_loss_std_last_20pct']:.4f}")
     console.print(table)
     gaps = {}
-    for fraction in STRAGGLERS:
+    for fraction in args.stragglers:
         prox = runs[f"FedProx mu=1 @ {fraction:.0%} stragglers"]
         avg = runs[f"FedAvg @ {fraction:.0%} stragglers"]
         gaps[f"{fraction:.0%}"] = prox["mean_accuracy_last_10"] - avg["mean_accuracy_last_10"]
@@ -137,7 +139,7 @@ def main() -> int:
         "fedprox_mu1_minus_fedavg_accuracy": gaps,
         "paper": PAPER,
     }, indent=2) + "\n")
-    for fraction in STRAGGLERS:
+    for fraction in args.stragglers:
         subset = {k.split(" @ ")[0]: v for k, v in curves.items()
                   if k.endswith(f"@ {fraction:.0%} stragglers")}
         path = args.plot.with_name(f"{args.plot.stem}_{int(fraction * 100)}pct.png")

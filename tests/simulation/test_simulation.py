@@ -10,7 +10,9 @@ from fraudfl.data import load_dataset
 from fraudfl.errors import FraudflError
 from fraudfl.models import ModelSpec, get_flat_params
 from fraudfl.simulation import (
+    RoundRecord,
     SimulationConfig,
+    SimulationResult,
     plan_round,
     run_simulation,
     smallest_bank_comparison,
@@ -153,3 +155,19 @@ def test_config_validation() -> None:
         SimulationConfig(straggler_fraction=1.5)
     with pytest.raises(FraudflError, match="batch_size"):
         SimulationConfig(batch_size=0)
+
+
+def test_nan_metrics_are_written_as_null() -> None:
+    record = RoundRecord(round=1, global_metrics={"auprc": math.nan, "loss": 0.5},
+                         banks={"a": {"auprc": float("nan")}}, seconds=0.1,
+                         participants=["a"], stragglers=[], dropped=[])
+    result = SimulationResult(config={"seed": np.int64(3)}, task="binary", rounds=[record],
+                              final={"auprc": math.nan}, startup_seconds=0.0,
+                              final_params=np.zeros(1, np.float32))
+    text = json.dumps(result.to_json(), allow_nan=False)
+    assert json.loads(text) == {
+        "config": {"seed": 3},
+        "rounds": [{"round": 1, "global": {"auprc": None, "loss": 0.5},
+                    "banks": {"a": {"auprc": None}}}],
+        "final": {"auprc": None},
+    }
