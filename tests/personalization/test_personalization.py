@@ -222,3 +222,33 @@ def test_simulate_cli_reports_personalization(
     assert pers["method"] == "finetune"
     assert [b["bank_id"] for b in pers["banks"]] == sorted(DIRECTIONS)
     assert all({"auprc", "roc_auc"} <= set(b["personal"]) for b in pers["banks"])
+
+
+def test_fedper_through_secure_aggregation_masks_only_the_body(
+    heterogeneous: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from fraudfl.secagg.aggregator import SecureAggregator
+    from fraudfl.secagg.client import SecAggClient
+
+    masked_inputs: list[np.ndarray] = []
+    original = SecAggClient.set_input
+
+    def record(self: SecAggClient, update: np.ndarray, weight: float | None = None) -> None:
+        masked_inputs.append(np.array(update, copy=True))
+        original(self, update, weight)
+
+    monkeypatch.setattr(SecAggClient, "set_input", record)
+    config = replace(CONFIG, rounds=2)
+    result, banks, partition = run_fedper(load_dataset(heterogeneous), config,
+                                          PersonalizationConfig(method="fedper"),
+                                          aggregator=SecureAggregator(), progress=False)
+    # What each bank hands to the SecAgg client (then masks and sends) is its body update only.
+    assert len(masked_inputs) == 2 * len(DIRECTIONS)
+    assert all(v.shape == (partition.shared_size,) for v in masked_inputs)
+    carried = np.concatenate(masked_inputs)
+    for state in banks.values():
+        assert state.head is not None
+        assert not np.isin(state.head, carried).any()
+    assert np.isfinite(result.final["auprc"])
