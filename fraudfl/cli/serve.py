@@ -30,6 +30,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--port", type=int, default=8080, help="HTTP port (default: 8080)")
     parser.add_argument("--poll-interval", type=float, default=1.0,
                         help="seconds between checks of the artifact for a new model (default: 1)")
+    parser.add_argument("--wait-for-model", action="store_true",
+                        help="wait for the bank node to write its first model artifact instead "
+                             "of failing when there is none yet")
     parser.add_argument("--id-field", default="transaction_id",
                         help="transaction field echoed back with each score (default: "
                              "transaction_id)")
@@ -75,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     # threads; extra BLAS/torch threads only contend with the event loop and the stream.
     torch.set_num_threads(1)
     threadpool_limits(1, "blas")
-    bank = args.bank or load_artifact(args.model).bank_id or "unknown"
+    first = _first_artifact(args.model, args.wait_for_model, load_artifact)
+    bank = args.bank or first.bank_id or "unknown"
     metrics = ScoringMetrics(federation=args.federation, bank=bank)
     holder = ModelHolder(
         args.model, id_field=args.id_field,
@@ -111,6 +115,25 @@ def run(args: argparse.Namespace) -> int:
             streamer.transport.close()
         holder.stop_watching()
     return 0
+
+
+def _first_artifact(path: Path, wait: bool, load: Any) -> Any:
+    """The artifact at ``path``; with ``wait``, retried every second until one is there."""
+    import time
+
+    from fraudfl.errors import FraudflError
+
+    waited = 0
+    while True:
+        try:
+            return load(path)
+        except FraudflError as exc:
+            if not wait:
+                raise
+            if waited % 30 == 0:
+                log.info("waiting for a model artifact: %s", exc)
+        time.sleep(1.0)
+        waited += 1
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,18 +23,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_serve_process_end_to_end(artifact_dir: Path, trained_bank: TrainedBank) -> None:
+def test_serve_process_end_to_end(tmp_path: Path, trained_bank: TrainedBank) -> None:
+    artifact_dir = tmp_path / "model"  # the bank node has not written a model yet
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "fraudfl", "serve", "--model", str(artifact_dir), "--port",
-         str(port), "--poll-interval", "0.1", "--federation", "f1"],
+         str(port), "--poll-interval", "0.1", "--federation", "f1", "--wait-for-model"],
         stderr=subprocess.PIPE,
     )
+    log: list[str] = []
+    assert proc.stderr is not None
+    reader = threading.Thread(target=lambda: log.extend(line.decode() for line in proc.stderr),
+                              daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while not any("waiting for a model artifact" in line for line in log):
+        assert proc.poll() is None, "".join(log)
+        assert time.monotonic() < deadline, "fraudfl serve did not start waiting"
+        time.sleep(0.1)
+    save_artifact(trained_bank.artifact, artifact_dir)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
         while True:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert proc.poll() is None, "".join(log)
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break
