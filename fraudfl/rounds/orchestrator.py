@@ -258,7 +258,8 @@ class Orchestrator:
         except MessageRejected as exc:
             self._reject(exc.reason.value, f"{sender}: {exc.detail}")
             return []
-        return self._emit(self._after_server(out, now))
+        msgs = self._after_server(out, now)
+        return self._emit(msgs + self._close_if_only_declined(now))
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -286,9 +287,14 @@ class Orchestrator:
                      decline.detail)
         if decline.reason == "privacy_budget":
             self.exhausted.add(sender)
+        return self._close_if_only_declined(now)
+
+    def _close_if_only_declined(self, now: float) -> list[Outbound]:
+        """Everyone the stage still awaits has declined: no point waiting for the deadline."""
+        if self.server is None or self.current is None:
+            return []
         pending = self.server.pending()
         if pending and set(pending) <= set(self.current.declined):
-            # Everyone still awaited has declined: no point waiting for the deadline.
             return self._after_server(self.server.stage_timeout(), now)
         return []
 

@@ -5,6 +5,7 @@ updates (each bank records its plain update locally, test-only)."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,12 @@ import pytest
 
 from fraudfl.checkpoint import load_checkpoint
 from fraudfl.cli.demo import LocalFederation
+from fraudfl.identity import Allowlist, Identity
 from fraudfl.scoring.artifact import load_artifact
 from fraudfl.secagg.auth import unb64
 from fraudfl.transport.broker import EmbeddedBroker
+from fraudfl.transport.channel import Channel
+from fraudfl.transport.kafka import KafkaTransport
 from tests.integration.federation_harness import (
     ThreadFederation,
     all_records,
@@ -170,4 +174,75 @@ def test_aggregator_process_killed_mid_round(tmp_path: Path, broker: EmbeddedBro
     ]
     log_text = (tmp_path / "logs" / "aggregator.log").read_text()
     assert "restarted from checkpoint: round 1" in log_text
+    fed.assert_models_equal_plain_fedavg()
+
+
+def test_duplicates_unenrolled_bank_and_forged_signature(
+    tmp_path: Path, broker: EmbeddedBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every record is delivered twice by every service, an unenrolled bank and a forger
+    (claiming to be bank_00, signing with its own key) write to the aggregator's topic: both are
+    rejected and logged, and the rounds come out exactly as plain FedAvg."""
+    caplog.set_level(logging.WARNING, logger="fraudfl.transport.channel")
+    fed = ThreadFederation(
+        tmp_path, broker, banks=3, rounds=2, bank={"privacy": {"enabled": False}}
+    )
+
+    def twice(topic: str, key: bytes | None, value: bytes) -> int:
+        return 2
+
+    fed.start_banks({b: twice for b in fed.bank_ids})
+    fed.start_aggregator(twice)
+    mallory_key = Identity.generate("mallory")
+    rogue_allow = Allowlist(dict(fed.allowlist.participants), dict(fed.allowlist.encryption_keys))
+    rogue_allow.enroll("mallory", mallory_key.public_bytes)
+    sent = []
+    for identity in (mallory_key, Identity("bank_00", mallory_key.private_key)):
+        transport = KafkaTransport(fed.settings())
+        channel = Channel(transport, identity, rogue_allow, "itest")
+        wait_for(lambda t=transport: fed.layout.to_aggregator in t.list_topics(), 60, "topics")
+        sent.append(channel.send(
+            fed.layout.to_aggregator, recipient="aggregator", round=1, stage="advertise_keys",
+            payload_type="secagg", payload=b"\x00" * 64, seal_to=True,
+        ))
+        channel.flush()
+        transport.close()
+    try:
+        fed.wait("aggregator", 240)
+        fed.wait_banks_have_model(2)
+    finally:
+        fed.stop_all()
+    rejections = [r.getMessage() for r in caplog.records if "rejected a message" in r.getMessage()]
+    assert any("aggregator" in m and "unknown_sender" in m and "mallory" in m for m in rejections)
+    assert any("aggregator" in m and "bad_signature" in m and "bank_00" in m for m in rejections)
+    assert [r["status"] for r in fed.rounds()] == ["completed"] * 3
+    fed.assert_models_equal_plain_fedavg()
+
+
+def test_bank_over_budget_declines(tmp_path: Path, broker: EmbeddedBroker) -> None:
+    """bank_02 calibrates its noise to spend its whole budget in one round, so it declines
+    round 2 (saying so, the aggregator does not wait) while the other two carry on."""
+    fed = ThreadFederation(
+        tmp_path, broker, banks=3, rounds=2, transactions=6000,
+        aggregator={"timeouts": {"advertise_keys": 120.0}},
+        bank_privacy={"bank_02": {"noise_multiplier": None, "target_epsilon": 3.0,
+                                  "planned_rounds": 1}},
+    )
+    fed.start_banks()
+    fed.start_aggregator()
+    try:
+        fed.wait("aggregator", 240)
+        fed.wait_banks_have_model(2)
+    finally:
+        fed.stop_all()
+    r1, r2 = (r for r in fed.rounds() if r["kind"] == "train")
+    assert r1["status"] == r2["status"] == "completed"
+    assert "bank_02" in r1["survivors"]
+    assert r2["declined"] == ["bank_02"] and r2["survivors"] == ["bank_00", "bank_01"]
+    assert r2["dropouts"] == []
+    # Declining did not cost a stage timeout.
+    assert r2["finished_at"] - r2["started_at"] < 60
+    status = fed.bank_status("bank_02")
+    assert status["last_round"]["declined"] is True
+    assert 0 < status["epsilon"] <= 3.0
     fed.assert_models_equal_plain_fedavg()
