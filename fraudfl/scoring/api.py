@@ -25,6 +25,7 @@ from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
 from fraudfl.monitoring import ScoringMetrics
+from fraudfl.monitoring.metrics import Outcome
 from fraudfl.scoring.holder import ModelHolder
 from fraudfl.scoring.records import InvalidTransactions, Record
 from fraudfl.scoring.scorer import Scorer, Scores
@@ -89,11 +90,11 @@ def create_app(
     )
     request_schema = holder.scorer.validator.json_schema()
 
-    def finished(outcome: str, started: float, scores: Scores | None = None) -> None:
+    def finished(outcome: Outcome, started: float, scores: Scores | None = None) -> None:
         if metrics is None:
             return
         metrics.request_finished(
-            "score", outcome,  # type: ignore[arg-type]
+            "score", outcome,
             duration_seconds=time.perf_counter() - started,
             transactions=0 if scores is None else len(scores.probabilities),
             alerts=0 if scores is None else scores.alerts,
@@ -118,7 +119,11 @@ def create_app(
             finished("client_error", started)
             return _error(413, [{"field": "(body)",
                                  "message": f"body larger than {MAX_BODY_BYTES} bytes"}])
-        body = await request.body()
+        body = await _read_body(request)
+        if body is None:
+            finished("client_error", started)
+            return _error(413, [{"field": "(body)",
+                                 "message": f"body larger than {MAX_BODY_BYTES} bytes"}])
         scorer = holder.scorer
         try:
             records, is_batch = scorer.validator.validate_json(body)
@@ -165,6 +170,19 @@ def create_app(
             return Response(generate_latest(exposed), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The request body, or None once it exceeds MAX_BODY_BYTES (chunked bodies declare no
+    length up front)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _error(status: int, problems: Sequence[dict[str, Any]]) -> JSONResponse:

@@ -4,6 +4,7 @@ hot swap under concurrent requests against a real uvicorn server."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,24 @@ def test_hot_swap_under_concurrent_requests(
 
 def httpx_get_metrics(app: Any) -> str:
     return TestClient(app).get("/metrics").text
+
+
+def test_oversized_bodies_are_refused(
+    client: TestClient, trained_bank: TrainedBank, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fraudfl.scoring import api
+
+    monkeypatch.setattr(api, "MAX_BODY_BYTES", 2_000)
+    big = transactions(trained_bank, 50)
+    r = client.post("/score", json=big)
+    assert r.status_code == 413 and r.json()["detail"][0]["field"] == "(body)"
+
+    def chunked() -> Iterator[bytes]:  # no content-length: the limit applies while reading
+        import json
+
+        data = json.dumps(big).encode()
+        for i in range(0, len(data), 500):
+            yield data[i : i + 500]
+
+    r = client.post("/score", content=chunked(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
