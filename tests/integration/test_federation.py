@@ -246,3 +246,26 @@ def test_bank_over_budget_declines(tmp_path: Path, broker: EmbeddedBroker) -> No
     assert status["last_round"]["declined"] is True
     assert 0 < status["epsilon"] <= 3.0
     fed.assert_models_equal_plain_fedavg()
+
+
+def test_broker_restart_mid_round(tmp_path: Path, durable_broker: EmbeddedBroker) -> None:
+    """The broker (durable S3 storage) is restarted while round 1 is in progress; the services
+    reconnect and finish."""
+    fed = ThreadFederation(tmp_path, durable_broker, banks=3, rounds=2)
+    ckpt = fed.agg_config.state_dir / "aggregator.ckpt"
+
+    def in_round_one() -> bool:
+        saved = load_checkpoint(ckpt) if ckpt.exists() else None
+        return saved is not None and saved[0]["orchestrator"]["round"] == 1
+
+    fed.start_banks()
+    fed.start_aggregator()
+    try:
+        wait_for(in_round_one, 120, "round 1 to start")
+        durable_broker.restart()
+        fed.wait("aggregator", 240)
+        fed.wait_banks_have_model(2, timeout_s=60)
+    finally:
+        fed.stop_all()
+    assert [r["status"] for r in fed.rounds()] == ["completed"] * 3
+    fed.assert_models_equal_plain_fedavg()
