@@ -43,9 +43,9 @@ from fraudfl.personalization import (
     plain_bank_trainer,
     private_trainer,
 )
-from fraudfl.personalization.simulation import personalize_banks, run_fedper
+from fraudfl.personalization.simulation import personalize_banks, prepare, run_fedper
 from fraudfl.privacy.accountant import PrivacyAccountant, PrivacyBudget
-from fraudfl.simulation import SimulationConfig, prepare_data, run_simulation
+from fraudfl.simulation import SimulationConfig, run_simulation
 from fraudfl.training.private import DPConfig
 
 METHODS = ("finetune", "ditto", "fedper")
@@ -84,7 +84,7 @@ class GlobalRecorder:
 def run_setting(root: Path, config: SimulationConfig, dp: bool, args: argparse.Namespace,
                 console: Console) -> dict[str, Any]:
     dataset = load_dataset(root)
-    data = prepare_data(dataset, config.val_fraction, config.seed)
+    data = prepare(dataset, config)
     dp_config = DPConfig(noise_multiplier=args.noise)
 
     def fresh_accountants() -> dict[str, PrivacyAccountant]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +38,10 @@ from fraudfl.models import Task, set_flat_params
 from fraudfl.strategy import Aggregator, Contribution, RoundInstructions, Strategy, SummedUpdate
 from fraudfl.training.evaluation import evaluate
 from fraudfl.training.local import LocalResult, TrainConfig, train_local
+
+if TYPE_CHECKING:  # Opacus is imported only when DP training is asked for
+    from fraudfl.privacy.accountant import PrivacyAccountant
+    from fraudfl.training.private import DPConfig
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +82,13 @@ def plain_bank_trainer(
     return train_local(model, global_params, X, y, cfg, rng=rng, work_fraction=work_fraction)
 
 
-def private_trainer(accountants: Mapping[str, Any], dp: Any) -> BankTrainer:
+def private_trainer(
+    accountants: Mapping[str, PrivacyAccountant], dp: DPConfig
+) -> BankTrainer:
     """DP-SGD training charged to each bank's own accountant (``accountants[bank_id]``).
 
-    ``dp`` is a :class:`fraudfl.training.private.DPConfig`. A bank without an accountant is an
-    error rather than a silent fallback to non-private training.
+    A bank without an accountant is an error rather than a silent fallback to non-private
+    training.
     """
     from fraudfl.training.private import train_private
 

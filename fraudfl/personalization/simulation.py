@@ -68,6 +68,12 @@ class PersonalizationReport:
         }
 
 
+def prepare(dataset: FederatedDataset, config: SimulationConfig) -> PreparedData:
+    """The simulation's data preparation, exactly as :func:`run_simulation` does it."""
+    return prepare_data(dataset, config.val_fraction, config.seed,
+                        standardize=config.standardize)
+
+
 def model_spec(config: SimulationConfig, data: PreparedData) -> ModelSpec:
     """The simulation's model spec (as :func:`fraudfl.simulation.run_simulation` builds it)."""
     return ModelSpec(config.model, data.num_features, data.num_classes,  # type: ignore[arg-type]
@@ -133,7 +139,7 @@ def run_fedper(
     console: Console | None = None,
 ) -> tuple[SimulationResult, dict[str, FedPerBank], ParamPartition]:
     """A federation where only the body is aggregated; returns each bank's FedPer state."""
-    data = prepare_data(dataset, config.val_fraction, config.seed)
+    data = prepare(dataset, config)
     partition = ParamPartition.for_model(model_spec(config, data).build(seed=config.seed),
                                          pcfg.personal_layers)
     fedper_trainer = FedPerTrainer(trainer, partition)
@@ -161,7 +167,7 @@ def run_personalized(
     The report is also stored in ``result.final["personalization"]``. FedPer runs a plain
     federation too, to have a trained global model to compare with.
     """
-    data = prepare_data(dataset, config.val_fraction, config.seed)
+    data = prepare(dataset, config)
     plain = run_federation(dataset, config, progress=progress, console=console,
                            trainer=trainer, aggregator=aggregator)
     if pcfg.method == "fedper":
