@@ -4,7 +4,10 @@ For every target epsilon (``inf`` = no DP) the same simulation runs on the same 
 data (``fraudfl.data.generators.generate_bank_data``): FedProx, every bank in every round, DP-SGD
 noise calibrated per bank so that the planned rounds spend exactly its target (delta 0.1/n).
 Prints a table (final AUPRC on the global test set, the largest epsilon any bank spent, the
-range of calibrated noise multipliers, wall-clock time) and writes a PNG plot.
+range of calibrated noise multipliers, wall-clock time including noise calibration) and writes
+a PNG plot. Defaults (lr 0.8, clip 5) were picked for DP: per-sample gradient norms of the
+fraud MLP are 3.5-5 at initialisation, and clipping at 1 alone (almost no noise) cost more
+AUPRC than the noise of epsilon 8 does at clip 5; every row uses the same settings.
 
     .venv/bin/python benchmarks/privacy_utility.py --out privacy_utility.png
     .venv/bin/python benchmarks/privacy_utility.py --epsilons inf,8,3,1 --rounds 10 --accountant prv
@@ -67,10 +70,10 @@ def main() -> None:
     ap.add_argument("--banks", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=0.2)
+    ap.add_argument("--lr", type=float, default=0.8)
     ap.add_argument("--mu", type=float, default=0.01)
     ap.add_argument("--pos-weight", type=float, default=None)
-    ap.add_argument("--max-grad-norm", type=float, default=1.0)
+    ap.add_argument("--max-grad-norm", type=float, default=5.0)
     ap.add_argument("--accountant", choices=["rdp", "prv"], default="rdp")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("privacy_utility.png"))
