@@ -41,6 +41,8 @@ class FederationPlan:
     rounds: int = 5
     min_banks: int = 2
     seed: int = 0
+    # Bank sizes follow a power law with this exponent (0: equal sizes).
+    size_power_law: float = 1.2
     # Extra settings per TOML section, merged over the defaults below.
     aggregator_overrides: dict[str, dict[str, TomlValue]] = field(default_factory=dict)
     bank_overrides: dict[str, dict[str, TomlValue]] = field(default_factory=dict)
@@ -113,6 +115,7 @@ def write_federation(plan: FederationPlan) -> Federation:
         n_banks=plan.banks,
         total_transactions=plan.transactions,
         seed=plan.seed,
+        size_power_law=plan.size_power_law,
     )
     bank_files, test_file = find_data_files(data_dir)
     keys = root / "keys"
