@@ -33,7 +33,7 @@ class Scores:
 
 
 class Scorer:
-    """Artifact + torch model + validator + encoder; thread-safe for scoring."""
+    """Artifact + NumPy model + validator + encoder; thread-safe for scoring."""
 
     def __init__(self, artifact: ModelArtifact, id_field: str = DEFAULT_ID_FIELD) -> None:
         self.artifact = artifact

@@ -105,7 +105,6 @@ class StreamingScorer:
         self.settings = settings
         self.metrics = metrics
         self.committed: dict[TopicPartition, int] = {}
-        self.scored = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ready = False
@@ -157,7 +156,6 @@ class StreamingScorer:
                                               duration_seconds=time.perf_counter() - started)
             raise
         self.committed = positions
-        self.scored += scored
         if self.metrics is not None:
             self.metrics.request_finished(
                 "stream", "ok", duration_seconds=time.perf_counter() - started,
