@@ -30,7 +30,7 @@ from fraudfl.data.schema import load_schema
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.models import ModelSpec, set_flat_params
 from fraudfl.monitoring import AggregatorMetrics
-from fraudfl.rounds.orchestrator import Orchestrator, Outbound
+from fraudfl.rounds.orchestrator import STAGE_LABELS, Orchestrator, Outbound, RoundRecord
 from fraudfl.training.evaluation import evaluate
 from fraudfl.transport.base import Transport
 from fraudfl.transport.channel import Channel, ChannelState
@@ -81,6 +81,8 @@ class AggregatorService:
         # One JSON line per finished round: for operators, and the demo's live table.
         self.round_log = config.state_dir / ROUND_LOG_FILE
         self._stage_key: tuple[int, str] = (-1, "")
+        self._stage_since = 0.0
+        self._stage_dropouts = 0
         self._history_seen = 0
 
     # -- wiring ------------------------------------------------------------------------------
@@ -213,9 +215,12 @@ class AggregatorService:
             return
         key = (orch.round, orch.stage)
         if key != self._stage_key:
+            self._stage_ended(m, new)
             if orch.current is not None and key[0] != self._stage_key[0]:
                 m.round_started(orch.round, selected_banks=len(orch.current.selected))
             self._stage_key = key
+            self._stage_since = self.clock()
+            self._stage_dropouts = 0 if orch.current is None else len(orch.current.dropouts)
         for rec in new:
             if rec.status == "completed" and rec.model_version is not None:
                 m.round_completed(duration_seconds=rec.finished_at - rec.started_at,
@@ -229,3 +234,22 @@ class AggregatorService:
                 below = "below" in rec.reason or "only" in rec.reason
                 m.round_aborted("below_threshold" if below else "internal_error")
         self._history_seen = len(orch.history)
+
+    def _stage_ended(self, m: AggregatorMetrics, finished: list[RoundRecord]) -> None:
+        """Metrics of the stage that just closed (its round may have just finished, too)."""
+        round_number, stage = self._stage_key
+        if stage not in STAGE_LABELS.values():
+            return
+        current = self.orchestrator.current
+        rec = current if current is not None and current.round == round_number else next(
+            (r for r in finished if r.round == round_number), None
+        )
+        if rec is None:
+            return
+        out = len(rec.dropouts) + len(rec.declined)
+        m.stage_completed(
+            stage,  # type: ignore[arg-type]
+            duration_seconds=max(0.0, self.clock() - self._stage_since),
+            participants=max(0, len(rec.selected) - out),
+            dropouts=max(0, len(rec.dropouts) - self._stage_dropouts),
+        )
