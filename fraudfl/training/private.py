@@ -24,8 +24,8 @@ Engines (``DPConfig.engine``), all giving the same model for the same seeds (tes
   grad-sample mode; the optimiser's step hook does step 3.
 - ``vectorized`` (default): the ghost-clipping identity computed directly for the Sequential
   Linear/LayerNorm models of :mod:`fraudfl.models`, with Opacus' loader and Opacus' noise recipe.
-  On the fraud MLP, Opacus' hook machinery costs 6-9x a non-private epoch; this costs about
-  2.5-3.5x (``benchmarks/dp_overhead.py``).
+  On the fraud MLP, Opacus' hook machinery costs 7-8x a non-private epoch; this costs about
+  2.8x (``benchmarks/dp_overhead.py``, ``docs/privacy.md``).
 """
 
 from __future__ import annotations
