@@ -112,16 +112,23 @@ def _odd_model() -> torch.nn.Module:
     )
 
 
-@pytest.mark.parametrize("kind", ["mlp", "logistic", "odd"])
+@pytest.mark.parametrize("kind", ["mlp", "logistic", "odd", "multiclass"])
 def test_every_engine_reproduces_opacus_hooks_mode(data, kind: str) -> None:  # type: ignore[no-untyped-def]
     """Same seeds -> same Poisson batches and noise draws, so every engine must land on the
     same model as Opacus' reference per-sample-gradient mode (here with momentum, weight decay,
     FedProx and class weights all on)."""
     X, y = data
-    model = _odd_model() if kind == "odd" else build_model(kind, D, 2, (16, 8), seed=1)
-    start = get_flat_params(model)
     cfg = TrainConfig(batch_size=32, lr=0.1, momentum=0.9, weight_decay=0.01, mu=0.5,
                       pos_weight=5.0)
+    if kind == "odd":
+        model = _odd_model()
+    elif kind == "multiclass":
+        model = build_model("mlp", D, 3, (16, 8), seed=1)
+        y = np.digitize(X[:, 0], [-0.5, 0.5])
+        cfg = TrainConfig(task="multiclass", batch_size=32, lr=0.1, mu=0.5, focal_gamma=2.0)
+    else:
+        model = build_model(kind, D, 2, (16, 8), seed=1)
+    start = get_flat_params(model)
     out = {}
     engines = ("vectorized", "ghost", "hooks") + (("functorch",) if kind == "mlp" else ())
     for engine in engines:
