@@ -269,3 +269,35 @@ def test_broker_restart_mid_round(tmp_path: Path, durable_broker: EmbeddedBroker
         fed.stop_all()
     assert [r["status"] for r in fed.rounds()] == ["completed"] * 3
     fed.assert_models_equal_plain_fedavg()
+
+
+def test_bank_restart_continues(tmp_path: Path, broker: EmbeddedBroker) -> None:
+    """bank_01 dies after sending its masked input of round 1 and is restarted at once: it
+    resumes from its checkpoint (answers the unmask request with the keys of that round, does
+    not retrain) and its privacy spending carries over into round 2."""
+    fed = ThreadFederation(tmp_path, broker, banks=3, rounds=2,
+                           aggregator={"timeouts": {"unmask": 120.0}})
+    fed.start_banks({"bank_01": crash_at(lambda m: m.round == 1 and m.stage == "unmask")})
+    fed.start_aggregator()
+    try:
+        wait_for(lambda: fed.runners["bank_01"].crashed, 120, "bank_01 to crash")
+        spent_before = json.loads(
+            (fed.bank_configs["bank_01"].state_dir / "accountant.json").read_text()
+        )["history"]
+        fed.start_bank("bank_01")
+        fed.wait("aggregator", 240)
+        fed.wait_banks_have_model(2)
+    finally:
+        fed.stop_all()
+    r1, r2 = (r for r in fed.rounds() if r["kind"] == "train")
+    # The restarted bank answered in time: no dropout, no unmask deadline waited for.
+    assert r1["dropouts"] == [] and r1["survivors"] == fed.bank_ids
+    assert r1["finished_at"] - r1["started_at"] < 60
+    assert r2["survivors"] == fed.bank_ids
+    history = json.loads(
+        (fed.bank_configs["bank_01"].state_dir / "accountant.json").read_text()
+    )["history"]
+    # Round 2's DP steps were added to round 1's (entries with equal noise and rate merge).
+    assert sum(h[2] for h in history) == 2 * sum(h[2] for h in spent_before)
+    assert len(list((fed.bank_configs["bank_01"].state_dir / "plain_updates").iterdir())) == 2
+    fed.assert_models_equal_plain_fedavg()
