@@ -161,3 +161,23 @@ def test_checkpoint_restart_anywhere(
     assert sorted(set(versions)) == [0, *[r.round for r in orch.history if r.kind == "train"
                                           and r.status == "completed"]]
     check_rounds_match_plain(fed)
+
+
+def test_bank_level_dp_is_accounted(federation_factory: Callable[..., Federation]) -> None:
+    """With bank-level DP each bank clips and noises its update (weight 1), the sum still
+    equals plain FedAvg of those noised updates, and the federation epsilon grows per round."""
+    fed = federation_factory(
+        rounds=2, agg_overrides={"bank_dp": {"enabled": True, "clip_norm": 0.5,
+                                             "noise_multiplier": 1.0}},
+    )
+    fed.pump(fed.orchestrator.start(fed.now))
+    train = [r for r in fed.orchestrator.history if r.kind == "train"]
+    eps = [r.federation_epsilon for r in train]
+    assert all(e is not None and e > 0 for e in eps)
+    assert eps[1] > eps[0]  # type: ignore[operator]
+    for rec in train:
+        for bank in rec.survivors:
+            recorded = fed.plain_updates(bank, rec.round)
+            assert recorded is not None and recorded[1] == 1.0
+    check_rounds_match_plain(fed)
+    assert [info.federation_epsilon for info, _ in fed.models[1:]] == eps
