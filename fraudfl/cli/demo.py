@@ -228,7 +228,7 @@ def _run_demo(args: argparse.Namespace, root: Path) -> int:
             console.print()
             code = aggregator.returncode
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted: stopping every process[/]")
+            console.print("\n[yellow]interrupted: stopping every process[/]")
             local.stop_all()
             return 130
         finally:
