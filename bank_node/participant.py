@@ -110,6 +110,7 @@ class BankParticipant:
         self.pending: bytes | None = None
         self.noise_multiplier: float | None = config.privacy.noise_multiplier
         self.handled_round = -1
+        self.latest_announced = -1
         self.last_report: RoundReport | None = None
         self.rejections: dict[str, int] = {}
         self._data: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]] | None = None
@@ -119,6 +120,15 @@ class BankParticipant:
         return None if self.model_info is None else self.model_info.version
 
     # -- inbound -----------------------------------------------------------------------------
+
+    def note_announcements(self, payloads: list[bytes]) -> None:
+        """Announcements seen in one batch: only the newest can still be running."""
+        for payload in payloads:
+            try:
+                ann, _ = decode(payload, Announcement)
+            except ControlMessageError:
+                continue
+            self.latest_announced = max(self.latest_announced, ann.round)
 
     def receive(self, payload_type: str, payload: bytes) -> list[Reply]:
         """One verified message from the aggregator."""
@@ -149,7 +159,7 @@ class BankParticipant:
         log.info("%s: received global model v%d", self.bank_id, info.version)
         if self.pending is not None:
             pending, self.pending = self.pending, None
-            return self._on_announce(pending)
+            return self._on_announce(pending)  # dropped there if this model made it stale
         return []
 
     def _on_secagg(self, payload: bytes) -> list[Reply]:
@@ -171,7 +181,13 @@ class BankParticipant:
         ann, setup = decode(payload, Announcement)
         if self.bank_id not in ann.participants:
             return []
-        if ann.round < self.handled_round:
+        if ann.round < self.handled_round or ann.round < self.latest_announced:
+            return []
+        if self.model_info is not None and ann.round <= self.model_info.round:
+            # That round has already produced a model: a stale announcement read while
+            # catching up (a bank started late or down for a while). Training for it would
+            # spend privacy budget on a round nobody runs any more.
+            log.info("%s: skipping stale announcement of round %d", self.bank_id, ann.round)
             return []
         if ann.round == self.handled_round:
             # A re-sent announcement (aggregator restart, duplicate delivery): the client

@@ -34,7 +34,7 @@ from fraudfl.identity import Allowlist, Identity
 from fraudfl.models import ModelSpec, set_flat_params
 from fraudfl.monitoring import BankMetrics
 from fraudfl.privacy.accountant import PrivacyAccountant, PrivacyBudget, default_delta
-from fraudfl.rounds.messages import MODEL
+from fraudfl.rounds.messages import ANNOUNCE, MODEL
 from fraudfl.training.evaluation import evaluate
 from fraudfl.transport.base import Transport
 from fraudfl.transport.channel import Channel, ChannelState
@@ -143,6 +143,13 @@ class BankNodeService:
                 continue
             replies: list[Reply] = []
             changed = False
+            # Models first: an announcement whose round already has a model (read while
+            # catching up) is then recognised as stale rather than trained for.
+            messages.sort(key=lambda m: m.payload_type != MODEL)
+            self.participant.note_announcements([
+                m.payload for m in messages
+                if m.payload_type == ANNOUNCE and m.sender == self.config.aggregator_id
+            ])
             for msg in messages:
                 if self.metrics is not None:
                     self.metrics.message_received(len(msg.payload))

@@ -36,6 +36,7 @@ class Federation:
     # bank -> predicate(outbound, replies) returning False to drop the bank's replies (dropout)
     drop: dict[str, Callable[[Reply], bool]] = field(default_factory=dict)
     dead: set[str] = field(default_factory=set)
+    transcript: list[Outbound] = field(default_factory=list)
 
     def new_orchestrator(self) -> Orchestrator:
         schema = load_schema(self.agg_config.schema_file)
@@ -44,6 +45,7 @@ class Federation:
     def deliver(self, out: list[Outbound]) -> list[tuple[str, Reply]]:
         replies: list[tuple[str, Reply]] = []
         for msg in out:
+            self.transcript.append(msg)
             if msg.payload_type == MODEL:
                 self.models.append(decode_model(msg.payload))
             targets = self.banks if msg.recipient == "*" else [msg.recipient]

@@ -181,3 +181,21 @@ def test_bank_level_dp_is_accounted(federation_factory: Callable[..., Federation
             assert recorded is not None and recorded[1] == 1.0
     check_rounds_match_plain(fed)
     assert [info.federation_epsilon for info, _ in fed.models[1:]] == eps
+
+
+def test_late_bank_skips_stale_rounds(federation_factory: Callable[..., Federation]) -> None:
+    """A bank that reads the topics only after the rounds ran (started late, or down) must not
+    train for rounds that already produced a model: that would spend privacy for nothing."""
+    fed = federation_factory(rounds=2, privacy=True, target_epsilon=50.0)
+    late = fed.banks["bank_02"]
+    fed.dead.add("bank_02")
+    fed.pump(fed.orchestrator.start(fed.now))
+    assert fed.orchestrator.completed == 2
+    # One catching-up batch, handled as the bank node orders it: models first.
+    control = [m for m in fed.transcript if m.topic != "models"]
+    models = [m for m in fed.transcript if m.topic == "models"]
+    late.note_announcements([m.payload for m in control if m.payload_type == "round.announce"])
+    replies = [r for m in models + control for r in late.receive(m.payload_type, m.payload)]
+    assert replies == []
+    assert late.accountant.total_steps == 0
+    assert late.model_version == 2
