@@ -24,9 +24,9 @@ import numpy.typing as npt
 
 from fraudfl.checkpoint import load_checkpoint, save_checkpoint
 from fraudfl.config import AggregatorConfig
-from fraudfl.data.loading import read_table
+from fraudfl.data.loading import load_bank_file
 from fraudfl.data.pipeline import FeaturePipeline
-from fraudfl.data.schema import load_schema
+from fraudfl.data.schema import Schema, load_schema
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.models import ModelSpec, set_flat_params
 from fraudfl.monitoring import AggregatorMetrics
@@ -63,7 +63,7 @@ class AggregatorService:
         self.identity = Identity.load(config.aggregator_id, config.identity_key)
         self.allowlist = Allowlist.load(config.allowlist)
         schema = load_schema(config.schema_file)
-        evaluator = self._evaluator() if config.eval_data is not None else None
+        evaluator = self._evaluator(schema) if config.eval_data is not None else None
         self.orchestrator = Orchestrator(
             config, self.identity, self.allowlist, schema, evaluator=evaluator
         )
@@ -88,10 +88,10 @@ class AggregatorService:
     # -- wiring ------------------------------------------------------------------------------
 
     def _evaluator(
-        self,
+        self, schema: Schema
     ) -> Callable[[ModelSpec, FeaturePipeline, npt.NDArray[np.float32]], dict[str, float]]:
         assert self.config.eval_data is not None
-        frame = read_table(self.config.eval_data)
+        frame = load_bank_file(self.config.eval_data, schema)
 
         def score(
             spec: ModelSpec, pipeline: FeaturePipeline, params: npt.NDArray[np.float32]

@@ -51,6 +51,8 @@ MODEL_DIR = "model"
 VAL_FRACTION = 0.2
 TARGET_FPR = 0.01
 POLL_S = 0.2
+# The stages a bank answers; advertise_keys includes local training.
+BANK_STAGES = ("advertise_keys", "share_keys", "masked_input", "unmask")
 
 
 class BankNodeService:
@@ -161,6 +163,13 @@ class BankNodeService:
                 started = time.perf_counter()
                 out = self.participant.receive(msg.payload_type, msg.payload)
                 after = (self.participant.handled_round, self.participant.model_version)
+                if self.metrics is not None:
+                    for reply in out:
+                        if reply.stage in BANK_STAGES:
+                            self.metrics.stage_completed(
+                                reply.stage,  # type: ignore[arg-type]
+                                duration_seconds=time.perf_counter() - started,
+                            )
                 if after[0] != before[0]:
                     self._after_round(time.perf_counter() - started)
                     self._write_status()

@@ -199,7 +199,9 @@ class Orchestrator:
         if self.finished:
             return list(self.outbox)
         if self.server is None or self.current is None:
-            return self._emit(self._next_round(now))
+            # The round in progress was not resumable (see load_state): re-publish the latest
+            # model in case it had not gone out yet, then start the next round.
+            return self._emit(list(self.outbox) + self._next_round(now))
         return list(self.outbox)
 
     @property
@@ -571,4 +573,4 @@ class Orchestrator:
                 rec.status, rec.reason = "aborted", f"not resumable after restart: {exc}"
                 self.history.append(rec)
                 self.current = None
-                self.outbox = []
+                self.outbox = [o for o in self.outbox if o.topic == "models"]

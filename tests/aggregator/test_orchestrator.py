@@ -199,3 +199,30 @@ def test_late_bank_skips_stale_rounds(federation_factory: Callable[..., Federati
     assert replies == []
     assert late.accountant.total_steps == 0
     assert late.model_version == 2
+
+
+def test_unresumable_round_is_aborted_and_next_starts(
+    federation_factory: Callable[..., Federation],
+) -> None:
+    """A checkpoint whose protocol state cannot be restored: that round is recorded as aborted
+    (model and completed rounds kept) and the restarted aggregator starts the next round."""
+    fed = federation_factory(rounds=2)
+    queue = fed.orchestrator.start(fed.now)
+    while fed.orchestrator.completed < 1 or fed.orchestrator.server is None:
+        replies = fed.deliver(queue)
+        queue = [o for b, r in replies for o in fed.orchestrator.receive(
+            b, r.round, r.payload_type, r.payload, fed.now)]
+    header, blobs = fed.orchestrator.to_state()
+    broken_round = header["round"]
+    header["server"]["version"] = 99  # e.g. written by an incompatible version
+    model_before = fed.orchestrator.params
+    fed.orchestrator = fed.new_orchestrator()
+    fed.orchestrator.load_state(header, blobs)
+    assert fed.orchestrator.history[-1].status == "aborted"
+    np.testing.assert_array_equal(fed.orchestrator.params, model_before)
+    fed.pump(fed.orchestrator.restart(fed.now))
+    statuses = {r.round: r.status for r in fed.orchestrator.history}
+    assert statuses[broken_round] == "aborted"
+    assert fed.orchestrator.completed == 2
+    assert [r.round for r in fed.orchestrator.history] == sorted(statuses)
+    check_rounds_match_plain(fed)
