@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "aggregator.ckpt"
 ROUND_LOG_FILE = "rounds.jsonl"
 POLL_S = 0.2
+PUBLISH_ATTEMPTS = 30
 
 
 class AggregatorService:
@@ -177,6 +178,19 @@ class AggregatorService:
         if out or force_checkpoint:
             self._checkpoint()
         self._observe()
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                self._publish(out)
+                return
+            except TransportError as exc:
+                # Receivers deduplicate, so publishing the whole batch again is safe.
+                log.warning("publishing failed (attempt %d): %s", attempt, exc)
+                if self.metrics is not None:
+                    self.metrics.kafka_error("send_failed")
+                time.sleep(min(5.0, attempt))
+        raise TransportError(f"could not publish after {PUBLISH_ATTEMPTS} attempts")
+
+    def _publish(self, out: list[Outbound]) -> None:
         for o in out:
             topic = {
                 "control": self.layout.control,

@@ -51,6 +51,7 @@ MODEL_DIR = "model"
 VAL_FRACTION = 0.2
 TARGET_FPR = 0.01
 POLL_S = 0.2
+PUBLISH_ATTEMPTS = 30
 # The stages a bank answers; advertise_keys includes local training.
 BANK_STAGES = ("advertise_keys", "share_keys", "masked_input", "unmask")
 
@@ -205,6 +206,20 @@ class BankNodeService:
                 time.sleep(0.5)
 
     def _send(self, replies: list[Reply]) -> None:
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                self._publish(replies)
+                return
+            except TransportError as exc:
+                # The aggregator deduplicates, so sending the replies again is safe.
+                log.warning("%s: sending failed (attempt %d): %s", self.config.bank_id,
+                            attempt, exc)
+                if self.metrics is not None:
+                    self.metrics.kafka_error("send_failed")
+                time.sleep(min(5.0, attempt))
+        raise TransportError(f"could not send after {PUBLISH_ATTEMPTS} attempts")
+
+    def _publish(self, replies: list[Reply]) -> None:
         for r in replies:
             self.channel.send(
                 self.layout.to_aggregator, recipient=self.config.aggregator_id, round=r.round,
