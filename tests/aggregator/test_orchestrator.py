@@ -226,3 +226,14 @@ def test_unresumable_round_is_aborted_and_next_starts(
     assert fed.orchestrator.completed == 2
     assert [r.round for r in fed.orchestrator.history] == sorted(statuses)
     check_rounds_match_plain(fed)
+
+
+def test_secagg_plus_sparse_graph(federation_factory: Callable[..., Federation]) -> None:
+    """SecAgg+ (each bank masks with k neighbours only) gives the same sums."""
+    fed = federation_factory(
+        n_banks=6, transactions=2400, rounds=1, agg_overrides={"secagg": {"neighbours": 2}},
+    )
+    fed.pump(fed.orchestrator.start(fed.now))
+    assert fed.orchestrator.completed == 1
+    assert fed.orchestrator.threshold(6) == 2
+    check_rounds_match_plain(fed)
