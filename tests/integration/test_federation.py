@@ -161,7 +161,7 @@ def test_aggregator_process_killed_mid_round(tmp_path: Path, broker: EmbeddedBro
         wait_for(lambda: stage()[0] == 1, 120, "round 1 to start")
         local.kill("aggregator")
         killed_at = stage()
-        assert killed_at[0] == 1
+        assert killed_at[0] >= 1
         proc = local.start_aggregator()
         assert proc.wait(180) == 0
         fed.wait_banks_have_model(2)
@@ -173,7 +173,7 @@ def test_aggregator_process_killed_mid_round(tmp_path: Path, broker: EmbeddedBro
         (0, "completed"), (1, "completed"), (2, "completed")
     ]
     log_text = (tmp_path / "logs" / "aggregator.log").read_text()
-    assert "restarted from checkpoint: round 1" in log_text
+    assert f"restarted from checkpoint: round {killed_at[0]}" in log_text
     fed.assert_models_equal_plain_fedavg()
 
 
