@@ -31,7 +31,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -59,6 +59,9 @@ from fraudfl.strategy import (
 )
 from fraudfl.training.evaluation import evaluate, loss_only
 from fraudfl.training.local import LocalResult, TrainConfig, train_local
+
+if TYPE_CHECKING:  # imports Opacus (seconds): only runs with DP pay for it
+    from fraudfl.privacy.federation import FederationPrivacy
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +360,8 @@ def run_simulation(
     progress: bool = True,
     strategy: Strategy | None = None,
     aggregator: Aggregator | None = None,
-    trainer: LocalTrainer = plain_trainer,
+    trainer: LocalTrainer | None = None,
+    privacy: FederationPrivacy | None = None,
     on_round: Callable[[RoundRecord], None] | None = None,
     console: Console | None = None,
 ) -> SimulationResult:
@@ -365,6 +369,10 @@ def run_simulation(
 
     ``strategy``, ``aggregator`` and ``trainer`` default to the configured strategy, the plain
     sum and non-private training; wrappers (secure aggregation, DP) are passed in here.
+    With DP in ``config.privacy`` the run builds its :class:`FederationPrivacy` unless one is
+    passed as ``privacy``; its private trainer is the default trainer. A caller's own
+    ``trainer`` under record-level DP must train through ``privacy.trainer`` (e.g. a FedPer
+    wrapper around it) and come with that ``privacy``: it is never silently replaced.
     """
     started = time.perf_counter()
     threads_before = torch.get_num_threads()
@@ -373,7 +381,7 @@ def run_simulation(
         torch.set_num_threads(config.torch_threads)
     try:
         return _run(dataset, config, started, progress, strategy, aggregator, trainer,
-                    on_round, console)
+                    privacy, on_round, console)
     finally:
         torch.set_num_threads(threads_before)
 
@@ -385,7 +393,8 @@ def _run(
     progress: bool,
     strategy: Strategy | None,
     aggregator: Aggregator | None,
-    trainer: LocalTrainer,
+    trainer: LocalTrainer | None,
+    privacy: FederationPrivacy | None,
     on_round: Callable[[RoundRecord], None] | None,
     console: Console | None,
 ) -> SimulationResult:
@@ -405,15 +414,19 @@ def _run(
         fit_config={"local_epochs": config.local_epochs},
     )
     aggregator = aggregator or PlainAggregator()
-    privacy = None
-    if config.privacy is not None and config.privacy.enabled:
+    if privacy is None and config.privacy is not None and config.privacy.enabled:
+        if config.privacy.record_level and trainer is not None:
+            raise ValueError("record-level DP with a caller's trainer: pass the "
+                             "FederationPrivacy whose trainer it wraps as `privacy`")
         from fraudfl.privacy.federation import FederationPrivacy  # imports Opacus (seconds)
 
         privacy = FederationPrivacy(config.privacy, rounds=config.rounds,
                                     num_banks=len(data.banks),
                                     banks_per_round=config.banks_per_round, seed=config.seed)
+    if privacy is not None:
         aggregator = privacy.wrap(aggregator)
-        trainer = privacy.trainer or trainer
+        trainer = trainer or privacy.trainer
+    trainer = trainer or plain_trainer
     model = spec.build(seed=config.seed)
     eval_model = spec.build(seed=config.seed)
     initial = get_flat_params(model)

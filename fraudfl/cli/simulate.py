@@ -185,6 +185,10 @@ def run(args: argparse.Namespace) -> int:
                                           progress=not args.no_progress,
                                           console=Console(stderr=True))
         console.print(report_table(report))
+        epsilons = result.final["personalization"].get("epsilon")
+        if epsilons:
+            console.print("record-level epsilon after personal training: " + ", ".join(
+                f"{bank} {eps:.4f}" for bank, eps in epsilons.items()))
     else:
         result = run_simulation(dataset, config, progress=not args.no_progress,
                                 console=Console(stderr=True), aggregator=aggregator)

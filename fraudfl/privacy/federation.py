@@ -46,13 +46,23 @@ def state_path(state_dir: Path, bank_id: str) -> Path:
 
 
 class PrivateTrainer:
-    """A ``LocalTrainer`` doing DP-SGD, with one accountant per bank."""
+    """A ``LocalTrainer`` doing DP-SGD, with one accountant per bank.
 
-    def __init__(self, options: PrivacyOptions, planned_rounds: int) -> None:
+    Calibrated noise (a target epsilon without a noise multiplier) plans for every round plus
+    ``personal_epochs`` epochs of personal training (fine-tuning, Ditto) through this same
+    trainer, so that the personal training after the rounds fits in the target too.
+    """
+
+    def __init__(
+        self, options: PrivacyOptions, planned_rounds: int, personal_epochs: int = 0
+    ) -> None:
         if not options.record_level:
             raise ValueError("PrivateTrainer needs record-level DP options")
+        if personal_epochs < 0:
+            raise ValueError(f"personal_epochs must be >= 0, got {personal_epochs}")
         self.options = options
         self.planned_rounds = planned_rounds
+        self.personal_epochs = personal_epochs
         self.state_dir = None if options.state_dir is None else Path(options.state_dir)
         self.accountants: dict[str, PrivacyAccountant] = {}
         self.dp: dict[str, DPConfig] = {}
@@ -85,7 +95,9 @@ class PrivateTrainer:
                 log.warning("%s", exc)
                 raise exc
             q = dp_sample_rate(n, cfg.batch_size)
-            steps = self.planned_rounds * dp_planned_steps(cfg, n)
+            # Personal training uses the rounds' batch size, hence the same sample rate.
+            personal = self.personal_epochs * -(-n // cfg.batch_size)
+            steps = self.planned_rounds * dp_planned_steps(cfg, n) + personal
             sigma = acc.calibrate_noise(opts.target_epsilon, q, steps)
             log.info("%s: noise multiplier %.4f for epsilon %g over %d rounds (%d steps, q %.4f,"
                      " delta %.3g)", bank_id, sigma, opts.target_epsilon, self.planned_rounds,
@@ -123,10 +135,11 @@ class FederationPrivacy:
 
     def __init__(
         self, options: PrivacyOptions, *, rounds: int, num_banks: int, banks_per_round: int,
-        seed: int,
+        seed: int, personal_epochs: int = 0,
     ) -> None:
         self.options = options
-        self.trainer = PrivateTrainer(options, rounds) if options.record_level else None
+        self.trainer = (PrivateTrainer(options, rounds, personal_epochs)
+                        if options.record_level else None)
         self.bank_dp: BankDPConfig | None = None
         self.federation: FederationAccountant | None = None
         if options.bank_level:

@@ -252,3 +252,64 @@ def test_fedper_through_secure_aggregation_masks_only_the_body(
         assert state.head is not None
         assert not np.isin(state.head, carried).any()
     assert np.isfinite(result.final["auprc"])
+
+
+def _dp_config(**privacy: object) -> SimulationConfig:
+    from dataclasses import replace
+
+    from fraudfl.privacy.options import PrivacyOptions
+
+    return replace(CONFIG, rounds=2, batch_size=128,
+                   privacy=PrivacyOptions(**privacy))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("method", ["finetune", "ditto"])
+def test_dp_options_make_personal_training_private_and_fit_the_target(
+    heterogeneous: Path, method: str, tmp_path: Path
+) -> None:
+    """`fraudfl simulate --personalization ... --target-epsilon`: the personal epochs are DP-SGD
+    charged to the same accountants as the rounds (and saved with them), and the calibrated
+    noise leaves room for them within the target."""
+    from fraudfl.privacy.accountant import PrivacyAccountant
+    from fraudfl.privacy.federation import state_path
+    from fraudfl.training.private import dp_planned_steps
+
+    dataset = load_dataset(heterogeneous)
+    config = _dp_config(target_epsilon=3.0, state_dir=str(tmp_path))
+    pcfg = PersonalizationConfig(method=method, epochs=2)  # type: ignore[arg-type]
+    result, report = run_personalized(dataset, config, pcfg, progress=False)
+    assert report.declined == []
+    after_rounds = result.rounds[-1].privacy["epsilon"]
+    after_personal = result.final["personalization"]["epsilon"]
+    data = prepare_data(dataset, config.val_fraction, config.seed)
+    for bank in data.banks:
+        round_cfg = config.train_config("binary", mu=0.0)
+        planned = (config.rounds * dp_planned_steps(round_cfg, len(bank.y_train))
+                   + dp_planned_steps(pcfg.train_config(round_cfg), len(bank.y_train)))
+        saved = PrivacyAccountant.load(state_path(tmp_path, bank.bank_id))
+        assert saved.total_steps == planned  # every round and personal step was charged
+        assert saved.epsilon() == pytest.approx(after_personal[bank.bank_id])
+        assert after_rounds[bank.bank_id] < after_personal[bank.bank_id] <= 3.0
+
+
+def test_dp_options_with_fedper_keep_the_heads_and_charge_the_accountants(
+    heterogeneous: Path,
+) -> None:
+    dataset = load_dataset(heterogeneous)
+    config = _dp_config(noise_multiplier=1.0, target_epsilon=100.0)
+    result, report = run_personalized(dataset, config, PersonalizationConfig(method="fedper"),
+                                      progress=False)
+    assert len(report.banks) == 3
+    assert all(e > 0 for e in result.rounds[-1].privacy["epsilon"].values())
+
+
+def test_personal_training_over_budget_keeps_the_global_model(heterogeneous: Path) -> None:
+    dataset = load_dataset(heterogeneous)
+    # The rounds fit in the budget, the personal epochs after them do not.
+    config = _dp_config(noise_multiplier=1.0, target_epsilon=6.0)
+    pcfg = PersonalizationConfig(method="finetune", epochs=20)
+    result, report = run_personalized(dataset, config, pcfg, progress=False)
+    assert not any(r.declined for r in result.rounds)
+    assert report.declined == [b.bank_id for b in report.banks]
+    for b in report.banks:
+        assert b.personal_metrics == b.global_metrics
