@@ -7,9 +7,11 @@ delivery and a restarted server that re-broadcasts are both harmless.
 
 The client enforces the rules that protect its own privacy regardless of the server: it only
 accepts round parameters with a high enough threshold and the agreed graph seed, it checks every
-advertised key against the enrolment allowlist, and it answers at most one unmask request per
-round, refusing any that would reveal both the self-mask share and the mask-key share of the
-same bank.
+advertised key against the enrolment allowlist, it commits (signs) to one survivor set U3 per
+round and reveals shares only for a U3 that at least t banks committed to (the consistency check
+of Bonawitz et al.), and it answers at most one unmask request per round. Without the
+consistency check a server could show different banks different survivor sets and collect the
+self-mask seed of one bank together with the mask keys of all its partners, i.e. its input.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from fraudfl.secagg.graph import graph_seed
 from fraudfl.secagg.messages import (
     KIND_MASK_KEY,
     KIND_SELF_MASK,
+    STAGE_CONSISTENCY,
     Abort,
     AdvertiseKeys,
     Header,
@@ -41,6 +44,8 @@ from fraudfl.secagg.messages import (
     RoundSetup,
     ShareKeys,
     ShareRouting,
+    SurvivorConfirm,
+    SurvivorList,
     UnmaskRequest,
     UnmaskShares,
     decode,
@@ -57,7 +62,8 @@ log = logging.getLogger(__name__)
 class ClientStage(StrEnum):
     ADVERTISED = "advertised"  # keys sent, waiting for the key list
     SHARED = "shared"  # shares sent, waiting for routed shares
-    MASKED = "masked"  # masked input sent, waiting for the unmask request
+    MASKED = "masked"  # masked input sent, waiting for the survivor list U3
+    CONFIRMED = "confirmed"  # committed to U3, waiting for the unmask request
     DONE = "done"  # unmask shares sent
     ABORTED = "aborted"
 
@@ -65,7 +71,8 @@ class ClientStage(StrEnum):
 _EXPECTED = {
     ClientStage.ADVERTISED: KeyList,
     ClientStage.SHARED: ShareRouting,
-    ClientStage.MASKED: UnmaskRequest,
+    ClientStage.MASKED: SurvivorList,
+    ClientStage.CONFIRMED: UnmaskRequest,
 }
 
 
@@ -80,6 +87,7 @@ class _Round:
     keys: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)  # index -> (c_pk, s_pk)
     held: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)  # owner -> (b, s) shares
     survivors: tuple[int, ...] = ()  # U2
+    u3: tuple[int, ...] = ()  # the survivor set this bank committed to
     replies: dict[int, tuple[str, bytes]] = field(default_factory=dict)  # type -> (digest, reply)
     abort_reason: str = ""
 
@@ -169,6 +177,9 @@ class SecAggClient:
         elif isinstance(msg.payload, ShareRouting):
             reply = self._on_routing(rnd, msg.payload)
             next_stage = ClientStage.MASKED
+        elif isinstance(msg.payload, SurvivorList):
+            reply = self._on_survivors(rnd, msg.payload)
+            next_stage = ClientStage.CONFIRMED
         else:
             assert isinstance(msg.payload, UnmaskRequest)
             reply = self._on_unmask(rnd, msg.payload)
@@ -324,25 +335,46 @@ class SecAggClient:
         rnd.survivors = u2
         return self._send(MaskedInput(y))
 
+    def _on_survivors(self, rnd: _Round, survivor_list: SurvivorList) -> bytes:
+        p, u3 = rnd.params, survivor_list.survivors
+        # U3 within this bank's own U2 matters: a server that told this bank a small U2 (so it
+        # masked with few partners) and others a U3 without those partners would otherwise get
+        # a majority to confirm a U3 under which all its partners count as dropped.
+        if list(u3) != sorted(set(u3)) or not set(u3) <= set(rnd.survivors) or rnd.me not in u3:
+            raise MessageRejected(RejectReason.INCONSISTENT, "bad survivor list U3")
+        if len(u3) < p.threshold:
+            raise MessageRejected(
+                RejectReason.INCONSISTENT, f"|U3|={len(u3)} is below t={p.threshold}"
+            )
+        rnd.u3 = u3
+        return self._send(SurvivorConfirm(u3))
+
     def _on_unmask(self, rnd: _Round, request: UnmaskRequest) -> bytes:
         p = rnd.params
-        survivors, dropped = set(request.survivors), set(request.dropped)
-        if survivors & dropped:
+        if request.survivors != rnd.u3:
+            raise MessageRejected(
+                RejectReason.INCONSISTENT, "unmask request for another U3 than this bank confirmed"
+            )
+        signers = [i for i, _ in request.confirmations]
+        if len(set(signers)) != len(signers) or not set(signers) <= set(rnd.u3):
+            raise MessageRejected(RejectReason.INCONSISTENT, "confirmations from outside U3")
+        if len(signers) < p.threshold:
             raise MessageRejected(
                 RejectReason.INCONSISTENT,
-                "unmask request asks for both shares of banks "
-                f"{sorted(p.participants[i] for i in survivors & dropped)}",
+                f"{len(signers)} banks confirmed U3, fewer than t={p.threshold}",
             )
-        if survivors | dropped != set(rnd.survivors) or len(survivors) != len(
-            request.survivors
-        ) or len(dropped) != len(request.dropped):
-            raise MessageRejected(
-                RejectReason.INCONSISTENT, "survivors and dropped do not partition U2"
+        statement = SurvivorConfirm(rnd.u3)
+        for index, signature in request.confirmations:
+            signer = p.participants[index]
+            public = self.allowlist.key_of(signer)
+            signed = signing_bytes(
+                Header(self.federation_id, self.last_round, STAGE_CONSISTENCY, signer), statement
             )
-        if rnd.me not in survivors or len(survivors) < p.threshold:
-            raise MessageRejected(
-                RejectReason.INCONSISTENT, f"{len(survivors)} survivors (t={p.threshold})"
-            )
+            if public is None or not verify(public, signature, signed):
+                raise MessageRejected(
+                    RejectReason.BAD_SIGNATURE, f"{signer!r} did not confirm this U3"
+                )
+        survivors = set(rnd.u3)
         revealed = []
         for owner in sorted(rnd.held):
             b_share, s_share = rnd.held[owner]
@@ -357,7 +389,7 @@ class SecAggClient:
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible state, including this round's private keys: store it like a key file."""
         out: dict[str, Any] = {
-            "version": 1,
+            "version": 2,
             "federation_id": self.federation_id,
             "server_id": self.server_id,
             "participant_id": self.identity.participant_id,
@@ -380,6 +412,7 @@ class SecAggClient:
                 "keys": {str(i): [b64(c), b64(s)] for i, (c, s) in rnd.keys.items()},
                 "held": {str(i): [b64(b), b64(s)] for i, (b, s) in rnd.held.items()},
                 "survivors": list(rnd.survivors),
+                "u3": list(rnd.u3),
                 "replies": {str(t): [d, b64(r)] for t, (d, r) in rnd.replies.items()},
                 "abort_reason": rnd.abort_reason,
             }
@@ -389,7 +422,7 @@ class SecAggClient:
     def from_dict(
         cls, state: dict[str, Any], identity: Identity, allowlist: Allowlist
     ) -> SecAggClient:
-        if state.get("version") != 1:
+        if state.get("version") != 2:
             raise ValueError("unsupported client state version")
         if state["participant_id"] != identity.participant_id:
             raise ValueError("client state belongs to another participant")
@@ -414,6 +447,7 @@ class SecAggClient:
                 keys={int(i): (unb64(c), unb64(s)) for i, (c, s) in r["keys"].items()},
                 held={int(i): (unb64(b), unb64(s)) for i, (b, s) in r["held"].items()},
                 survivors=tuple(int(i) for i in r["survivors"]),
+                u3=tuple(int(i) for i in r["u3"]),
                 replies={int(t): (d, unb64(x)) for t, (d, x) in r["replies"].items()},
                 abort_reason=r["abort_reason"],
             )

@@ -95,7 +95,7 @@ class InMemoryFederation:
         drop_before: Mapping[str, int] | None = None,
         round_number: int | None = None,
     ) -> RoundOutcome:
-        """Run one round; ``drop_before[bank] = s`` makes a bank silent from stage ``s`` (1-4).
+        """Run one round; ``drop_before[bank] = s`` makes a bank silent from stage ``s`` (1-5).
 
         Raises :class:`RoundAborted` when the round cannot complete.
         """

@@ -36,7 +36,7 @@ from fraudfl.secagg.quantize import SUPPORTED_BITS
 from fraudfl.secagg.shamir import SHARE_BYTES
 
 MAGIC = b"FSAG"
-VERSION = 1
+VERSION = 2
 MAX_MESSAGE_BYTES = 4 * MAX_VECTOR_LENGTH + (1 << 20)
 _FIXED = struct.Struct(">4sBBBQ")
 SHARE_PLAINTEXT_BYTES = 2 * SHARE_BYTES
@@ -46,8 +46,12 @@ STAGE_SETUP = 0
 STAGE_ADVERTISE = 1
 STAGE_SHARE = 2
 STAGE_MASKED = 3
-STAGE_UNMASK = 4
-STAGE_NAMES = {0: "setup", 1: "advertise keys", 2: "share keys", 3: "masked input", 4: "unmask"}
+STAGE_CONSISTENCY = 4
+STAGE_UNMASK = 5
+STAGE_NAMES = {
+    0: "setup", 1: "advertise keys", 2: "share keys", 3: "masked input", 4: "consistency check",
+    5: "unmask",
+}
 
 KIND_SELF_MASK = 0  # share of b_u, revealed for banks that sent a masked input
 KIND_MASK_KEY = 1  # share of s_sk_u, revealed for banks that dropped after sharing
@@ -288,20 +292,61 @@ class MaskedInput:
 
 
 @dataclass(frozen=True)
+class SurvivorList:
+    """Stage 4, server to U3: ``U3 indices`` — the banks whose masked inputs are in the sum."""
+
+    TYPE: ClassVar[int] = 10
+    STAGE: ClassVar[int] = STAGE_CONSISTENCY
+    survivors: tuple[int, ...]
+
+    def body(self) -> bytes:
+        return _indices(self.survivors)
+
+    @classmethod
+    def parse(cls, r: _Reader) -> SurvivorList:
+        return cls(r.indices("U3"))
+
+
+@dataclass(frozen=True)
+class SurvivorConfirm:
+    """Stage 4, bank to server: ``U3 indices``. The bank's signature over this message is its
+    one-time commitment to U3, forwarded to the other survivors in :class:`UnmaskRequest`."""
+
+    TYPE: ClassVar[int] = 11
+    STAGE: ClassVar[int] = STAGE_CONSISTENCY
+    survivors: tuple[int, ...]
+
+    def body(self) -> bytes:
+        return _indices(self.survivors)
+
+    @classmethod
+    def parse(cls, r: _Reader) -> SurvivorConfirm:
+        return cls(r.indices("U3"))
+
+
+@dataclass(frozen=True)
 class UnmaskRequest:
-    """Stage 4, server to survivors: ``U3 indices | dropped indices`` (each count u16 | u16...)."""
+    """Stage 5, server to the banks that confirmed: ``U3 indices | count u16 | count x
+    (index u16 | signature 64)``, the signatures of the banks' :class:`SurvivorConfirm`."""
 
     TYPE: ClassVar[int] = 7
     STAGE: ClassVar[int] = STAGE_UNMASK
     survivors: tuple[int, ...]
-    dropped: tuple[int, ...]
+    confirmations: tuple[tuple[int, bytes], ...]
 
     def body(self) -> bytes:
-        return _indices(self.survivors) + _indices(self.dropped)
+        return _indices(self.survivors) + struct.pack(">H", len(self.confirmations)) + b"".join(
+            struct.pack(">H", i) + sig for i, sig in self.confirmations
+        )
 
     @classmethod
     def parse(cls, r: _Reader) -> UnmaskRequest:
-        return cls(r.indices("survivors"), r.indices("dropped"))
+        survivors = r.indices("U3")
+        confirmations = tuple(
+            (r.u16("index"), bytes(r.take(SIGNATURE_BYTES, "confirmation")))
+            for _ in range(r.count("confirmation count"))
+        )
+        return cls(survivors, confirmations)
 
 
 @dataclass(frozen=True)
@@ -313,7 +358,7 @@ class RevealedShare:
 
 @dataclass(frozen=True)
 class UnmaskShares:
-    """Stage 4, bank to server: ``count u16 | count x (owner u16 | kind u8 | share 66)``."""
+    """Stage 5, bank to server: ``count u16 | count x (owner u16 | kind u8 | share 66)``."""
 
     TYPE: ClassVar[int] = 8
     STAGE: ClassVar[int] = STAGE_UNMASK
@@ -355,7 +400,7 @@ _TYPES: dict[int, Any] = {
     cls.TYPE: cls
     for cls in (
         RoundSetup, AdvertiseKeys, KeyList, ShareKeys, ShareRouting, MaskedInput,
-        UnmaskRequest, UnmaskShares, Abort,
+        SurvivorList, SurvivorConfirm, UnmaskRequest, UnmaskShares, Abort,
     )
 }
 

@@ -29,6 +29,7 @@ from fraudfl.secagg.messages import (
     KIND_MASK_KEY,
     KIND_SELF_MASK,
     STAGE_ADVERTISE,
+    STAGE_CONSISTENCY,
     STAGE_MASKED,
     STAGE_NAMES,
     STAGE_SETUP,
@@ -43,6 +44,8 @@ from fraudfl.secagg.messages import (
     RoundSetup,
     ShareKeys,
     ShareRouting,
+    SurvivorConfirm,
+    SurvivorList,
     UnmaskRequest,
     UnmaskShares,
     decode,
@@ -57,6 +60,7 @@ _BANK_PAYLOAD = {
     STAGE_ADVERTISE: AdvertiseKeys,
     STAGE_SHARE: ShareKeys,
     STAGE_MASKED: MaskedInput,
+    STAGE_CONSISTENCY: SurvivorConfirm,
     STAGE_UNMASK: UnmaskShares,
 }
 
@@ -99,6 +103,7 @@ class SecAggServer:
         self.u2: tuple[int, ...] = ()
         self.total: npt.NDArray[np.unsignedinteger] | None = None
         self.u3: list[int] = []
+        self.confirmations: dict[int, bytes] = {}  # bank -> its signature of SurvivorConfirm(U3)
         self.self_mask_shares: dict[int, dict[int, bytes]] = {}  # owner -> x -> share of b_u
         self.mask_key_shares: dict[int, dict[int, bytes]] = {}  # owner -> x -> share of s_sk
         self.u4: list[int] = []
@@ -204,6 +209,10 @@ class SecAggServer:
         elif isinstance(payload, MaskedInput):
             self._accept_masked(payload)
             self.u3.append(sender)
+        elif isinstance(payload, SurvivorConfirm):
+            if payload.survivors != tuple(self.u3):
+                raise MessageRejected(RejectReason.INCONSISTENT, "confirmed another U3")
+            self.confirmations[sender] = msg.signature
         else:
             assert isinstance(payload, UnmaskShares)
             self._accept_unmask(sender, payload)
@@ -281,7 +290,8 @@ class SecAggServer:
             STAGE_ADVERTISE: list(range(self.params.n)),
             STAGE_SHARE: sorted(self.keys),
             STAGE_MASKED: list(self.u2),
-            STAGE_UNMASK: list(self.u3),
+            STAGE_CONSISTENCY: list(self.u3),
+            STAGE_UNMASK: sorted(self.confirmations),
         }.get(self.stage, [])
 
     def _answered(self) -> set[int]:
@@ -289,6 +299,7 @@ class SecAggServer:
             STAGE_ADVERTISE: set(self.keys),
             STAGE_SHARE: set(self.sealed),
             STAGE_MASKED: set(self.u3),
+            STAGE_CONSISTENCY: set(self.confirmations),
             STAGE_UNMASK: set(self.u4),
         }.get(self.stage, set())
 
@@ -342,18 +353,25 @@ class SecAggServer:
             ]
             self.sealed = {}
             return list(self.outbox)
-        if self.stage == STAGE_MASKED:
+        if self.stage in (STAGE_MASKED, STAGE_CONSISTENCY):
+            # Only these banks will reveal shares: every bank in U2 needs t holders among them.
             short = [v for v in self.u2 if len(self.params.groups[v] & set(answered)) < t]
             if short:
                 return self._abort(
-                    f"fewer than t={t} share holders of {names[short[0]]!r} sent masked input"
+                    f"fewer than t={t} share holders of {names[short[0]]!r} answered "
+                    f"{STAGE_NAMES[self.stage]}"
                 )
-            self.stage = STAGE_UNMASK
+        if self.stage == STAGE_MASKED:
+            self.stage = STAGE_CONSISTENCY
             self.u3 = answered
-            dropped = tuple(sorted(set(self.u2) - set(self.u3)))
             return self._broadcast(
-                tuple(names[i] for i in self.u3), UnmaskRequest(tuple(self.u3), dropped)
+                tuple(names[i] for i in self.u3), SurvivorList(tuple(self.u3))
             )
+        if self.stage == STAGE_CONSISTENCY:
+            self.stage = STAGE_UNMASK
+            self.confirmations = {i: self.confirmations[i] for i in answered}
+            request = UnmaskRequest(tuple(self.u3), tuple(self.confirmations.items()))
+            return self._broadcast(tuple(names[i] for i in answered), request)
         return self._finish()
 
     def _finish(self) -> list[Outgoing]:
@@ -424,7 +442,7 @@ class SecAggServer:
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible state; holds no private key (the identity is supplied on restore)."""
         return {
-            "version": 1,
+            "version": 2,
             "federation_id": self.federation_id,
             "round": self.round,
             "params": params_to_dict(self.params),
@@ -441,6 +459,7 @@ class SecAggServer:
             "u2": list(self.u2),
             "total": None if self.total is None else b64(self.total.tobytes()),
             "u3": self.u3,
+            "confirmations": {str(i): b64(sig) for i, sig in self.confirmations.items()},
             "self_mask_shares": _shares_to_dict(self.self_mask_shares),
             "mask_key_shares": _shares_to_dict(self.mask_key_shares),
             "u4": self.u4,
@@ -452,7 +471,7 @@ class SecAggServer:
     def from_dict(
         cls, state: dict[str, Any], identity: Identity, allowlist: Allowlist
     ) -> SecAggServer:
-        if state.get("version") != 1:
+        if state.get("version") != 2:
             raise ValueError("unsupported server state version")
         params = params_from_dict(state["params"])
         server = cls(identity, allowlist, state["federation_id"], int(state["round"]), params)
@@ -471,6 +490,7 @@ class SecAggServer:
             dtype = np.dtype(params.quantizer().dtype)
             server.total = np.frombuffer(unb64(state["total"]), dtype=dtype).copy()
         server.u3 = [int(i) for i in state["u3"]]
+        server.confirmations = {int(i): unb64(sig) for i, sig in state["confirmations"].items()}
         server.self_mask_shares = _shares_from_dict(state["self_mask_shares"])
         server.mask_key_shares = _shares_from_dict(state["mask_key_shares"])
         server.u4 = [int(i) for i in state["u4"]]

@@ -23,6 +23,8 @@ from fraudfl.secagg.messages import (
     RoundSetup,
     ShareKeys,
     ShareRouting,
+    SurvivorConfirm,
+    SurvivorList,
     UnmaskRequest,
     UnmaskShares,
     decode,
@@ -100,7 +102,9 @@ def _params() -> RoundParams:
         KeyList((KeyEntry(0, b"\x01" * 32, b"\x02" * 32, b"\x03" * 64),)),
         ShareKeys(((1, b"\x05" * 160), (2, b"\x06" * 160))),
         ShareRouting((0, 1, 2), ((1, b"\x07" * 160),)),
-        UnmaskRequest((0, 2), (1,)),
+        SurvivorList((0, 2)),
+        SurvivorConfirm((0, 1, 2)),
+        UnmaskRequest((0, 2), ((0, b"\x0a" * 64), (2, b"\x0b" * 64))),
         UnmaskShares((RevealedShare(0, 0, b"\x08" * 66), RevealedShare(1, 1, b"\x09" * 66))),
         Abort("too few banks: below t"),
     ],
@@ -128,7 +132,7 @@ def test_masked_input_layout_is_minimal() -> None:
 
 @pytest.mark.parametrize("cut", [1, 10, 30, 64, 65])
 def test_every_truncation_is_rejected(cut: int) -> None:
-    data = encode(Identity.generate("b"), "f", 1, UnmaskRequest((0, 1), (2,)))
+    data = encode(Identity.generate("b"), "f", 1, UnmaskRequest((0, 1), ((1, bytes(64)),)))
     with pytest.raises(MessageRejected) as info:
         decode(data[:-cut])
     assert info.value.reason in (RejectReason.WRONG_LENGTH, RejectReason.MALFORMED)

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from fraudfl.secagg import MessageRejected, RejectReason, ServerStatus, crypto, shamir
+from fraudfl.secagg import MessageRejected, RejectReason, ServerStatus
 from fraudfl.secagg.messages import (
     KIND_MASK_KEY,
     KIND_SELF_MASK,
     MaskedInput,
     RevealedShare,
+    ShareKeys,
+    ShareRouting,
+    SurvivorConfirm,
+    SurvivorList,
     UnmaskRequest,
     UnmaskShares,
     decode,
     encode,
 )
-from tests.secagg.secagg_driver import make_driver
+from tests.secagg.secagg_driver import Driver, make_driver
 
 # A false alarm at this level happens once in a million runs; a real bias of the kind tested
 # below (e.g. an unmasked or half-masked vector) gives p-values far smaller.
@@ -91,7 +95,7 @@ def test_server_refuses_shares_of_the_wrong_kind() -> None:
     adverts = drv.to_clients(drv.server.start())
     shares = drv.to_clients(drv.to_server(adverts))
     masked = drv.to_clients(drv.to_server(shares))
-    request = drv.to_server(masked)
+    request = drv.to_server(drv.to_clients(drv.to_server(masked)))
     # bank-00 (curious) offers the mask-key share of bank-01, who survived.
     honest = decode(drv.clients["bank-00"].receive(request[0].data)[0]).payload
     assert isinstance(honest, UnmaskShares)
@@ -110,34 +114,84 @@ def test_server_refuses_shares_of_the_wrong_kind() -> None:
     np.testing.assert_array_equal(drv.server.result, drv.expected_total(drv.names))
 
 
+def _confirm(drv: Driver, views: Mapping[int, tuple[int, ...]]) -> dict[int, bytes]:
+    """Show bank i the survivor list ``views[i]``; return the confirmations it signs."""
+    fed, agg = drv.fed.federation_id, drv.fed.aggregator
+    signatures = {}
+    for i, u3 in views.items():
+        reply = decode(drv.clients[drv.names[i]].receive(encode(agg, fed, 1, SurvivorList(u3)))[0])
+        assert reply.payload == SurvivorConfirm(u3)
+        signatures[i] = reply.signature
+    return signatures
+
+
 def test_an_equivocating_server_cannot_collect_both_secrets_of_a_bank() -> None:
     """The server tells banks 0, 1 and 4 that bank 4 survived and banks 2, 3 that it dropped.
 
-    With t = 3 of 5 and every honest bank answering one request only, it gets three shares of
-    b_4 but only two of s_sk_4, which reveal nothing; asking again is refused.
+    Only three banks (t) commit to each survivor list, two to the other: no bank reveals
+    anything for a survivor list fewer than t banks confirmed, nor for one it did not confirm.
     """
     drv = make_driver(n=5, t=3, d=4)
     adverts = drv.to_clients(drv.server.start())
     shares = drv.to_clients(drv.to_server(adverts))
     drv.to_server(drv.to_clients(drv.to_server(shares)))  # masked inputs; U3 = everyone
-    keys = {e.index: e for e in drv.server.keys.values()}
     fed, agg = drv.fed.federation_id, drv.fed.aggregator
-    survived = encode(agg, fed, 1, UnmaskRequest((0, 1, 2, 3, 4), ()))
-    dropped = encode(agg, fed, 1, UnmaskRequest((0, 1, 2, 3), (4,)))
-    got: dict[int, dict[int, bytes]] = {KIND_SELF_MASK: {}, KIND_MASK_KEY: {}}
-    for i, request in [(0, survived), (1, survived), (4, survived), (2, dropped), (3, dropped)]:
-        reply = decode(drv.clients[drv.names[i]].receive(request)[0]).payload
-        assert isinstance(reply, UnmaskShares)
-        for s in reply.shares:
-            if s.owner == 4:
-                got[s.kind][i + 1] = s.share
-    assert len(got[KIND_SELF_MASK]) == 3 and len(got[KIND_MASK_KEY]) == 2
-    with pytest.raises(ValueError, match="need 3"):
-        shamir.combine(got[KIND_MASK_KEY], 3)
-    with contextlib.suppress(ValueError):  # usually not even a 32-byte value
-        guess = shamir.combine(got[KIND_MASK_KEY], 2)
-        assert crypto.x25519_public(guess) != keys[4].mask_public
-    for i, request in [(0, dropped), (2, survived)]:
+    everyone, without_4 = (0, 1, 2, 3, 4), (0, 1, 2, 3)
+    sig = _confirm(drv, {0: everyone, 1: everyone, 4: everyone, 2: without_4, 3: without_4})
+    short = UnmaskRequest(without_4, ((2, sig[2]), (3, sig[3])))
+    borrowed = UnmaskRequest(without_4, ((0, sig[0]), (2, sig[2]), (3, sig[3])))
+    for request, reason in [(short, RejectReason.INCONSISTENT),
+                            (borrowed, RejectReason.BAD_SIGNATURE)]:
+        for i in (2, 3):
+            with pytest.raises(MessageRejected) as info:
+                drv.clients[drv.names[i]].receive(encode(agg, fed, 1, request))
+            assert info.value.reason is reason
+    # The list three banks confirmed is answered, with self-mask shares for bank 4 only.
+    honest = UnmaskRequest(everyone, ((0, sig[0]), (1, sig[1]), (4, sig[4])))
+    reply = decode(drv.clients["bank-00"].receive(encode(agg, fed, 1, honest))[0]).payload
+    assert isinstance(reply, UnmaskShares)
+    assert {s.kind for s in reply.shares} == {KIND_SELF_MASK}
+    with pytest.raises(MessageRejected) as info:  # a second list to the same bank
+        drv.clients["bank-00"].receive(encode(agg, fed, 1, SurvivorList(without_4)))
+    assert info.value.reason is RejectReason.DUPLICATE
+
+
+def test_an_equivocating_server_cannot_unmask_one_input() -> None:
+    """The attack the consistency check exists for (found in review; it worked before it).
+
+    All five banks are honest and t = 3 > n/2. The server tells bank 0 that U2 = {0, 1, 2}, so
+    bank 0 masks with banks 1 and 2 only, then shows each bank its own survivor list: bank 0
+    survived everywhere, banks 1 and 2 dropped in the lists shown to the banks holding their
+    shares. Without the check it collected b_0 from banks {0, 3, 4}, s_sk_1 from {2, 3, 4} and
+    s_sk_2 from {1, 3, 4} (no bank revealing both secrets of anyone) and unmasked y_0 alone.
+    """
+    drv = make_driver(n=5, t=3, d=4)
+    fed, agg = drv.fed.federation_id, drv.fed.aggregator
+    adverts = drv.to_clients(drv.server.start())
+    shares = drv.to_clients(drv.to_server(adverts))
+    sealed = {}
+    for i, name in enumerate(drv.names):
+        payload = decode(shares[name]).payload
+        assert isinstance(payload, ShareKeys)
+        sealed[i] = dict(payload.shares)
+    for i, name in enumerate(drv.names):
+        u2 = (0, 1, 2) if i == 0 else (0, 1, 2, 3, 4)
+        routing = ShareRouting(u2, tuple((u, sealed[u][i]) for u in u2 if u != i))
+        drv.clients[name].receive(encode(agg, fed, 1, routing))
+    views = {0: (0, 1, 2), 1: (0, 1, 3), 2: (0, 2, 3), 3: (0, 3, 4), 4: (0, 3, 4)}
+    # Bank 0 will not confirm a U3 outside its U2: the list the server needs most.
+    with pytest.raises(MessageRejected) as info:
+        drv.clients["bank-00"].receive(encode(agg, fed, 1, SurvivorList(views[3])))
+    assert info.value.reason is RejectReason.INCONSISTENT
+    sig = _confirm(drv, views)
+    for i, u3 in views.items():
+        confirmed = tuple((j, sig[j]) for j in sorted(sig) if views[j] == u3)
+        assert len(confirmed) < 3  # no survivor list reaches t confirmations
         with pytest.raises(MessageRejected) as info:
-            drv.clients[drv.names[i]].receive(request)
-        assert info.value.reason is RejectReason.DUPLICATE
+            drv.clients[drv.names[i]].receive(encode(agg, fed, 1, UnmaskRequest(u3, confirmed)))
+        assert info.value.reason is RejectReason.INCONSISTENT
+        # Nor do other banks' confirmations of other lists stand in for them.
+        padded = tuple((j, sig[j]) for j in u3)
+        with pytest.raises(MessageRejected) as info:
+            drv.clients[drv.names[i]].receive(encode(agg, fed, 1, UnmaskRequest(u3, padded)))
+        assert info.value.reason is RejectReason.BAD_SIGNATURE

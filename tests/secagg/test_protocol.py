@@ -21,15 +21,15 @@ def test_exact_sum_without_dropouts() -> None:
     assert all(c.stage is ClientStage.DONE for c in drv.clients.values())
 
 
-@pytest.mark.parametrize("stage", [1, 2, 3, 4])
+@pytest.mark.parametrize("stage", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("dropped", [1, 2])  # n - t = 2
 def test_exact_sum_with_dropouts_at_each_stage(stage: int, dropped: int) -> None:
     drv = make_driver(n=6, t=4, d=24, seed=stage)
     gone = drv.names[1 : 1 + dropped]
     drv.run({b: stage for b in gone})
     assert drv.server.status is ServerStatus.DONE, drv.server.abort_reason
-    # A bank silent only in the unmask stage already sent its masked input: it is summed.
-    summed = drv.names if stage == 4 else [b for b in drv.names if b not in gone]
+    # A bank silent from the consistency check on already sent its masked input: it is summed.
+    summed = drv.names if stage >= 4 else [b for b in drv.names if b not in gone]
     assert drv.server.survivors == summed
     np.testing.assert_array_equal(drv.server.result, drv.expected_total(summed))
 
@@ -41,7 +41,7 @@ def test_dropouts_spread_over_stages() -> None:
     np.testing.assert_array_equal(drv.server.result, drv.expected_total(summed))
 
 
-@pytest.mark.parametrize("stage", [1, 2, 3, 4])
+@pytest.mark.parametrize("stage", [1, 2, 3, 4, 5])
 def test_round_aborts_below_threshold(stage: int) -> None:
     drv = make_driver(n=5, t=3, d=8)
     drv.run({b: stage for b in drv.names[:3]})  # 2 left < t
@@ -71,7 +71,7 @@ def test_secagg_plus_aborts_when_a_neighbourhood_cannot_reconstruct() -> None:
     nb = sorted(drv.server.params.neighbour_sets[victim])
     # The victim drops after masking; its two neighbours stay silent in the unmask stage, so
     # only the victim's own share exists... and the victim is silent too.
-    silent = {drv.names[victim]: 4, **{drv.names[v]: 4 for v in nb}}
+    silent = {drv.names[victim]: 5, **{drv.names[v]: 5 for v in nb}}
     drv.run(silent)
     assert drv.server.status is ServerStatus.ABORTED
     assert "cannot reconstruct the self-mask seed" in drv.server.abort_reason

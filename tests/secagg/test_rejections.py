@@ -15,6 +15,7 @@ from fraudfl.secagg.messages import (
     KeyList,
     MaskedInput,
     ShareRouting,
+    SurvivorList,
     UnmaskRequest,
     decode,
     encode,
@@ -221,30 +222,50 @@ def test_client_rejects_shares_routed_to_the_wrong_bank() -> None:
     _finish(drv, routing)
 
 
-def test_client_refuses_an_unmask_request_asking_for_both_shares() -> None:
+def _advance_to_unmask(drv: Driver) -> list[Outgoing]:
+    """Run stages 1-4 and return the server's unmask requests (not yet delivered)."""
+    return drv.to_server(drv.to_clients(drv.to_server(_advance_to_masked(drv))))
+
+
+def test_client_refuses_a_survivor_list_outside_its_u2() -> None:
     drv = make_driver(n=5)
-    masked = _advance_to_masked(drv)
-    request = drv.to_server(masked)
-    everyone = tuple(range(5))
-    both = encode(
-        drv.fed.aggregator, drv.fed.federation_id, 1, UnmaskRequest(everyone, (3,))
+    survivor_list = drv.to_server(_advance_to_masked(drv))
+    stranger = encode(
+        drv.fed.aggregator, drv.fed.federation_id, 1, SurvivorList((0, 1, 2, 3, 4, 5))
     )
-    err = _reject(drv.clients["bank-00"].receive, both, RejectReason.INCONSISTENT)
-    assert "both shares" in str(err) and "bank-03" in str(err)
+    _reject(drv.clients["bank-00"].receive, stranger, RejectReason.INCONSISTENT)
+    _finish(drv, survivor_list)
+
+
+def test_client_refuses_unmask_requests_without_t_valid_confirmations() -> None:
+    drv = make_driver(n=5)  # t = 3
+    request = _advance_to_unmask(drv)
+    genuine = decode(request[0].data).payload
+    assert isinstance(genuine, UnmaskRequest) and len(genuine.confirmations) == 5
+    fed, agg = drv.fed.federation_id, drv.fed.aggregator
+    (i0, sig0), (i1, sig1), (i2, _) = genuine.confirmations[:3]
+    client = drv.clients["bank-00"]
+    two = UnmaskRequest(genuine.survivors, ((i0, sig0), (i1, sig1)))
+    _reject(client.receive, encode(agg, fed, 1, two), RejectReason.INCONSISTENT)
+    twice = UnmaskRequest(genuine.survivors, ((i0, sig0), (i1, sig1), (i1, sig1)))
+    _reject(client.receive, encode(agg, fed, 1, twice), RejectReason.INCONSISTENT)
+    forged = UnmaskRequest(genuine.survivors, ((i0, sig0), (i1, sig1), (i2, sig1)))
+    _reject(client.receive, encode(agg, fed, 1, forged), RejectReason.BAD_SIGNATURE)
+    other_list = UnmaskRequest((0, 1, 2, 3), genuine.confirmations[:4])
+    _reject(client.receive, encode(agg, fed, 1, other_list), RejectReason.INCONSISTENT)
     _finish(drv, request)
 
 
 def test_client_answers_one_unmask_request_only() -> None:
     drv = make_driver(n=5)
-    masked = _advance_to_masked(drv)
-    request = drv.to_server(masked)
+    request = _advance_to_unmask(drv)
     client = drv.clients["bank-00"]
     first = client.receive(request[0].data)
     assert client.receive(request[0].data) == first  # identical request: identical answer
-    # A second, different partition would reveal the other kind of share for bank-04.
-    second = encode(
-        drv.fed.aggregator, drv.fed.federation_id, 1, UnmaskRequest((0, 1, 2, 3), (4,))
-    )
+    genuine = decode(request[0].data).payload
+    assert isinstance(genuine, UnmaskRequest)
+    fewer = UnmaskRequest(genuine.survivors, genuine.confirmations[:3])
+    second = encode(drv.fed.aggregator, drv.fed.federation_id, 1, fewer)
     _reject(client.receive, second, RejectReason.DUPLICATE)
     drv.server.receive(first[0])
     _finish(drv, [Outgoing(tuple(n for n in drv.names if n != "bank-00"), request[0].data)])
