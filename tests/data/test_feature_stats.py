@@ -205,3 +205,29 @@ def test_train_val_split_is_stratified_and_deterministic(banks: list[pd.DataFram
     pd.testing.assert_frame_equal(rows, frame[key].sort_values(key).reset_index(drop=True))
     with pytest.raises(FraudflError, match="val_fraction"):
         train_val_split(frame, SCHEMA, 1.0, seed=0)
+
+
+@pytest.mark.parametrize("value", [99.99, 4.99, 0.1])
+def test_constant_column_summed_over_banks_is_not_scaled_by_rounding_noise(value: float) -> None:
+    """sum(x^2)/n - mean^2 of a constant column is rounding noise (~1e-8 of its value here),
+    not spread: dividing by it would turn a new value at scoring time into a huge feature."""
+    schema = Schema(label="y", numeric=["c"], categorical=[])
+
+    def frame(n: int) -> pd.DataFrame:
+        return pd.DataFrame({"c": np.full(n, value), "y": np.zeros(n, dtype=np.int64)})
+
+    stats = sum_stats([compute_stats(frame(1000), schema), compute_stats(frame(1), schema)])
+    pipeline = FeaturePipeline.fit(stats)
+    assert pipeline.stds[0] == 1.0
+    shifted = pd.DataFrame({"c": [value + 1.0]})
+    assert pipeline.transform_features(shifted)[0, 0] == pytest.approx(1.0, rel=1e-6)
+
+
+def test_small_scale_column_is_standardized() -> None:
+    """Variation is judged relative to the column's own magnitude, not to 1."""
+    schema = Schema(label="y", numeric=["tiny"], categorical=[])
+    rng = np.random.default_rng(0)
+    values = rng.normal(0.0, 1e-10, 500)
+    stats = compute_stats(pd.DataFrame({"tiny": values, "y": np.zeros(500, np.int64)}), schema)
+    pipeline = FeaturePipeline.fit(stats)
+    assert pipeline.stds[0] == pytest.approx(values.std(), rel=1e-6)
