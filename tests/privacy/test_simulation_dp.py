@@ -111,3 +111,11 @@ def test_inconsistent_options_are_user_errors() -> None:
         PrivacyOptions(bank_dp_clip=1.0)
     with pytest.raises(FraudflError, match="--delta"):
         PrivacyOptions(delta=1e-5)
+
+
+def test_a_callers_trainer_is_never_silently_replaced_by_the_private_one(dataset) -> None:  # type: ignore[no-untyped-def]
+    from fraudfl.simulation import plain_trainer
+
+    with pytest.raises(ValueError, match="FederationPrivacy"):
+        run_simulation(dataset, config(noise_multiplier=1.0), trainer=plain_trainer,
+                       progress=False)
