@@ -105,6 +105,12 @@ class SecAggClient:
         min_threshold_fraction: float = 0.5,
         rounding: Rounding = Rounding.NEAREST,
     ) -> None:
+        # Below a majority of the group two disjoint sets of honest banks could each reach t,
+        # so a lying server could collect both secrets of a bank or confirm two survivor sets.
+        if not 0.5 <= min_threshold_fraction < 1.0:
+            raise ValueError(
+                f"min_threshold_fraction must be in [0.5, 1), got {min_threshold_fraction}"
+            )
         self.identity = identity
         self.allowlist = allowlist
         self.federation_id = federation_id

@@ -279,6 +279,12 @@ def test_client_refuses_round_parameters_against_its_policy() -> None:
     assert "threshold 3 too low" in str(info.value)
 
 
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 0.49, 1.0])
+def test_client_policy_cannot_allow_a_minority_threshold(fraction: float) -> None:
+    with pytest.raises(ValueError, match="min_threshold_fraction"):
+        make_driver(n=4, min_threshold_fraction=fraction)
+
+
 def test_small_order_keys_are_refused() -> None:
     drv = make_driver()
     adverts = drv.to_clients(drv.server.start())
