@@ -37,6 +37,9 @@ DEFAULT_MAX_PENDING = 1024
 DEFAULT_MAX_PENDING_BYTES = 1024 * 1024 * 1024
 DEFAULT_EXPIRY_S = 600.0
 DEFAULT_COMPLETED_MEMORY = 4096
+# Rough bookkeeping cost of one held part (memoryview, dict slot, origin), charged with the frame
+# so that a flood of tiny chunks cannot hold far more memory than the pending-bytes budget says.
+_PART_OVERHEAD = 128
 
 
 def _chunk_digest(head: bytes | memoryview, data: bytes | memoryview) -> bytes:
@@ -124,7 +127,8 @@ class _Pending(Generic[Origin]):
     started: float
     parts: dict[int, bytes | memoryview] = field(default_factory=dict)
     origins: list[Origin] = field(default_factory=list)
-    size: int = 0
+    size: int = 0  # data bytes, checked against the announced total length
+    held: int = 0  # memory charged to the pending budget: whole frames plus overhead
 
 
 class Reassembler(Generic[Origin]):
@@ -192,7 +196,10 @@ class Reassembler(Generic[Origin]):
         if origin is not None:
             pending.origins.append(origin)
         pending.size += len(chunk.data)
-        self._pending_bytes += len(chunk.data)
+        # A part is a view into its frame, so the whole frame stays alive until completion.
+        cost = len(frame) + _PART_OVERHEAD
+        pending.held += cost
+        self._pending_bytes += cost
         if len(pending.parts) == chunk.count:
             return self._complete(key)
         self._enforce_bounds(keep=key)
@@ -220,7 +227,7 @@ class Reassembler(Generic[Origin]):
     def _drop(self, key: _TransferKey) -> None:
         pending = self._pending.pop(key, None)
         if pending is not None:
-            self._pending_bytes -= pending.size
+            self._pending_bytes -= pending.held
 
     def _enforce_bounds(self, keep: _TransferKey) -> None:
         # Oldest first: the newest transfer is the one still arriving.

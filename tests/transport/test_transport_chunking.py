@@ -112,6 +112,18 @@ def test_pending_byte_budget() -> None:
     assert r.pending_bytes <= 2500
 
 
+def test_tiny_chunks_are_charged_for_the_memory_they_hold() -> None:
+    """1-byte chunks of a huge announced message each pin a whole frame: the budget counts it."""
+    budget = 100_000
+    r: Reassembler[None] = Reassembler(max_pending_bytes=budget)
+    total = 10**6
+    with pytest.raises(RejectedMessage) as info:
+        for i in range(5000):  # ~600 kB of frames, plus per-part bookkeeping
+            r.add(Chunk(TID, i, total, total, bytes(32), b"x").encode(), 0.0)
+    assert info.value.reason is RejectReason.TOO_LARGE
+    assert r.pending_bytes <= budget
+
+
 @pytest.mark.parametrize(
     "frame",
     [b"", b"FFLC", b"XXXX" + bytes(HEADER_BYTES), os.urandom(HEADER_BYTES + 10)],
