@@ -182,6 +182,15 @@ def decode(data: bytes, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -
     )
 
 
+def _replay_key(envelope: Envelope) -> bytes:
+    # Message ids are chosen by senders and visible to every reader of a topic: keyed by id
+    # alone, one enrolled participant could send first under another's id and get the genuine
+    # message dropped as a replay.
+    sender = envelope.sender.encode()
+    digest = hashlib.sha256(bytes([len(sender)]) + sender + envelope.message_id).digest()
+    return digest[:MESSAGE_ID_BYTES]
+
+
 def verify_envelope(
     envelope: Envelope,
     allowlist: Allowlist,
@@ -193,8 +202,9 @@ def verify_envelope(
     """Check an envelope before anything acts on it; raise :class:`RejectedMessage` if not fit.
 
     ``recipient`` (when given) is the verifying participant: the envelope must be addressed to it
-    or broadcast. The message id is recorded in ``replay_guard`` only once the signature holds, so
-    forged messages cannot poison the store and block a genuine one.
+    or broadcast. The (sender, message id) pair is recorded in ``replay_guard`` only once the
+    signature holds, so neither forged messages nor another sender's reuse of an id can poison
+    the store and block a genuine one.
     """
     if envelope.federation != federation:
         raise RejectedMessage(
@@ -215,7 +225,7 @@ def verify_envelope(
         raise RejectedMessage(
             RejectReason.WRONG_RECIPIENT, f"addressed to {envelope.recipient!r}, not {recipient!r}"
         )
-    if replay_guard is not None and not replay_guard.add(envelope.message_id):
+    if replay_guard is not None and not replay_guard.add(_replay_key(envelope)):
         raise RejectedMessage(
             RejectReason.REPLAY, f"message {envelope.message_id.hex()} already accepted"
         )

@@ -134,6 +134,17 @@ def test_forgery_does_not_poison_replay_guard(bank_a: Identity, allowlist: Allow
     check(genuine.encode(), allowlist, guard)
 
 
+def test_another_sender_cannot_burn_a_message_id(
+    bank_a: Identity, bank_b: Identity, allowlist: Allowlist
+) -> None:
+    guard = ReplayGuard()
+    genuine = make(bank_a)
+    squatter = make(bank_b, message_id=genuine.message_id)  # copied from the topic
+    check(squatter.encode(), allowlist, guard)
+    check(genuine.encode(), allowlist, guard)
+    assert reason_of(genuine.encode(), allowlist, guard) == "replay"
+
+
 @pytest.mark.parametrize("cut", [0, 1, 4, 10, 38, 45, 60, -65, -1])
 def test_truncated(bank_a: Identity, allowlist: Allowlist, cut: int) -> None:
     data = make(bank_a).encode()
