@@ -38,9 +38,9 @@ from rich.table import Table
 from fraudfl.data import load_dataset
 from fraudfl.data.generators import generate_bank_data
 from fraudfl.personalization import (
-    BankTrainer,
+    LocalTrainer,
     PersonalizationConfig,
-    plain_bank_trainer,
+    plain_trainer,
     private_trainer,
 )
 from fraudfl.personalization.simulation import personalize_banks, prepare, run_fedper
@@ -62,7 +62,7 @@ class GlobalRecorder:
     DP it also snapshots the accountants after R rounds, so each personalisation method is
     charged on its own copy and its epsilon is "R rounds + that method" exactly."""
 
-    def __init__(self, inner: BankTrainer, rounds: int,
+    def __init__(self, inner: LocalTrainer, rounds: int,
                  accountants: dict[str, PrivacyAccountant]) -> None:
         self.inner = inner
         self.rounds = rounds
@@ -93,8 +93,8 @@ def run_setting(root: Path, config: SimulationConfig, dp: bool, args: argparse.N
                                              label=b.bank_id)
                 for b in data.banks}
 
-    def trainer_for(accountants: dict[str, PrivacyAccountant]) -> BankTrainer:
-        return private_trainer(accountants, dp_config) if dp else plain_bank_trainer
+    def trainer_for(accountants: dict[str, PrivacyAccountant]) -> LocalTrainer:
+        return private_trainer(accountants, dp_config) if dp else plain_trainer
 
     out: dict[str, Any] = {"dp": dp, "banks": {}, "epsilon": {}}
     started = time.perf_counter()

@@ -31,7 +31,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ from fraudfl.strategy import (
     make_strategy,
 )
 from fraudfl.training.evaluation import evaluate, loss_only
-from fraudfl.training.local import LocalResult, TrainConfig, train_local
+from fraudfl.training.local import LocalTrainer, TrainConfig, plain_trainer, train_local
 
 if TYPE_CHECKING:  # imports Opacus (seconds): only runs with DP pay for it
     from fraudfl.privacy.federation import FederationPrivacy
@@ -219,38 +219,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
-
-
-class LocalTrainer(Protocol):
-    """How a bank trains in a round; a DP engineer supplies one holding per-bank accountants."""
-
-    def __call__(
-        self,
-        bank_id: str,
-        model: nn.Module,
-        global_params: np.ndarray,
-        X: np.ndarray,
-        y: np.ndarray,
-        cfg: TrainConfig,
-        *,
-        rng: np.random.Generator,
-        work_fraction: float,
-    ) -> LocalResult: ...
-
-
-def plain_trainer(
-    bank_id: str,
-    model: nn.Module,
-    global_params: np.ndarray,
-    X: np.ndarray,
-    y: np.ndarray,
-    cfg: TrainConfig,
-    *,
-    rng: np.random.Generator,
-    work_fraction: float,
-) -> LocalResult:
-    """The default, non-private local training."""
-    return train_local(model, global_params, X, y, cfg, rng=rng, work_fraction=work_fraction)
 
 
 def prepare_data(

@@ -6,7 +6,6 @@ The simulator driver lives in :mod:`fraudfl.personalization.simulation` (importe
 from fraudfl.personalization.methods import (
     METHODS,
     BankComparison,
-    BankTrainer,
     FedPerAggregator,
     FedPerBank,
     FedPerStrategy,
@@ -18,18 +17,18 @@ from fraudfl.personalization.methods import (
     compare_on_bank,
     personalize,
     personalize_for_bank,
-    plain_bank_trainer,
     private_trainer,
 )
+from fraudfl.training.local import LocalTrainer, plain_trainer
 
 __all__ = [
     "METHODS",
     "BankComparison",
-    "BankTrainer",
     "FedPerAggregator",
     "FedPerBank",
     "FedPerStrategy",
     "FedPerTrainer",
+    "LocalTrainer",
     "Method",
     "ParamPartition",
     "PersonalModel",
@@ -37,6 +36,6 @@ __all__ = [
     "compare_on_bank",
     "personalize",
     "personalize_for_bank",
-    "plain_bank_trainer",
+    "plain_trainer",
     "private_trainer",
 ]

@@ -17,7 +17,7 @@ bank node:
   simulation's seams so that only body coordinates reach the aggregation, and
   :class:`FedPerBank` is what a bank node keeps and calls.
 
-All personal training goes through a :data:`BankTrainer`, the simulation's trainer signature.
+All personal training goes through a :data:`LocalTrainer`, the simulation's trainer signature.
 Under DP that is :func:`private_trainer`, which charges every step to the bank's accountant,
 the one place all private training of a bank goes through.
 """
@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -37,7 +37,7 @@ from fraudfl.errors import FraudflError
 from fraudfl.models import Task, set_flat_params
 from fraudfl.strategy import Aggregator, Contribution, RoundInstructions, Strategy, SummedUpdate
 from fraudfl.training.evaluation import evaluate
-from fraudfl.training.local import LocalResult, TrainConfig, train_local
+from fraudfl.training.local import LocalResult, LocalTrainer, TrainConfig, plain_trainer
 
 if TYPE_CHECKING:  # Opacus is imported only when DP training is asked for
     from fraudfl.privacy.accountant import PrivacyAccountant
@@ -50,41 +50,9 @@ METHODS: tuple[Method, ...] = get_args(Method)
 FloatVec = npt.NDArray[np.float32]
 
 
-class BankTrainer(Protocol):
-    """Local training of one bank, as in :class:`fraudfl.simulation.LocalTrainer`."""
-
-    def __call__(
-        self,
-        bank_id: str,
-        model: nn.Module,
-        global_params: np.ndarray,
-        X: np.ndarray,
-        y: np.ndarray,
-        cfg: TrainConfig,
-        *,
-        rng: np.random.Generator,
-        work_fraction: float,
-    ) -> LocalResult: ...
-
-
-def plain_bank_trainer(
-    bank_id: str,
-    model: nn.Module,
-    global_params: np.ndarray,
-    X: np.ndarray,
-    y: np.ndarray,
-    cfg: TrainConfig,
-    *,
-    rng: np.random.Generator,
-    work_fraction: float,
-) -> LocalResult:
-    """Non-private training (:func:`fraudfl.training.local.train_local`)."""
-    return train_local(model, global_params, X, y, cfg, rng=rng, work_fraction=work_fraction)
-
-
 def private_trainer(
     accountants: Mapping[str, PrivacyAccountant], dp: DPConfig
-) -> BankTrainer:
+) -> LocalTrainer:
     """DP-SGD training charged to each bank's own accountant (``accountants[bank_id]``).
 
     A bank without an accountant is an error rather than a silent fallback to non-private
@@ -251,14 +219,14 @@ class FedPerBank:
 
 
 class FedPerTrainer:
-    """Wraps a :data:`BankTrainer` for FedPer rounds in the simulator.
+    """Wraps a :data:`LocalTrainer` for FedPer rounds in the simulator.
 
     Each bank trains from the global body plus its own head; the head it ends with is kept here
     (at the bank), and the result handed back carries the *global* head, so the round's update
     is exactly zero on head coordinates even before :class:`FedPerAggregator` drops them.
     """
 
-    def __init__(self, inner: BankTrainer, partition: ParamPartition) -> None:
+    def __init__(self, inner: LocalTrainer, partition: ParamPartition) -> None:
         self.inner = inner
         self.partition = partition
         self.banks: dict[str, FedPerBank] = {}
@@ -347,7 +315,7 @@ def personalize(
     X_train: np.ndarray,
     y_train: np.ndarray,
     base_cfg: TrainConfig,
-    trainer: BankTrainer = plain_bank_trainer,
+    trainer: LocalTrainer = plain_trainer,
     rng: np.random.Generator,
     fedper: FedPerBank | None = None,
 ) -> FloatVec:
@@ -436,7 +404,7 @@ def personalize_for_bank(
     X_val: np.ndarray,
     y_val: np.ndarray,
     base_cfg: TrainConfig,
-    trainer: BankTrainer = plain_bank_trainer,
+    trainer: LocalTrainer = plain_trainer,
     rng: np.random.Generator,
     fedper: FedPerBank | None = None,
 ) -> PersonalModel:

@@ -22,7 +22,6 @@ from fraudfl.data import FederatedDataset
 from fraudfl.models import ModelSpec
 from fraudfl.personalization.methods import (
     BankComparison,
-    BankTrainer,
     FedPerAggregator,
     FedPerBank,
     FedPerStrategy,
@@ -31,12 +30,12 @@ from fraudfl.personalization.methods import (
     PersonalizationConfig,
     compare_on_bank,
     personalize,
-    plain_bank_trainer,
 )
 from fraudfl.privacy.accountant import BudgetExhausted
 from fraudfl.simulation import PreparedData, SimulationConfig, SimulationResult, prepare_data
 from fraudfl.simulation import run_simulation as run_federation
 from fraudfl.strategy import Aggregator, PlainAggregator, Strategy, make_strategy
+from fraudfl.training.local import LocalTrainer, plain_trainer
 
 if TYPE_CHECKING:  # Opacus is imported only when DP is on
     from fraudfl.privacy.federation import FederationPrivacy
@@ -103,7 +102,7 @@ def personalize_banks(
     pcfg: PersonalizationConfig,
     global_params: np.ndarray,
     *,
-    trainer: BankTrainer = plain_bank_trainer,
+    trainer: LocalTrainer = plain_trainer,
     fedper: dict[str, FedPerBank] | None = None,
     reference_params: np.ndarray | None = None,
 ) -> PersonalizationReport:
@@ -157,14 +156,14 @@ def federation_privacy(
                              personal_epochs=personal_epochs)
 
 
-def _bank_trainer(trainer: BankTrainer | None, privacy: FederationPrivacy | None) -> BankTrainer:
+def _bank_trainer(trainer: LocalTrainer | None, privacy: FederationPrivacy | None) -> LocalTrainer:
     """The caller's trainer, else the federation's private trainer, else plain training."""
     if privacy is not None and privacy.trainer is not None:
         if trainer is not None:
             raise ValueError("record-level DP options and a caller's trainer: personal "
                              "training would bypass the banks' accountants")
         return privacy.trainer
-    return trainer or plain_bank_trainer
+    return trainer or plain_trainer
 
 
 def run_fedper(
@@ -172,7 +171,7 @@ def run_fedper(
     config: SimulationConfig,
     pcfg: PersonalizationConfig,
     *,
-    trainer: BankTrainer | None = None,
+    trainer: LocalTrainer | None = None,
     aggregator: Aggregator | None = None,
     progress: bool = True,
     console: Console | None = None,
@@ -201,7 +200,7 @@ def run_personalized(
     config: SimulationConfig,
     pcfg: PersonalizationConfig,
     *,
-    trainer: BankTrainer | None = None,
+    trainer: LocalTrainer | None = None,
     aggregator: Aggregator | None = None,
     progress: bool = True,
     console: Console | None = None,

@@ -307,3 +307,36 @@ def train_local(
         loss=loss_sum / done,
         work_fraction=work_fraction,
     )
+
+
+class LocalTrainer(Protocol):
+    """How a bank trains in a round (the simulation's and personalisation's seam); the DP
+    trainer (:class:`fraudfl.privacy.federation.PrivateTrainer`) holds per-bank accountants."""
+
+    def __call__(
+        self,
+        bank_id: str,
+        model: nn.Module,
+        global_params: np.ndarray,
+        X: np.ndarray,
+        y: np.ndarray,
+        cfg: TrainConfig,
+        *,
+        rng: np.random.Generator,
+        work_fraction: float,
+    ) -> LocalResult: ...
+
+
+def plain_trainer(
+    bank_id: str,
+    model: nn.Module,
+    global_params: np.ndarray,
+    X: np.ndarray,
+    y: np.ndarray,
+    cfg: TrainConfig,
+    *,
+    rng: np.random.Generator,
+    work_fraction: float,
+) -> LocalResult:
+    """The default, non-private local training."""
+    return train_local(model, global_params, X, y, cfg, rng=rng, work_fraction=work_fraction)
