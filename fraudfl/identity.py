@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from fraudfl.errors import FraudflError
 
@@ -48,43 +49,56 @@ class Identity:
 
     def save(self, directory: Path) -> tuple[Path, Path]:
         """Write ``<id>.key`` (0600) and ``<id>.pub``; refuses to overwrite an existing key."""
-        directory.mkdir(parents=True, exist_ok=True)
-        key_path = directory / f"{self.participant_id}.key"
-        pub_path = directory / f"{self.participant_id}.pub"
-        pem = self.private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+        return save_key_pair(
+            directory, f"{self.participant_id}.key", self.private_key, self.public_bytes
         )
-        try:
-            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError as exc:
-            raise FraudflError(
-                f"{key_path}: key file already exists; refusing to overwrite"
-            ) from exc
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-        pub_path.write_text(self.public_bytes.hex() + "\n")
-        return key_path, pub_path
 
     @classmethod
     def load(cls, participant_id: str, key_path: Path) -> Identity:
-        try:
-            mode = key_path.stat().st_mode
-            data = key_path.read_bytes()
-        except OSError as exc:
-            raise FraudflError(f"{key_path}: cannot read identity key: {exc.strerror}") from exc
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise FraudflError(
-                f"{key_path}: identity key is readable by group/others; run chmod 600 on it"
-            )
-        try:
-            key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError) as exc:
-            raise FraudflError(f"{key_path}: not a PEM private key") from exc
+        key = load_private_key(key_path, "identity key")
         if not isinstance(key, Ed25519PrivateKey):
             raise FraudflError(f"{key_path}: expected an Ed25519 private key")
         return cls(participant_id, key)
+
+
+def save_key_pair(
+    directory: Path, key_name: str, private_key: PrivateKeyTypes, public_raw: bytes
+) -> tuple[Path, Path]:
+    """Write ``key_name`` (PKCS#8 PEM, created 0600, never overwritten) and its ``.pub`` (hex)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key_path = directory / key_name
+    pub_path = key_path.with_suffix(".pub")
+    pem = private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    try:
+        # O_EXCL with the mode at creation: the key is never readable by others, even briefly.
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise FraudflError(f"{key_path}: key file already exists; refusing to overwrite") from exc
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    pub_path.write_text(public_raw.hex() + "\n")
+    return key_path, pub_path
+
+
+def load_private_key(key_path: Path, what: str) -> PrivateKeyTypes:
+    """A PEM private key from a file only its owner can read; ``what`` names it in errors."""
+    try:
+        mode = key_path.stat().st_mode
+        data = key_path.read_bytes()
+    except OSError as exc:
+        raise FraudflError(f"{key_path}: cannot read {what}: {exc.strerror}") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise FraudflError(
+            f"{key_path}: {what} is readable by group/others; run chmod 600 on it"
+        )
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise FraudflError(f"{key_path}: not a PEM private key") from exc
 
 
 def public_key_bytes(key: Ed25519PublicKey) -> bytes:

@@ -19,7 +19,6 @@ Sealed format (version 1)::
 from __future__ import annotations
 
 import os
-import stat
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fraudfl.errors import FraudflError
+from fraudfl.identity import load_private_key, save_key_pair
 from fraudfl.transport.errors import RejectedMessage, RejectReason
 
 SEAL_VERSION = 1
@@ -65,40 +65,13 @@ class EncryptionKey:
 
     def save(self, directory: Path) -> tuple[Path, Path]:
         """Write ``<id>.enc.key`` (0600, PKCS#8 PEM) and ``<id>.enc.pub`` (hex); never overwrite."""
-        directory.mkdir(parents=True, exist_ok=True)
-        key_path = directory / f"{self.participant_id}.enc.key"
-        pub_path = directory / f"{self.participant_id}.enc.pub"
-        pem = self.private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+        return save_key_pair(
+            directory, f"{self.participant_id}.enc.key", self.private_key, self.public_bytes
         )
-        try:
-            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError as exc:
-            raise FraudflError(
-                f"{key_path}: key file already exists; refusing to overwrite"
-            ) from exc
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-        pub_path.write_text(self.public_bytes.hex() + "\n")
-        return key_path, pub_path
 
     @classmethod
     def load(cls, participant_id: str, key_path: Path) -> EncryptionKey:
-        try:
-            mode = key_path.stat().st_mode
-            data = key_path.read_bytes()
-        except OSError as exc:
-            raise FraudflError(f"{key_path}: cannot read encryption key: {exc.strerror}") from exc
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise FraudflError(
-                f"{key_path}: encryption key is readable by group/others; run chmod 600 on it"
-            )
-        try:
-            key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError) as exc:
-            raise FraudflError(f"{key_path}: not a PEM private key") from exc
+        key = load_private_key(key_path, "encryption key")
         if not isinstance(key, X25519PrivateKey):
             raise FraudflError(f"{key_path}: expected an X25519 private key")
         return cls(participant_id, key)
