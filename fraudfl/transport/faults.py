@@ -7,19 +7,15 @@ from collections.abc import Iterable, Mapping
 from fraudfl.transport.base import Record, TopicPartition, TopicSpec, Transport
 
 
-class DuplicatingTransport(Transport):
-    """Delegates to ``inner`` but produces every record ``copies`` times (at-least-once, worst
-    case), so receivers can be shown to handle every message the same when it arrives twice."""
+class ForwardingTransport(Transport):
+    """Delegates every call to ``inner``: subclass it and override only what should misbehave
+    (or be counted), instead of re-implementing the whole interface."""
 
-    def __init__(self, inner: Transport, copies: int = 2) -> None:
-        if copies < 1:
-            raise ValueError("copies must be at least 1")
+    def __init__(self, inner: Transport) -> None:
         self.inner = inner
-        self.copies = copies
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        for _ in range(self.copies):
-            self.inner.send(topic, key, value)
+        self.inner.send(topic, key, value)
 
     def flush(self, timeout_s: float | None = None) -> None:
         self.inner.flush(timeout_s)
@@ -50,3 +46,18 @@ class DuplicatingTransport(Transport):
 
     def close(self) -> None:
         self.inner.close()
+
+
+class DuplicatingTransport(ForwardingTransport):
+    """Produces every record ``copies`` times (at-least-once, worst case), so receivers can be
+    shown to handle every message the same when it arrives twice."""
+
+    def __init__(self, inner: Transport, copies: int = 2) -> None:
+        if copies < 1:
+            raise ValueError("copies must be at least 1")
+        super().__init__(inner)
+        self.copies = copies
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        for _ in range(self.copies):
+            self.inner.send(topic, key, value)
