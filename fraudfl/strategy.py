@@ -238,10 +238,10 @@ class _FedOpt(_StatefulStrategy):
 
     def __init__(
         self,
-        eta: float,
-        beta1: float,
-        beta2: float,
-        tau: float,
+        eta: float = 1e-2,
+        beta1: float = 0.9,
+        beta2: float = 0.99,
+        tau: float = 1e-3,
         fit_config: Mapping[str, ConfigValue] | None = None,
     ) -> None:
         super().__init__(fit_config)
@@ -274,16 +274,6 @@ class _FedOpt(_StatefulStrategy):
 class FedAdam(_FedOpt):
     name = "fedadam"
 
-    def __init__(
-        self,
-        eta: float = 1e-2,
-        beta1: float = 0.9,
-        beta2: float = 0.99,
-        tau: float = 1e-3,
-        fit_config: Mapping[str, ConfigValue] | None = None,
-    ) -> None:
-        super().__init__(eta, beta1, beta2, tau, fit_config)
-
     def _second_moment(self, v: np.ndarray, delta_sq: np.ndarray) -> np.ndarray:
         v_next: np.ndarray = self.beta2 * v + (1.0 - self.beta2) * delta_sq
         return v_next
@@ -291,16 +281,6 @@ class FedAdam(_FedOpt):
 
 class FedYogi(_FedOpt):
     name = "fedyogi"
-
-    def __init__(
-        self,
-        eta: float = 1e-2,
-        beta1: float = 0.9,
-        beta2: float = 0.99,
-        tau: float = 1e-3,
-        fit_config: Mapping[str, ConfigValue] | None = None,
-    ) -> None:
-        super().__init__(eta, beta1, beta2, tau, fit_config)
 
     def _second_moment(self, v: np.ndarray, delta_sq: np.ndarray) -> np.ndarray:
         v_next: np.ndarray = v - (1.0 - self.beta2) * delta_sq * np.sign(v - delta_sq)

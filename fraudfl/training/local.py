@@ -64,6 +64,12 @@ class TrainConfig:
             return self.max_steps
         return self.local_epochs * math.ceil(num_examples / self.batch_size)
 
+    def steps_to_do(self, num_examples: int, work_fraction: float = 1.0) -> int:
+        """Steps of a round in which the bank does ``work_fraction`` of its planned work (a
+        straggler, below 1): at least one."""
+        planned = self.planned_steps(num_examples)
+        return planned if work_fraction >= 1.0 else max(1, round(work_fraction * planned))
+
 
 @dataclass
 class LocalResult:
@@ -286,7 +292,7 @@ def train_local(
     stepper = stepper_factory(model, anchor, cfg)
 
     planned = cfg.planned_steps(n)
-    todo = planned if work_fraction >= 1.0 else max(1, round(work_fraction * planned))
+    todo = cfg.steps_to_do(n, work_fraction)
     bs = cfg.batch_size
     done = 0
     loss_sum = 0.0

@@ -87,8 +87,7 @@ def dp_sample_rate(num_examples: int, batch_size: int) -> float:
 
 def dp_planned_steps(cfg: TrainConfig, num_examples: int, work_fraction: float = 1.0) -> int:
     """Steps of a round: ``train_local``'s plan (epochs x ceil(n/B), or ``max_steps``)."""
-    planned = cfg.planned_steps(num_examples)
-    return planned if work_fraction >= 1.0 else max(1, round(work_fraction * planned))
+    return cfg.steps_to_do(num_examples, work_fraction)
 
 
 class _BatchedTensors(Dataset[tuple[torch.Tensor, torch.Tensor]]):
