@@ -220,9 +220,16 @@ def run_personalized(
             reference_config = replace(config, privacy=replace(config.privacy, state_dir=None))
         plain = run_federation(dataset, reference_config, progress=progress, console=console,
                                trainer=trainer, aggregator=aggregator)
-        result, banks, _ = run_fedper(dataset, config, pcfg, trainer=trainer,
-                                      aggregator=aggregator, progress=progress, console=console)
-        report = personalize_banks(data, config, pcfg, result.final_params, fedper=banks,
+        result, banks, partition = run_fedper(dataset, config, pcfg, trainer=trainer,
+                                              aggregator=aggregator, progress=progress,
+                                              console=console)
+        # A bank never sampled has no head of its own: it has the global body and head.
+        untrained = [b.bank_id for b in data.banks if b.bank_id not in banks]
+        if untrained:
+            log.info("FedPer: %s never took part; their model is the global one",
+                     ", ".join(untrained))
+        heads = {b: banks.get(b) or FedPerBank(partition) for b in (x.bank_id for x in data.banks)}
+        report = personalize_banks(data, config, pcfg, result.final_params, fedper=heads,
                                    reference_params=plain.final_params)
         privacy = None
     else:

@@ -313,3 +313,27 @@ def test_personal_training_over_budget_keeps_the_global_model(heterogeneous: Pat
     assert report.declined == [b.bank_id for b in report.banks]
     for b in report.banks:
         assert b.personal_metrics == b.global_metrics
+
+
+def test_fedper_with_banks_that_never_took_part(heterogeneous: Path) -> None:
+    """One bank per round for one round: the two banks never sampled have no head of their
+    own and are evaluated with FedPer's global model instead of failing the run."""
+    from dataclasses import replace
+
+    from fraudfl.models import set_flat_params
+    from fraudfl.training.evaluation import evaluate
+
+    dataset = load_dataset(heterogeneous)
+    config = replace(CONFIG, rounds=1, banks_per_round=1)
+    result, report = run_personalized(dataset, config, PersonalizationConfig(method="fedper"),
+                                      progress=False)
+    assert [b.bank_id for b in report.banks] == list(DIRECTIONS)
+    sampled = set(result.rounds[0].participants)
+    assert len(sampled) == 1
+    data = prepare_data(dataset, config.val_fraction, config.seed)
+    model = ModelSpec("mlp", data.num_features, 2, hidden=CONFIG.hidden).build()
+    for bank, comparison in zip(data.banks, report.banks, strict=True):
+        if bank.bank_id in sampled:
+            continue
+        set_flat_params(model, result.final_params)
+        assert comparison.personal_metrics == evaluate(model, bank.X_val, bank.y_val, "binary")
