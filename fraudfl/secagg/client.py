@@ -213,7 +213,7 @@ class SecAggClient:
             raise MessageRejected(RejectReason.INCONSISTENT, "this bank is not a participant")
         if p.graph_seed != graph_seed(self.federation_id, h.round, p.participants):
             raise MessageRejected(RejectReason.INCONSISTENT, "graph seed is not the agreed one")
-        group = len(p.groups[me])
+        group = p.group_size
         if p.threshold <= self.min_threshold_fraction * group:
             raise MessageRejected(
                 RejectReason.INCONSISTENT,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -163,3 +164,18 @@ def test_in_place_prg_matches_the_stream(dtype: type) -> None:
     np.testing.assert_array_equal(added, base + _keystream(seed, 1001, dtype))
     crypto.apply_prg(added, seed, subtract=True)
     np.testing.assert_array_equal(added, base)
+
+
+def test_decoding_a_large_setup_does_not_build_the_graph() -> None:
+    """A setup is decoded (and validated) before its signature is checked: validating 4096
+    participants with the full graph must not materialise 4096 groups of 4096 (1.6 GB)."""
+    names = tuple(f"b{i:05d}" for i in range(4096))
+    params = RoundParams(names, 2049, 0, 10, False, 32, 1.0, 1.0, graph_seed("f", 1, names))
+    data = encode(Identity.generate("aggregator"), "f", 1, RoundSetup(params))
+    tracemalloc.start()
+    try:
+        decode(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20
