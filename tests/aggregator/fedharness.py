@@ -100,6 +100,7 @@ def make_federation(
     planned_rounds: int = 2,
     agg_overrides: dict[str, Any] | None = None,
     transactions: int | None = None,
+    noise_multiplier: float | None = None,
 ) -> Federation:
     data_dir = generate_bank_data(
         tmp_path / "data", n_banks=n_banks, total_transactions=transactions or 300 * n_banks,
@@ -148,6 +149,7 @@ def make_federation(
                 "enabled": privacy,
                 "target_epsilon": target_epsilon,
                 "planned_rounds": planned_rounds,
+                "noise_multiplier": noise_multiplier,
             },
         })
         bank_configs[bank_id] = cfg

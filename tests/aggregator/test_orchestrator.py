@@ -186,7 +186,7 @@ def test_bank_level_dp_is_accounted(federation_factory: Callable[..., Federation
 def test_late_bank_skips_stale_rounds(federation_factory: Callable[..., Federation]) -> None:
     """A bank that reads the topics only after the rounds ran (started late, or down) must not
     train for rounds that already produced a model: that would spend privacy for nothing."""
-    fed = federation_factory(rounds=2, privacy=True, target_epsilon=50.0)
+    fed = federation_factory(rounds=2, privacy=True, target_epsilon=50.0, noise_multiplier=1.0)
     late = fed.banks["bank_02"]
     fed.dead.add("bank_02")
     fed.pump(fed.orchestrator.start(fed.now))
