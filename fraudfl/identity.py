@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from fraudfl.errors import FraudflError
 
@@ -148,6 +149,17 @@ class Allowlist:
         if len(public_key) != PUBLIC_KEY_BYTES:
             raise FraudflError(
                 f"encryption key must be {PUBLIC_KEY_BYTES} bytes, got {len(public_key)}"
+            )
+        try:
+            # A small-order point gives an all-zero shared secret (the library refuses it), so
+            # every later seal to this participant would fail: refuse it at enrolment instead.
+            X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(public_key))
+        except ValueError as exc:
+            raise FraudflError("encryption key is not a usable X25519 public key") from exc
+        existing = self.encryption_keys.get(participant_id)
+        if existing is not None and existing != public_key:
+            raise FraudflError(
+                f"participant {participant_id!r} already has a different encryption key"
             )
         self.encryption_keys[participant_id] = public_key
 

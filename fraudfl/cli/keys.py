@@ -45,8 +45,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     enr = sub.add_parser(
         "enroll", help="add a participant's public key to an allowlist",
-        description="Add (or, with --replace, rotate) a participant's Ed25519 public key in the "
-        "JSON allowlist, creating the file if needed.",
+        description="Add (or, with --replace, rotate) a participant's Ed25519 public key, and "
+        "optionally its X25519 encryption key, in the JSON allowlist, creating the file if "
+        "needed.",
     )
     enr.add_argument("--allowlist", required=True, type=Path, help="allowlist JSON file")
     enr.add_argument("--id", required=True, dest="participant_id", help="participant id")
@@ -119,6 +120,8 @@ def run_enroll(args: argparse.Namespace) -> int:
     allow = _load_allowlist(args.allowlist, must_exist=False)
     if args.replace:
         allow.participants.pop(args.participant_id, None)
+        if args.encryption_public_key is not None:
+            allow.encryption_keys.pop(args.participant_id, None)
     try:
         allow.enroll(args.participant_id, public)
     except ValueError as exc:  # not a valid Ed25519 point
@@ -126,9 +129,14 @@ def run_enroll(args: argparse.Namespace) -> int:
     except FraudflError as exc:
         raise FraudflError(f"{args.allowlist}: {exc}; pass --replace to rotate it") from exc
     if args.encryption_public_key is not None:
-        allow.enroll_encryption_key(
-            args.participant_id, _read_public_key(args.encryption_public_key)
-        )
+        try:
+            allow.enroll_encryption_key(
+                args.participant_id, _read_public_key(args.encryption_public_key)
+            )
+        except FraudflError as exc:
+            raise FraudflError(
+                f"{args.encryption_public_key}: {exc}; pass --replace to rotate it"
+            ) from exc
     allow.save(args.allowlist)
     print(f"enrolled {args.participant_id} ({fingerprint(public)}) in {args.allowlist}")
     return 0

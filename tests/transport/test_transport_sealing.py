@@ -106,3 +106,18 @@ def test_allowlist_carries_encryption_keys_backward_compatibly(tmp_path: Path) -
     assert Allowlist.load(plain_path).encryption_key_of("bank-a") is None
     with pytest.raises(FraudflError, match="not enrolled"):
         allow.enroll_encryption_key("bank-z", enc.public_bytes)
+
+
+def test_allowlist_refuses_unusable_or_silently_replaced_encryption_keys() -> None:
+    from fraudfl.identity import Allowlist, Identity
+
+    allow = Allowlist()
+    allow.enroll("bank-a", Identity.generate("bank-a").public_bytes)
+    with pytest.raises(FraudflError, match="not a usable X25519"):
+        allow.enroll_encryption_key("bank-a", bytes(32))  # small order: shared secret all zero
+    first = EncryptionKey.generate("bank-a").public_bytes
+    allow.enroll_encryption_key("bank-a", first)
+    allow.enroll_encryption_key("bank-a", first)  # re-enrolling the same key is fine
+    with pytest.raises(FraudflError, match="different encryption key"):
+        allow.enroll_encryption_key("bank-a", EncryptionKey.generate("bank-a").public_bytes)
+    assert allow.encryption_key_of("bank-a") == first
