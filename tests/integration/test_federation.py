@@ -82,8 +82,8 @@ def test_dropouts_after_and_before_masked_input(tmp_path: Path, broker: Embedded
     masked input (it leaves the sum: the others reveal its mask-key share)."""
     fed = ThreadFederation(
         tmp_path, broker, banks=5, rounds=2, transactions=5000,
-        aggregator={"timeouts": {"advertise_keys": 8.0, "share_keys": 5.0,
-                                 "masked_input": 5.0, "unmask": 5.0}},
+        aggregator={"timeouts": {"advertise_keys": 6.0, "share_keys": 4.0,
+                                 "masked_input": 4.0, "unmask": 4.0}},
         bank={"privacy": {"enabled": False}},
     )
     fed.start_banks({

@@ -1,0 +1,41 @@
+"""``fraudfl demo`` end to end: broker, aggregator and bank nodes as processes; exit 0 with a
+summary, and no process left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True)
+    return [line for line in out.stdout.splitlines() if text in line and "pytest" not in line]
+
+
+def test_demo_runs_and_stops_everything(tmp_path: Path) -> None:
+    env = {**os.environ, "COLUMNS": "100"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fraudfl", "demo", "--banks", "2", "--rounds", "2",
+         "--transactions", "2000", "--dir", str(tmp_path / "fed")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "summary 2/2 rounds completed" in out
+    assert "every process stopped" in out
+    rounds = (tmp_path / "fed" / "state" / "aggregator" / "rounds.jsonl").read_text().splitlines()
+    assert len(rounds) == 3
+    # The services (started with configs under tmp_path) are gone with the demo.
+    assert _processes_mentioning(str(tmp_path)) == []
+    for bank in ("bank_00", "bank_01"):
+        assert (tmp_path / "fed" / "state" / bank / "model" / "artifact.json").exists()
