@@ -167,6 +167,10 @@ class AggregatorService:
                 self._dispatch(batch, force_checkpoint=True)
             else:
                 self._dispatch(batch)
+        if orch.completed < self.config.rounds.rounds:
+            log.error("federation stopped after %d of %d rounds", orch.completed,
+                      self.config.rounds.rounds)
+            return 1
         log.info("federation finished: %d rounds completed", orch.completed)
         return 0
 
