@@ -72,6 +72,10 @@ class PrivateTrainer:
             return self.accountants[bank_id], self.dp[bank_id]
         opts = self.options
         delta = opts.delta if opts.delta is not None else default_delta(n)
+        if delta >= 1.0 / n:
+            # (epsilon, delta) with delta >= 1/n allows releasing a record in the clear.
+            log.warning("%s: delta %.3g is not below 1/records (%d records): the guarantee is "
+                        "vacuous; use a delta well below %.3g", bank_id, delta, n, 1.0 / n)
         budget = PrivacyBudget(
             opts.target_epsilon if opts.target_epsilon is not None else math.inf, delta
         )

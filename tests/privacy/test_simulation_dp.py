@@ -119,3 +119,12 @@ def test_a_callers_trainer_is_never_silently_replaced_by_the_private_one(dataset
     with pytest.raises(ValueError, match="FederationPrivacy"):
         run_simulation(dataset, config(noise_multiplier=1.0), trainer=plain_trainer,
                        progress=False)
+
+
+def test_a_delta_not_below_one_over_records_is_flagged(dataset, caplog) -> None:  # type: ignore[no-untyped-def]
+    cfg = config(noise_multiplier=1.0, delta=0.01)  # banks have 120-320 training records
+    cfg.rounds = 1
+    with caplog.at_level("WARNING", logger="fraudfl.privacy.federation"):
+        run_simulation(dataset, cfg, progress=False)
+    assert {r.getMessage().split(":")[0] for r in caplog.records
+            if "vacuous" in r.getMessage()} == set(BANKS)
