@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -151,7 +151,10 @@ class BankDPAggregator:
     (as the bank does on its side before masking) and sums with weight 1 through ``inner``.
 
     Equal weights keep the sum's sensitivity at ``C``; sample-count weights would multiply it
-    by the largest bank's size.
+    by the largest bank's size. The sum is handed on with ``weight_sum = n_expected``, DP-FedAvg's
+    fixed-denominator estimator (McMahan et al. 2018): dividing by the realised number of banks
+    instead would make the released model depend on how many banks took part, which the
+    accounted mechanism (the noised sum) does not cover; a constant is free post-processing.
     """
 
     def __init__(
@@ -176,4 +179,4 @@ class BankDPAggregator:
         ]
         summed = self.inner.sum(server_round, noised, dim)
         self.accountant.record_round(len(noised))
-        return summed
+        return replace(summed, weight_sum=float(self.cfg.n_expected))

@@ -106,7 +106,8 @@ def test_aggregator_sums_noised_updates_with_equal_weights_and_charges_the_round
     contributions = [Contribution(f"b{i}", 1000.0 * (i + 1), np.full(dim, 0.01 * (i + 1)))
                      for i in range(3)]
     summed = agg.sum(1, contributions, dim)
-    assert summed.weight_sum == 3.0 and summed.num_participants == 3
+    # DP-FedAvg's fixed denominator: the expected number of banks, not the three that came.
+    assert summed.weight_sum == CFG.n_expected and summed.num_participants == 3
     clipped_sum = sum(clip_update(c.update, CFG.clip_norm) for c in contributions)
     residual = summed.weighted_update_sum - clipped_sum
     # Three banks' shares, not the expected five: variance 3 sigma^2 C^2 / 5.
@@ -126,3 +127,15 @@ def test_invalid_config_is_a_user_error() -> None:
         BankDPConfig(clip_norm=1.0, noise_multiplier=1.0, n_expected=30, total_banks=20)
     with pytest.raises(FraudflError, match="clip norm"):
         BankDPConfig(clip_norm=0.0, noise_multiplier=1.0, n_expected=3, total_banks=20)
+
+
+def test_strategy_divides_the_noised_sum_by_the_expected_number_of_banks() -> None:
+    from fraudfl.strategy import FedAvg
+
+    accountant = FederationAccountant(CFG, DELTA)
+    agg = BankDPAggregator(PlainAggregator(), CFG, accountant, np.random.default_rng(5))
+    dim = 1000
+    contributions = [Contribution(f"b{i}", 1.0, np.full(dim, 1e-4)) for i in range(2)]
+    summed = agg.sum(1, contributions, dim)
+    new = FedAvg().aggregate(1, np.zeros(dim, np.float32), summed)
+    np.testing.assert_allclose(new, summed.weighted_update_sum / CFG.n_expected, rtol=1e-6)
