@@ -16,6 +16,7 @@ from fraudfl.transport.memory import MemoryBroker, MemoryTransport
 
 
 def test_services_in_memory_export_metrics(tmp_path: Path) -> None:
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(1)
     fed = write_federation(FederationPlan(
         directory=tmp_path / "fed", banks=2, transactions=1500, federation_id="mem", rounds=2,
@@ -50,6 +51,7 @@ def test_services_in_memory_export_metrics(tmp_path: Path) -> None:
         stop.set()
         for t in threads:
             t.join(30)
+        torch.set_num_threads(threads_before)
 
     def agg(name: str, **labels: str) -> float:
         value = agg_registry.get_sample_value(name, {"federation": "mem", **labels})

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from aggregator.service import AggregatorService
 from bank_node.service import BankNodeService
@@ -36,7 +35,6 @@ from fraudfl.transport.sealing import EncryptionKey
 from fraudfl.transport.topics import TopicLayout
 
 log = logging.getLogger(__name__)
-torch.set_num_threads(1)
 
 SendHook = Callable[[str, bytes | None, bytes], int]
 

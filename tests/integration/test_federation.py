@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from fraudfl.checkpoint import load_checkpoint
 from fraudfl.cli.demo import LocalFederation
@@ -27,6 +29,15 @@ from tests.integration.federation_harness import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Every service trains in a thread of this process: intra-op threads would only contend."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def test_federation_rounds_and_outside_observer(tmp_path: Path, broker: EmbeddedBroker) -> None:
