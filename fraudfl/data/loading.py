@@ -42,7 +42,7 @@ class FederatedDataset:
         return list(self.banks)
 
     def pooled(self) -> pd.DataFrame:
-        """All banks' rows in one frame (for the centralised baseline)."""
+        """All banks' rows in one frame."""
         return pd.concat(list(self.banks.values()), ignore_index=True)
 
 

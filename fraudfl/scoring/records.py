@@ -86,9 +86,6 @@ class TransactionValidator:
         return {"oneOf": [one, {"type": "array", "items": one, "minItems": 1,
                                 "maxItems": MAX_BATCH}]}
 
-    def transaction_schema(self) -> dict[str, Any]:
-        return self._one.json_schema()
-
     def validate_json(self, body: bytes) -> tuple[list[Record], bool]:
         """Records and whether the input was a batch (a JSON array)."""
         is_batch = body.lstrip()[:1] == b"["
