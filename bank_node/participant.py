@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 _REPLY_STAGE = {
     ClientStage.SHARED: "share_keys",
     ClientStage.MASKED: "masked_input",
+    ClientStage.CONFIRMED: "consistency_check",
     ClientStage.DONE: "unmask",
 }
 

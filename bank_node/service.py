@@ -53,7 +53,9 @@ TARGET_FPR = 0.01
 POLL_S = 0.2
 PUBLISH_ATTEMPTS = 30
 # The stages a bank answers; advertise_keys includes local training.
-BANK_STAGES = ("advertise_keys", "share_keys", "masked_input", "unmask")
+BANK_STAGES = (
+    "advertise_keys", "share_keys", "masked_input", "consistency_check", "unmask"
+)
 
 
 class BankNodeService:

@@ -110,7 +110,8 @@ def run_case(n_banks: int, size: str, rounds: int, workdir: Path) -> dict[str, A
                     "training": {"hidden": HIDDEN[size], "batch_size": 64, "lr": 0.05},
                     "secagg": {"clip_range": 1.0},
                     "timeouts": {"advertise_keys": 600.0, "share_keys": 600.0,
-                                 "masked_input": 600.0, "unmask": 600.0},
+                                 "masked_input": 600.0, "consistency_check": 600.0,
+                                 "unmask": 600.0},
                 },
                 bank_overrides={"privacy": {"enabled": False}},
             )

@@ -109,6 +109,7 @@ class StageTimeouts(_Section):
     advertise_keys: float = Field(default=300.0, gt=0)
     share_keys: float = Field(default=30.0, gt=0)
     masked_input: float = Field(default=30.0, gt=0)
+    consistency_check: float = Field(default=30.0, gt=0)
     unmask: float = Field(default=30.0, gt=0)
 
 

@@ -201,7 +201,8 @@ def _run_demo(args: argparse.Namespace, root: Path) -> int:
                 bootstrap_servers=broker.bootstrap_servers, rounds=args.rounds,
                 aggregator_overrides={
                     "timeouts": {"advertise_keys": 120.0, "share_keys": 30.0,
-                                 "masked_input": 30.0, "unmask": 30.0},
+                                 "masked_input": 30.0, "consistency_check": 30.0,
+                                 "unmask": 30.0},
                 },
                 bank_overrides={"privacy": {"target_epsilon": args.epsilon}},
             )

@@ -44,7 +44,13 @@ from prometheus_client.metrics import MetricWrapperBase
 # config): the secure-aggregation stages, the secure sum of feature statistics, and the single
 # upload stage of the plain, non-secure mode.
 Stage = Literal[
-    "advertise_keys", "share_keys", "masked_input", "unmask", "feature_stats", "plain_update"
+    "advertise_keys",
+    "share_keys",
+    "masked_input",
+    "consistency_check",
+    "unmask",
+    "feature_stats",
+    "plain_update",
 ]
 AbortReason = Literal[
     "timeout",

@@ -62,7 +62,13 @@ from fraudfl.rounds.messages import (
 )
 from fraudfl.secagg.errors import MessageRejected
 from fraudfl.secagg.graph import effective_degree
-from fraudfl.secagg.messages import STAGE_ADVERTISE, STAGE_MASKED, STAGE_SHARE, STAGE_UNMASK
+from fraudfl.secagg.messages import (
+    STAGE_ADVERTISE,
+    STAGE_CONSISTENCY,
+    STAGE_MASKED,
+    STAGE_SHARE,
+    STAGE_UNMASK,
+)
 from fraudfl.secagg.server import Outgoing, SecAggServer, ServerStatus
 from fraudfl.strategy import Strategy, SummedUpdate, make_strategy
 
@@ -72,6 +78,7 @@ STAGE_LABELS = {
     STAGE_ADVERTISE: "advertise_keys",
     STAGE_SHARE: "share_keys",
     STAGE_MASKED: "masked_input",
+    STAGE_CONSISTENCY: "consistency_check",
     STAGE_UNMASK: "unmask",
 }
 Topic = Literal["control", "inbox", "models"]
@@ -210,7 +217,7 @@ class Orchestrator:
             return "finished"
         if self.server is None:
             return "idle"
-        return STAGE_LABELS.get(self.server.stage, "setup")
+        return STAGE_LABELS[self.server.stage]
 
     def deadline(self) -> float | None:
         """The clock reading at which :meth:`timeout` should be called (None: nothing waits)."""
@@ -224,8 +231,9 @@ class Orchestrator:
             STAGE_ADVERTISE: t.advertise_keys,
             STAGE_SHARE: t.share_keys,
             STAGE_MASKED: t.masked_input,
+            STAGE_CONSISTENCY: t.consistency_check,
             STAGE_UNMASK: t.unmask,
-        }.get(stage, t.advertise_keys)
+        }[stage]
 
     def timeout(self, now: float) -> list[Outbound]:
         """The current stage's deadline passed: continue with whoever answered (or abort)."""
@@ -380,7 +388,7 @@ class Orchestrator:
 
     def _wrap(self, out: list[Outgoing]) -> list[Outbound]:
         msgs: list[Outbound] = []
-        stage = STAGE_LABELS.get(self.server.stage, "setup") if self.server else "setup"
+        stage = STAGE_LABELS[self.server.stage] if self.server else "setup"
         for o in out:
             if len(o.recipients) == 1:
                 msgs.append(Outbound("inbox", o.recipients[0], self.round, stage, SECAGG, o.data,

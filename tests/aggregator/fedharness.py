@@ -128,7 +128,8 @@ def make_federation(
         "rounds": {"rounds": rounds, "min_banks": 2},
         "training": {"hidden": [8], "batch_size": 64, "lr": 0.1, "mu": 0.01},
         "secagg": {"clip_range": 4.0, "weight_scale": 1000.0},
-        "timeouts": {"advertise_keys": 5, "share_keys": 5, "masked_input": 5, "unmask": 5},
+        "timeouts": {"advertise_keys": 5, "share_keys": 5, "masked_input": 5,
+                     "consistency_check": 5, "unmask": 5},
     }
     for key, value in (agg_overrides or {}).items():
         if isinstance(value, dict):

@@ -63,10 +63,18 @@ def test_services_in_memory_export_metrics(tmp_path: Path) -> None:
     assert agg("fraudfl_aggregator_model_version") == 2
     assert agg("fraudfl_aggregator_checkpoint_writes_total") >= 3
     assert 0 < agg("fraudfl_aggregator_global_model_quality", metric="auprc") <= 1
-    assert agg("fraudfl_aggregator_secagg_stage_duration_seconds_count", stage="unmask") == 3
+    for stage in ("masked_input", "consistency_check", "unmask"):
+        assert agg("fraudfl_aggregator_secagg_stage_duration_seconds_count", stage=stage) == 3
+        assert agg("fraudfl_aggregator_stage_participants", stage=stage) == 2
     assert agg("fraudfl_aggregator_messages_rejected_total", reason="bad_signature") == 0
     for bank, registry in bank_registries.items():
         labels = {"federation": "mem", "bank": bank}
         spent = registry.get_sample_value("fraudfl_bank_privacy_epsilon_spent", labels)
         assert spent is not None and 0 < spent < 50
         assert registry.get_sample_value("fraudfl_bank_rounds_joined_total", labels) == 3
+        # Every reply is counted under its stage, the survivor confirmation included.
+        for stage in ("masked_input", "consistency_check", "unmask"):
+            count = registry.get_sample_value(
+                "fraudfl_bank_secagg_stage_duration_seconds_count", {**labels, "stage": stage}
+            )
+            assert count == 3, (bank, stage)

@@ -116,7 +116,7 @@ class ThreadFederation:
         agg_over: dict[str, dict[str, Any]] = {
             "training": {"hidden": [8], "batch_size": 64, "lr": 0.1},
             "timeouts": {"advertise_keys": 60.0, "share_keys": 8.0, "masked_input": 8.0,
-                         "unmask": 8.0},
+                         "consistency_check": 8.0, "unmask": 8.0},
             "secagg": {"clip_range": 2.0, "weight_scale": 10_000.0},
         }
         for section, values in (aggregator or {}).items():

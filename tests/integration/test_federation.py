@@ -94,7 +94,8 @@ def test_dropouts_after_and_before_masked_input(tmp_path: Path, broker: Embedded
     fed = ThreadFederation(
         tmp_path, broker, banks=5, rounds=2, transactions=5000,
         aggregator={"timeouts": {"advertise_keys": 6.0, "share_keys": 4.0,
-                                 "masked_input": 4.0, "unmask": 4.0}},
+                                 "masked_input": 4.0, "consistency_check": 4.0,
+                                 "unmask": 4.0}},
         bank={"privacy": {"enabled": False}},
     )
     fed.start_banks({
@@ -115,7 +116,9 @@ def test_dropouts_after_and_before_masked_input(tmp_path: Path, broker: Embedded
     fed.assert_models_equal_plain_fedavg()
 
 
-AGGREGATOR_STAGES = ["announce", "share_keys", "masked_input", "unmask", "model"]
+AGGREGATOR_STAGES = [
+    "announce", "share_keys", "masked_input", "consistency_check", "unmask", "model"
+]
 
 
 def test_aggregator_crashes_at_every_stage(tmp_path: Path, broker: EmbeddedBroker) -> None:
