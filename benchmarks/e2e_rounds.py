@@ -27,7 +27,6 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +38,10 @@ from fraudfl.checkpoint import load_checkpoint
 from fraudfl.cli.init import FederationPlan, write_federation
 from fraudfl.config import AggregatorConfig, BankNodeConfig, load_config
 from fraudfl.models import ModelSpec
-from fraudfl.transport.base import Record, TopicPartition, TopicSpec, Transport
+from fraudfl.transport.base import Transport
 from fraudfl.transport.broker import EmbeddedBroker
 from fraudfl.transport.chunking import parse_chunk
+from fraudfl.transport.faults import ForwardingTransport
 from fraudfl.transport.kafka import KafkaSettings, KafkaTransport
 
 _ROUND = struct.Struct(">Q")  # the envelope's round, after magic, version and flags
@@ -49,14 +49,15 @@ HIDDEN = {"10k": [256, 16], "100k": [512, 160], "1M": [1024, 900]}
 ROWS_PER_BANK = 300
 
 
-class CountingTransport(Transport):
+class CountingTransport(ForwardingTransport):
     """Counts the bytes a service sends per round (read from the envelope header in each
     message's first chunk); everything else is delegated."""
 
     def __init__(
         self, inner: Transport, counter: dict[tuple[str, int], int], name: str
     ) -> None:
-        self.inner, self.counter, self.name = inner, counter, name
+        super().__init__(inner)
+        self.counter, self.name = counter, name
         self._round_of: dict[bytes, int] = {}
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
@@ -66,36 +67,6 @@ class CountingTransport(Transport):
         round_number = self._round_of.get(chunk.transfer_id, -1)
         self.counter[(self.name, round_number)] += len(value) + (len(key) if key else 0)
         self.inner.send(topic, key, value)
-
-    def flush(self, timeout_s: float | None = None) -> None:
-        self.inner.flush(timeout_s)
-
-    def assign(self, partitions: Iterable[TopicPartition]) -> None:
-        self.inner.assign(partitions)
-
-    def poll(self, timeout_s: float) -> list[Record]:
-        return self.inner.poll(timeout_s)
-
-    def position(self) -> dict[TopicPartition, int]:
-        return self.inner.position()
-
-    def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
-        self.inner.seek(offsets)
-
-    def partitions_for(self, topic: str) -> int:
-        return self.inner.partitions_for(topic)
-
-    def create_topics(self, specs: Iterable[TopicSpec]) -> None:
-        self.inner.create_topics(specs)
-
-    def delete_topics(self, names: Iterable[str]) -> None:
-        self.inner.delete_topics(names)
-
-    def list_topics(self) -> set[str]:
-        return self.inner.list_topics()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def run_case(n_banks: int, size: str, rounds: int, workdir: Path) -> dict[str, Any]:

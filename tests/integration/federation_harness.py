@@ -25,11 +25,12 @@ from fraudfl.cli.init import Federation, FederationPlan, write_federation
 from fraudfl.config import AggregatorConfig, BankNodeConfig, load_config
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.rounds.messages import MODEL, ModelInfo, decode_model
-from fraudfl.transport.base import Record, TopicPartition, TopicSpec, Transport
+from fraudfl.transport.base import Record, Transport
 from fraudfl.transport.broker import EmbeddedBroker
 from fraudfl.transport.channel import Channel
 from fraudfl.transport.chunking import parse_chunk
 from fraudfl.transport.envelope import decode as decode_envelope
+from fraudfl.transport.faults import ForwardingTransport
 from fraudfl.transport.kafka import KafkaSettings, KafkaTransport
 from fraudfl.transport.sealing import EncryptionKey
 from fraudfl.transport.topics import TopicLayout
@@ -43,48 +44,18 @@ class Crash(BaseException):
     """Simulated process death (BaseException, so no service code catches it)."""
 
 
-class FaultyTransport(Transport):
+class FaultyTransport(ForwardingTransport):
     """Delegates to a real transport; ``on_send`` returns how many copies to send (0 drops)
     or raises :class:`Crash`."""
 
     def __init__(self, inner: Transport, on_send: SendHook | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.on_send = on_send
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         copies = 1 if self.on_send is None else self.on_send(topic, key, value)
         for _ in range(copies):
             self.inner.send(topic, key, value)
-
-    def flush(self, timeout_s: float | None = None) -> None:
-        self.inner.flush(timeout_s)
-
-    def assign(self, partitions: Iterable[TopicPartition]) -> None:
-        self.inner.assign(partitions)
-
-    def poll(self, timeout_s: float) -> list[Record]:
-        return self.inner.poll(timeout_s)
-
-    def position(self) -> dict[TopicPartition, int]:
-        return self.inner.position()
-
-    def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
-        self.inner.seek(offsets)
-
-    def partitions_for(self, topic: str) -> int:
-        return self.inner.partitions_for(topic)
-
-    def create_topics(self, specs: Iterable[TopicSpec]) -> None:
-        self.inner.create_topics(specs)
-
-    def delete_topics(self, names: Iterable[str]) -> None:
-        self.inner.delete_topics(names)
-
-    def list_topics(self) -> set[str]:
-        return self.inner.list_topics()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @dataclass
