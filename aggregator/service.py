@@ -249,8 +249,7 @@ class AggregatorService:
                 if rec.federation_epsilon is not None:
                     m.set_federation_epsilon(rec.federation_epsilon)
             elif rec.status == "aborted":
-                below = "below" in rec.reason or "only" in rec.reason
-                m.round_aborted("below_threshold" if below else "internal_error")
+                m.round_aborted(rec.cause or "internal_error")
         self._history_seen = len(orch.history)
 
     def _stage_ended(self, m: AggregatorMetrics, finished: list[RoundRecord]) -> None:

@@ -57,6 +57,7 @@ AbortReason = Literal[
     "below_threshold",
     "no_eligible_banks",
     "unmasking_failed",
+    "invalid_sum",
     "aggregator_restart",
     "internal_error",
 ]

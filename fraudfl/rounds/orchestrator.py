@@ -41,6 +41,7 @@ from fraudfl.data.schema import Schema
 from fraudfl.data.stats import FeatureStats
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.models import ModelSpec, get_flat_params
+from fraudfl.monitoring.metrics import AbortReason
 from fraudfl.privacy.accountant import PrivacyAccountant
 from fraudfl.privacy.bank_level import effective_noise_multiplier
 from fraudfl.rounds import exact_sum
@@ -111,6 +112,8 @@ class RoundRecord:
     dropouts: list[str] = field(default_factory=list)
     declined: list[str] = field(default_factory=list)
     reason: str = ""
+    # The reason's class (the aborted-rounds metric's label); empty unless aborted.
+    cause: AbortReason | Literal[""] = ""
     model_version: int | None = None
     federation_epsilon: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
@@ -322,7 +325,8 @@ class Orchestrator:
         self.stage_started = now
         if len(selected) < self.config.rounds.min_banks:
             self.server = None
-            return self._abort(f"only {len(selected)} banks can take part", now)
+            return self._abort(f"only {len(selected)} banks can take part", now,
+                               "no_eligible_banks")
         sa = self.config.secagg
         if kind == "stats":
             vector_length = FeatureStats.vector_size(self.schema) * exact_sum.DEFAULT_LIMBS
@@ -381,7 +385,14 @@ class Orchestrator:
             self._note_dropouts(self.server.pending())
             # The server's own Abort broadcast tells banks to drop the round.
             msgs = self._wrap(out)
-            return msgs + self._abort(self.server.abort_reason, now)
+            reason = self.server.abort_reason
+            # The server aborts below the threshold, or when the revealed shares do not
+            # reconstruct a dropped bank's secrets.
+            cause: AbortReason = (
+                "unmasking_failed" if reason.startswith(("cannot reconstruct", "reconstructed"))
+                else "below_threshold"
+            )
+            return msgs + self._abort(reason, now, cause)
         if self.server.status is ServerStatus.DONE:
             return self._wrap(out) + self._finish(now)
         return self._wrap(out)
@@ -398,10 +409,10 @@ class Orchestrator:
                                      tuple(self.banks)))
         return msgs
 
-    def _abort(self, reason: str, now: float) -> list[Outbound]:
+    def _abort(self, reason: str, now: float, cause: AbortReason) -> list[Outbound]:
         assert self.current is not None
         rec = self.current
-        rec.status, rec.reason, rec.finished_at = "aborted", reason, now
+        rec.status, rec.reason, rec.cause, rec.finished_at = "aborted", reason, cause, now
         self.history.append(rec)
         self.server = None
         self.current = None
@@ -431,13 +442,16 @@ class Orchestrator:
         rec.survivors = sorted(self.server.survivors)
         self._note_dropouts([b for b in self.server.params.participants
                              if b not in rec.survivors])
-        rec.status, rec.finished_at = "completed", now
-        self.consecutive_aborts = 0
         if rec.kind == "stats":
             self._fit_initial_model(self.server)
         else:
-            self._apply_strategy(self.server, rec)
+            new_params = self._apply_strategy(self.server, rec)
+            if isinstance(new_params, str):
+                return self._abort(new_params, now, "invalid_sum")
+            self.params = new_params
             self.completed += 1
+        rec.status, rec.finished_at = "completed", now
+        self.consecutive_aborts = 0
         assert self.params is not None and self.spec is not None and self.pipeline is not None
         self.model_version = rec.round if rec.kind == "train" else 0
         rec.model_version = self.model_version
@@ -470,11 +484,33 @@ class Orchestrator:
         log.info("fitted the feature pipeline from %d rows of %d banks; model has %d parameters",
                  stats.count, len(server.survivors), len(self.params))
 
-    def _apply_strategy(self, server: SecAggServer, rec: RoundRecord) -> None:
+    def _apply_strategy(
+        self, server: SecAggServer, rec: RoundRecord
+    ) -> npt.NDArray[np.float32] | str:
+        """The new global parameters, or why the unmasked sum is refused."""
         assert self.params is not None
-        update_sum, weight_sum = server.params.quantizer().decode_weighted(server.result)
-        summed = SummedUpdate(update_sum, weight_sum, len(rec.survivors))
-        self.params = self.strategy.aggregate(rec.round, self.params, summed)
+        quantizer = server.params.quantizer()
+        update_sum, weight_sum = quantizer.decode_weighted(server.result)
+        problem = self._implausible_weight_sum(
+            weight_sum, len(rec.survivors), server.params.weight_max,
+            quantizer.weight_error_bound(len(rec.survivors)),
+        )
+        if problem is None and not np.all(np.isfinite(update_sum / weight_sum)):
+            problem = "the averaged update is not finite"
+        if problem is None:
+            new_params = np.asarray(
+                self.strategy.aggregate(rec.round, self.params, SummedUpdate(
+                    update_sum, weight_sum, len(rec.survivors)
+                )),
+                dtype=np.float32,
+            )
+            if not np.all(np.isfinite(new_params)):
+                problem = "the strategy's new model is not finite"
+        if problem is not None:
+            # A bank can put any value into its masked vector (no range proofs): a sum that
+            # honest banks cannot produce would scale or corrupt everyone's model.
+            log.error("round %d: refusing the unmasked sum: %s", rec.round, problem)
+            return f"invalid sum: {problem}"
         dp = self.config.bank_dp
         if dp.enabled and rec.survivors:
             # Charged at the noise actually in the sum: dropouts' shares are missing from it.
@@ -484,6 +520,24 @@ class Orchestrator:
             rate = len(rec.selected) / max(1, len(self.banks))
             self.federation_accountant.charge(sigma, rate, 1)
             rec.federation_epsilon = self.federation_accountant.epsilon(dp.delta)
+        return new_params
+
+    def _implausible_weight_sum(
+        self, weight_sum: float, banks: int, weight_max: float, tolerance: float
+    ) -> str | None:
+        """Why ``weight_sum`` cannot come from ``banks`` honest banks (None if it can).
+
+        An honest bank's weight is in (0, weight_max]; under bank-level DP it is exactly 1.
+        """
+        if not math.isfinite(weight_sum) or weight_sum <= 0:
+            return f"weight sum {weight_sum:g} is not positive"
+        if self.config.bank_dp.enabled:
+            if abs(weight_sum - banks) > tolerance:
+                return f"weight sum {weight_sum:g} is not {banks} (one per bank under bank DP)"
+        elif weight_sum > banks * weight_max + tolerance:
+            return (f"weight sum {weight_sum:g} exceeds what {banks} banks can send "
+                    f"({banks} x {weight_max:g})")
+        return None
 
     def _model_message(self, rec: RoundRecord) -> Outbound:
         assert self.params is not None and self.spec is not None and self.pipeline is not None
@@ -579,6 +633,7 @@ class Orchestrator:
                 log.warning("round %d cannot resume (%s); aborting it", self.round, exc)
                 rec = self.current
                 rec.status, rec.reason = "aborted", f"not resumable after restart: {exc}"
+                rec.cause = "aggregator_restart"
                 self.history.append(rec)
                 self.current = None
                 self.outbox = [o for o in self.outbox if o.topic == "models"]

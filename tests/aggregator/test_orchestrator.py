@@ -11,6 +11,7 @@ from fraudfl.data.stats import FeatureStats, compute_stats
 from fraudfl.rounds.messages import SECAGG
 from fraudfl.secagg.messages import MaskedInput, UnmaskShares
 from fraudfl.secagg.messages import decode as decode_secagg
+from fraudfl.secagg.quantize import Quantizer
 from tests.aggregator.fedharness import Federation
 
 
@@ -236,4 +237,39 @@ def test_secagg_plus_sparse_graph(federation_factory: Callable[..., Federation])
     fed.pump(fed.orchestrator.start(fed.now))
     assert fed.orchestrator.completed == 1
     assert fed.orchestrator.threshold(6) == 2
+    check_rounds_match_plain(fed)
+
+
+@pytest.mark.parametrize(
+    ("claimed_weight", "dropout"), [(-2.0, False), (2.5, True)], ids=["negative", "above"]
+)
+def test_implausible_weight_sum_aborts_the_round(
+    federation_factory: Callable[..., Federation], monkeypatch: pytest.MonkeyPatch,
+    claimed_weight: float, dropout: bool,
+) -> None:
+    """bank_00 masks a weight no honest bank can send (the server cannot see it in the masked
+    vector): the unmasked weight sum is negative, or (with bank_02 dropped, two survivors)
+    above 2. The round is aborted as ``invalid_sum`` without touching the model, and the
+    next one runs."""
+    original = Quantizer.encode_weighted
+    attacks = []
+
+    def malicious_once(self: Quantizer, update: np.ndarray, weight: float) -> np.ndarray:
+        encoded = original(self, update, weight)
+        if not attacks:  # the first bank to encode in round 1, bank_00
+            attacks.append(weight)
+            forged = np.array([round(claimed_weight * self.weight_scale)], dtype=np.int64)
+            encoded[-1] = self._to_ring(forged)[0]
+        return encoded
+
+    monkeypatch.setattr(Quantizer, "encode_weighted", malicious_once)
+    fed = federation_factory(rounds=1)
+    if dropout:
+        fed.drop["bank_02"] = _is(MaskedInput)
+    fed.pump(fed.orchestrator.start(fed.now))
+    history = fed.orchestrator.history
+    assert attacks and [r.status for r in history] == ["completed", "aborted", "completed"]
+    assert history[1].cause == "invalid_sum" and "weight sum" in history[1].reason
+    # The refused round produced no model; the next one is plain FedAvg of honest updates.
+    assert [info.version for info, _ in fed.models] == [0, 2]
     check_rounds_match_plain(fed)
