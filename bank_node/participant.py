@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,7 +112,8 @@ class BankParticipant:
         self.pending: bytes | None = None
         self.noise_multiplier: float | None = config.privacy.noise_multiplier
         self.handled_round = -1
-        self.latest_announced = -1
+        # The newest round known to be over (or past the stage a bank joins in).
+        self.closed_round = -1
         self.last_report: RoundReport | None = None
         self.rejections: dict[str, int] = {}
         self._data: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]] | None = None
@@ -122,14 +124,27 @@ class BankParticipant:
 
     # -- inbound -----------------------------------------------------------------------------
 
-    def note_announcements(self, payloads: list[bytes]) -> None:
-        """Announcements seen in one batch: only the newest can still be running."""
-        for payload in payloads:
+    def note_batch(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Learn from a batch of the aggregator's messages (``(payload_type, payload)``, e.g.
+        the backlog read while catching up) which rounds this bank can no longer join, before
+        acting on any of them: a round is over once its model is out, once a later round is
+        announced, and once any protocol message of it follows the setup (its advertise stage,
+        in which the bank would train, has closed)."""
+        for payload_type, payload in messages:
             try:
-                ann, _ = decode(payload, Announcement)
-            except ControlMessageError:
-                continue
-            self.latest_announced = max(self.latest_announced, ann.round)
+                if payload_type == ANNOUNCE:
+                    ann, _ = decode(payload, Announcement)
+                    self._note_closed(ann.round - 1)
+                elif payload_type == MODEL:
+                    info, _ = decode(payload, ModelInfo)
+                    self._note_closed(info.round)
+                elif payload_type == SECAGG:
+                    self._note_closed(decode_secagg(payload).header.round)
+            except (ControlMessageError, MessageRejected):
+                continue  # rejected (and counted) when the message itself is handled
+
+    def _note_closed(self, round_number: int) -> None:
+        self.closed_round = max(self.closed_round, round_number)
 
     def receive(self, payload_type: str, payload: bytes) -> list[Reply]:
         """One verified message from the aggregator."""
@@ -155,6 +170,7 @@ class BankParticipant:
         if self.model_info is not None and info.version <= self.model_info.version:
             return []
         self.model_info, self.params = info, params
+        self._note_closed(info.round)
         if info.version == 0 or self._data is None:
             self._data = None  # the pipeline may be new: transform lazily
         log.info("%s: received global model v%d", self.bank_id, info.version)
@@ -182,18 +198,15 @@ class BankParticipant:
         ann, setup = decode(payload, Announcement)
         if self.bank_id not in ann.participants:
             return []
-        if ann.round < self.handled_round or ann.round < self.latest_announced:
-            return []
-        if self.model_info is not None and ann.round <= self.model_info.round:
-            # That round has already produced a model: a stale announcement read while
-            # catching up (a bank started late or down for a while). Training for it would
-            # spend privacy budget on a round nobody runs any more.
-            log.info("%s: skipping stale announcement of round %d", self.bank_id, ann.round)
-            return []
         if ann.round == self.handled_round:
             # A re-sent announcement (aggregator restart, duplicate delivery): the client
             # answers an identical setup with its original reply, and nothing is retrained.
             return self._setup(ann.round, setup) if self.client.last_round == ann.round else []
+        if ann.round < self.handled_round or ann.round <= self.closed_round:
+            # A round that is already over, read while catching up (a bank started late or
+            # down for a while): training for it would spend privacy budget for nothing.
+            log.info("%s: skipping stale announcement of round %d", self.bank_id, ann.round)
+            return []
         if ann.kind == "stats":
             self.handled_round = ann.round
             return self._stats_round(ann, setup)
@@ -323,6 +336,7 @@ class BankParticipant:
             "version": 1,
             "bank_id": self.bank_id,
             "handled_round": self.handled_round,
+            "closed_round": self.closed_round,
             "noise_multiplier": self.noise_multiplier,
             "client": self.client.to_dict(),
             "model_info": None if self.model_info is None else self.model_info.model_dump(),
@@ -340,6 +354,7 @@ class BankParticipant:
         if header.get("version") != 1 or header.get("bank_id") != self.bank_id:
             raise ValueError("state belongs to another bank or format version")
         self.handled_round = int(header["handled_round"])
+        self.closed_round = int(header.get("closed_round", -1))
         self.noise_multiplier = header["noise_multiplier"]
         self.client = SecAggClient.from_dict(header["client"], self.identity, self.allowlist)
         if header["model_info"] is not None:

@@ -37,7 +37,7 @@ from fraudfl.privacy.accountant import PrivacyAccountant, PrivacyBudget, default
 from fraudfl.rounds.messages import ANNOUNCE, MODEL
 from fraudfl.training.evaluation import evaluate
 from fraudfl.transport.base import Transport
-from fraudfl.transport.channel import Channel, ChannelState
+from fraudfl.transport.channel import Channel, ChannelState, VerifiedMessage
 from fraudfl.transport.errors import RejectReason, TransportError
 from fraudfl.transport.sealing import EncryptionKey
 from fraudfl.transport.topics import TopicLayout
@@ -51,6 +51,9 @@ MODEL_DIR = "model"
 VAL_FRACTION = 0.2
 TARGET_FPR = 0.01
 POLL_S = 0.2
+# Catching up: polls that may follow an announcement before the batch is acted on.
+DRAIN_POLL_S = 0.05
+DRAIN_POLLS = 200
 PUBLISH_ATTEMPTS = 30
 # The stages a bank answers; advertise_keys includes local training.
 BANK_STAGES = (
@@ -139,7 +142,7 @@ class BankNodeService:
         self._publish_privacy()
         while stop is None or not stop.is_set():
             try:
-                messages = self.channel.receive(POLL_S)
+                messages = self._receive_batch()
             except TransportError as exc:
                 log.warning("%s: receive failed (%s); retrying", self.config.bank_id, exc)
                 if self.metrics is not None:
@@ -148,12 +151,13 @@ class BankNodeService:
                 continue
             replies: list[Reply] = []
             changed = False
-            # Models first: an announcement whose round already has a model (read while
-            # catching up) is then recognised as stale rather than trained for.
+            # Models first, and everything the batch shows about finished rounds noted before
+            # acting: an announcement of a round that is over (read while catching up) is
+            # then recognised as stale rather than trained for.
             messages.sort(key=lambda m: m.payload_type != MODEL)
-            self.participant.note_announcements([
-                m.payload for m in messages
-                if m.payload_type == ANNOUNCE and m.sender == self.config.aggregator_id
+            self.participant.note_batch([
+                (m.payload_type, m.payload) for m in messages
+                if m.sender == self.config.aggregator_id
             ])
             for msg in messages:
                 if self.metrics is not None:
@@ -187,6 +191,19 @@ class BankNodeService:
                 self._send(replies)
         log.info("%s: stopped", self.config.bank_id)
         return 0
+
+    def _receive_batch(self) -> list[VerifiedMessage]:
+        """One poll; after an announcement, read on until nothing more is waiting, so that a
+        backlog (a bank catching up) is judged as a whole: the model or later messages showing
+        that the announced round is over may come from another topic, in a later poll."""
+        messages = self.channel.receive(POLL_S)
+        if any(m.payload_type == ANNOUNCE for m in messages):
+            for _ in range(DRAIN_POLLS):
+                more = self.channel.receive(DRAIN_POLL_S)
+                if not more:
+                    break
+                messages += more
+        return messages
 
     def _wait_for_topics(self, topics: list[str], stop: threading.Event | None) -> None:
         """The aggregator creates the topics; a bank started first waits for them."""

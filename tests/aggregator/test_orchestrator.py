@@ -6,9 +6,10 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from bank_node.participant import Reply
+from bank_node.participant import BankParticipant, Reply
 from fraudfl.data.stats import FeatureStats, compute_stats
-from fraudfl.rounds.messages import SECAGG
+from fraudfl.rounds.messages import MODEL, SECAGG
+from fraudfl.rounds.orchestrator import Outbound
 from fraudfl.secagg.messages import MaskedInput, UnmaskShares
 from fraudfl.secagg.messages import decode as decode_secagg
 from fraudfl.secagg.quantize import Quantizer
@@ -184,22 +185,58 @@ def test_bank_level_dp_is_accounted(federation_factory: Callable[..., Federation
     assert [info.federation_epsilon for info, _ in fed.models[1:]] == eps
 
 
-def test_late_bank_skips_stale_rounds(federation_factory: Callable[..., Federation]) -> None:
-    """A bank that reads the topics only after the rounds ran (started late, or down) must not
-    train for rounds that already produced a model: that would spend privacy for nothing."""
-    fed = federation_factory(rounds=2, privacy=True, target_epsilon=50.0, noise_multiplier=1.0)
+def _late_bank(fed: Federation) -> BankParticipant:
+    """bank_02 misses every round; the others run the federation's two rounds."""
     late = fed.banks["bank_02"]
     fed.dead.add("bank_02")
     fed.pump(fed.orchestrator.start(fed.now))
     assert fed.orchestrator.completed == 2
-    # One catching-up batch, handled as the bank node orders it: models first.
+    return late
+
+
+def _catch_up(bank: BankParticipant, batches: list[list[Outbound]]) -> list[Reply]:
+    """Deliver batches as the bank node does: note the batch, then models first."""
+    replies: list[Reply] = []
+    for batch in batches:
+        bank.note_batch([(m.payload_type, m.payload) for m in batch])
+        ordered = sorted(batch, key=lambda m: m.payload_type != MODEL)
+        replies += [r for m in ordered for r in bank.receive(m.payload_type, m.payload)]
+    return replies
+
+
+def test_late_bank_skips_stale_rounds(federation_factory: Callable[..., Federation]) -> None:
+    """A bank that reads the topics only after the rounds ran (started late, or down) must not
+    train for rounds that already produced a model: that would spend privacy for nothing."""
+    fed = federation_factory(rounds=2, privacy=True, target_epsilon=50.0, noise_multiplier=1.0)
+    late = _late_bank(fed)
     control = [m for m in fed.transcript if m.topic != "models"]
     models = [m for m in fed.transcript if m.topic == "models"]
-    late.note_announcements([m.payload for m in control if m.payload_type == "round.announce"])
-    replies = [r for m in models + control for r in late.receive(m.payload_type, m.payload)]
-    assert replies == []
+    assert _catch_up(late, [models + control]) == []
     assert late.accountant.total_steps == 0
     assert late.model_version == 2
+
+
+@pytest.mark.parametrize("control_first", [True, False], ids=["control_first", "models_first"])
+def test_late_bank_skips_stale_rounds_across_polls(
+    federation_factory: Callable[..., Federation], control_first: bool
+) -> None:
+    """The backlog arrives topic by topic in separate polls. Control first: round 2's
+    announcement waits for model v1, and model v1 arrives in the next poll before v2 (the
+    bank used to train for round 2 then); the control topic already showed round 2 past its
+    advertise stage. Models first: the models show every round is over."""
+    fed = federation_factory(rounds=2, privacy=True, target_epsilon=50.0, noise_multiplier=1.0)
+    late = _late_bank(fed)
+    control = [m for m in fed.transcript if m.topic != "models"]
+    models = [m for m in fed.transcript if m.topic == "models"]
+    batches = [control, models] if control_first else [models, control]
+    assert _catch_up(late, batches) == []
+    assert late.accountant.total_steps == 0 and late.handled_round == -1
+    assert late.model_version == 2 and late.pending is None
+    # Per message, too: a fresh bank_02 reading each model in its own poll.
+    fresh = BankParticipant(late.config, late.identity, late.allowlist, late.frame,
+                            late.schema, late.accountant)
+    assert _catch_up(fresh, [control] + [[m] for m in models]) == []
+    assert late.accountant.total_steps == 0 and fresh.model_version == 2
 
 
 def test_unresumable_round_is_aborted_and_next_starts(
