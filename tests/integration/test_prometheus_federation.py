@@ -47,6 +47,7 @@ from fraudfl.rounds.orchestrator import STAGE_LABELS
 from fraudfl.transport.broker import EmbeddedBroker
 from fraudfl.transport.kafka import KafkaSettings, KafkaTransport
 from tests.integration.prometheus import PrometheusServer, die_with_parent, free_port
+from tests.monitoring import metrics_catalog
 from tests.monitoring.promql import metric_names, template_query_metric_names
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -62,6 +63,10 @@ ROUNDS = 2
 EPSILON_BUDGET = 8.0
 PLANNED_ROUNDS = 10
 SERVICE_TIMEOUT_S = 120.0
+COMPONENTS = {
+    "fraudfl-aggregator": "aggregator", "fraudfl-bank": "bank-node", "fraudfl-scoring": "scoring",
+}
+METRICS_DOC = ROOT / "docs/metrics.md"
 
 
 @dataclass
@@ -71,16 +76,23 @@ class LiveFederation:
     prom: PrometheusServer
     root: Path
     banks: list[str]
-    # job -> {instance: component}
+    # job -> {instance: service name}
     targets: dict[str, dict[str, str]]
     config_hashes: dict[str, str]
     rounds: list[dict[str, Any]]
     statuses: dict[str, dict[str, Any]]
-    scraped: dict[str, set[str]] = field(default_factory=dict)
+    _scrapes: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def instances(self) -> list[str]:
         return sorted(i for job in self.targets.values() for i in job)
+
+    def scrapes(self) -> dict[str, list[str]]:
+        """The services' ``/metrics`` text now, by component (``fraudfl_build_info``'s)."""
+        if not self._scrapes:
+            for job, instances in self.targets.items():
+                self._scrapes[COMPONENTS[job]] = [_scrape(i) for i in sorted(instances)]
+        return self._scrapes
 
 
 def _values(result: list[dict[str, Any]]) -> list[float]:
@@ -91,9 +103,13 @@ def _by(result: list[dict[str, Any]], label: str) -> dict[str, float]:
     return {s["metric"].get(label, ""): float(s["value"][1]) for s in result}
 
 
-def _scrape(instance: str) -> set[str]:
+def _scrape(instance: str) -> str:
     with urllib.request.urlopen(f"http://{instance}/metrics", timeout=10) as response:
-        text = response.read().decode()
+        text: str = response.read().decode()
+    return text
+
+
+def _sample_names(text: str) -> set[str]:
     return {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
@@ -435,15 +451,16 @@ def test_rules_load_and_no_alert_fires_for_a_healthy_federation(live: LiveFedera
 
 
 def test_dashboards_name_only_metrics_the_live_services_export(live: LiveFederation) -> None:
-    scraped: dict[str, set[str]] = {}
-    for job in live.targets.values():
-        for instance, component in job.items():
-            scraped[component] = _scrape(instance)
-    exported = set().union(*scraped.values())
-    # Each kind of service contributes its own families to the union.
-    assert any(n.startswith("fraudfl_aggregator_") for n in scraped["aggregator"])
-    assert all(any(n.startswith("fraudfl_bank_") for n in scraped[b]) for b in live.banks)
-    assert any(n.startswith("fraudfl_scoring_") for n in scraped["scoring"])
+    scraped = {
+        component: [_sample_names(text) for text in texts]
+        for component, texts in live.scrapes().items()
+    }
+    exported = set().union(*(names for per_target in scraped.values() for names in per_target))
+    # Each service contributes its own families to the union.
+    for component, prefix in (("aggregator", "fraudfl_aggregator_"),
+                              ("bank-node", "fraudfl_bank_"), ("scoring", "fraudfl_scoring_")):
+        for names in scraped[component]:
+            assert any(n.startswith(prefix) for n in names), component
     # Prometheus ingested every fraudfl series the services expose.
     stored = set(live.prom.api("label/__name__/values"))
     assert {n for n in exported if n.startswith("fraudfl_")} <= stored
@@ -471,3 +488,15 @@ def test_dashboards_name_only_metrics_the_live_services_export(live: LiveFederat
                 names = template_query_metric_names(variable["query"]["query"])
                 assert names and not names - known, (path.name, variable["name"], names)
     assert checked >= 50
+
+
+def test_docs_list_exactly_the_metrics_the_live_services_export(live: LiveFederation) -> None:
+    section = metrics_catalog.render(metrics_catalog.collect(live.scrapes()))
+    doc = METRICS_DOC.read_text()
+    if os.environ.get("FRAUDFL_UPDATE_METRICS_DOC"):
+        METRICS_DOC.write_text(metrics_catalog.replace_section(doc, section))
+        return
+    assert metrics_catalog.current_section(doc) == section, (
+        "docs/metrics.md lists other metrics than the live services export; regenerate with "
+        "FRAUDFL_UPDATE_METRICS_DOC=1 pytest tests/integration/test_prometheus_federation.py"
+    )
