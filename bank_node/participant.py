@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from torch import nn
 
 from fraudfl.config import BankNodeConfig
 from fraudfl.data.pipeline import FeaturePipeline
@@ -30,6 +31,16 @@ from fraudfl.data.stats import compute_stats
 from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.models import ModelSpec, Task
+from fraudfl.personalization import (
+    FedPerBank,
+    Method,
+    ParamPartition,
+    PersonalizationConfig,
+    PersonalModel,
+    personalize_for_bank,
+    plain_trainer,
+    private_trainer,
+)
 from fraudfl.privacy.accountant import BudgetExhausted, PrivacyAccountant
 from fraudfl.privacy.bank_level import BankDPConfig, privatize_update, secure_generator
 from fraudfl.rounds import exact_sum
@@ -43,6 +54,7 @@ from fraudfl.rounds.messages import (
     Decline,
     DeclineReason,
     ModelInfo,
+    TrainInstructions,
     decode,
     decode_model,
     encode,
@@ -115,6 +127,10 @@ class BankParticipant:
         # The newest round known to be over (or past the stage a bank joins in).
         self.closed_round = -1
         self.last_report: RoundReport | None = None
+        # The latest round's training instructions: personal training reuses them.
+        self.last_train: TrainInstructions | None = None
+        # FedPer federations: this bank's personal head (never sent).
+        self.fedper: FedPerBank | None = None
         self.rejections: dict[str, int] = {}
         self._data: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]] | None = None
 
@@ -267,41 +283,36 @@ class BankParticipant:
         X, y = self.training_data()
         spec = ModelSpec.from_dict(self.model_info.spec)
         model = spec.build()
-        task: Task = "binary" if spec.num_classes == 2 else "multiclass"
-        cfg = TrainConfig(
-            task=task, local_epochs=ann.train.local_epochs, batch_size=ann.train.batch_size,
-            lr=ann.train.lr, mu=ann.train.mu,
-        )
+        self.last_train = ann.train
+        cfg = self._train_config(spec, ann.train)
+        fedper = self._fedper_state(model, ann.personal_layers)
+        # FedPer: train the global body with this bank's own head, which never leaves it.
+        start = self.params if fedper is None else fedper.start_params(self.params)
         rng = secure_generator()
         privacy = self.config.privacy
         epsilon = 0.0
         result: LocalResult
         if privacy.enabled:
-            q = dp_sample_rate(len(y), cfg.batch_size)
-            steps = dp_planned_steps(cfg, len(y))
-            if self.noise_multiplier is None:
-                try:
-                    self.noise_multiplier = self.accountant.calibrate_noise(
-                        privacy.target_epsilon, q, steps * privacy.planned_rounds
-                    )
-                except FraudflError as exc:
-                    return self._decline(ann.round, "privacy_budget", str(exc))
-                log.info("%s: noise multiplier %.3f for epsilon %.3g over %d rounds",
-                         self.bank_id, self.noise_multiplier, privacy.target_epsilon,
-                         privacy.planned_rounds)
+            try:
+                noise = self._noise_multiplier(cfg, len(y))
+            except FraudflError as exc:  # no noise multiplier reaches the target epsilon
+                return self._decline(ann.round, "privacy_budget", str(exc))
             try:
                 # The accountant authorises the whole round first and refuses, before any data
                 # is touched, if it would exceed the budget: then the bank declines.
                 private = train_private(
-                    model, self.params, X, y, cfg, rng=rng, accountant=self.accountant,
-                    dp=DPConfig(self.noise_multiplier, privacy.max_grad_norm),
+                    model, start, X, y, cfg, rng=rng, accountant=self.accountant,
+                    dp=DPConfig(noise, privacy.max_grad_norm),
                 )
             except BudgetExhausted as exc:
                 return self._decline(ann.round, "privacy_budget", str(exc))
             result, epsilon = private, private.epsilon
         else:
-            result = train_local(model, self.params, X, y, cfg, rng=rng)
-        update = result.params.astype(np.float64) - self.params.astype(np.float64)
+            result = train_local(model, start, X, y, cfg, rng=rng)
+        if fedper is None:
+            update = result.params.astype(np.float64) - self.params.astype(np.float64)
+        else:
+            update = fedper.finish_round(result.params, self.params).astype(np.float64)
         weight = min(1.0, result.num_examples / ann.weight_scale)
         if ann.bank_dp is not None and ann.bank_dp.enabled:
             dp = ann.bank_dp
@@ -321,6 +332,84 @@ class BankParticipant:
         log.info("%s: round %d trained on %d examples, loss %.4f, epsilon %.3f", self.bank_id,
                  ann.round, result.num_examples, result.loss, epsilon)
         return self._setup(ann.round, setup)
+
+    @staticmethod
+    def _train_config(spec: ModelSpec, train: TrainInstructions) -> TrainConfig:
+        task: Task = "binary" if spec.num_classes == 2 else "multiclass"
+        return TrainConfig(
+            task=task, local_epochs=train.local_epochs, batch_size=train.batch_size,
+            lr=train.lr, mu=train.mu,
+        )
+
+    def _personalization_config(self, method: Method) -> PersonalizationConfig:
+        pt = self.config.personal_training
+        return PersonalizationConfig(method=method, epochs=pt.epochs, lr=pt.lr,
+                                     lam=pt.ditto_lambda)
+
+    def _noise_multiplier(self, cfg: TrainConfig, num_examples: int) -> float:
+        """The bank's DP-SGD noise: configured, or calibrated once so that the planned rounds,
+        and the personal training after each of their models, spend the target epsilon."""
+        if self.noise_multiplier is not None:
+            return self.noise_multiplier
+        privacy = self.config.privacy
+        steps = dp_planned_steps(cfg, num_examples)
+        if self.config.personalization in ("finetune", "ditto"):
+            personal = self._personalization_config(self.config.personalization)
+            steps += dp_planned_steps(personal.train_config(cfg), num_examples)
+        self.noise_multiplier = self.accountant.calibrate_noise(
+            privacy.target_epsilon, dp_sample_rate(num_examples, cfg.batch_size),
+            steps * privacy.planned_rounds,
+        )
+        log.info("%s: noise multiplier %.3f for epsilon %.3g over %d rounds", self.bank_id,
+                 self.noise_multiplier, privacy.target_epsilon, privacy.planned_rounds)
+        return self.noise_multiplier
+
+    def _fedper_state(self, model: nn.Module, personal_layers: int) -> FedPerBank | None:
+        if not personal_layers:
+            return None
+        partition = ParamPartition.for_model(model, personal_layers)
+        if self.fedper is None or self.fedper.partition != partition:
+            self.fedper = FedPerBank(partition)
+        return self.fedper
+
+    def personal_method(self) -> Method:
+        """What the bank serves for the latest model: in a FedPer federation its FedPer model
+        (the global head is never trained), else its configured personalisation."""
+        if self.model_info is not None and self.model_info.personal_layers:
+            return "fedper"
+        return "none" if self.config.personalization == "fedper" else self.config.personalization
+
+    def personalize(
+        self, X_val: npt.NDArray[np.float32], y_val: npt.NDArray[np.int64]
+    ) -> PersonalModel | None:
+        """The bank's personal model for the latest global model, compared with the global one
+        on ``(X_val, y_val)``; None when the bank serves the global model (no personalisation,
+        or model v0, which no round has trained yet).
+
+        Fine-tuning and Ditto train under DP through the bank's accountant, which refuses
+        (``BudgetExhausted``, before any data is touched) when the budget cannot cover it.
+        """
+        method = self.personal_method()
+        info, params = self.model_info, self.params
+        if method == "none" or info is None or params is None or info.version == 0:
+            return None
+        if method == "fedper" and self.fedper is None:
+            return None  # no round trained yet: no head of its own
+        spec = ModelSpec.from_dict(info.spec)
+        X, y = self.training_data()
+        privacy = self.config.privacy
+        base = self._train_config(spec, self.last_train or TrainInstructions(
+            local_epochs=1, batch_size=256, lr=0.05, mu=0.0,
+        ))
+        trainer = plain_trainer
+        if privacy.enabled and method != "fedper":
+            dp = DPConfig(self._noise_multiplier(base, len(y)), privacy.max_grad_norm)
+            trainer = private_trainer({self.bank_id: self.accountant}, dp)
+        return personalize_for_bank(
+            self._personalization_config(method), bank_id=self.bank_id, model=spec.build(),
+            global_params=params, X_train=X, y_train=y, X_val=X_val, y_val=y_val,
+            base_cfg=base, trainer=trainer, rng=secure_generator(), fedper=self.fedper,
+        )
 
     def _record_plain(self, round_number: int, update: npt.NDArray[np.float64], w: float) -> None:
         # Test-only evidence for comparing the secure result with plain FedAvg; stays local.
@@ -342,6 +431,8 @@ class BankParticipant:
             "model_info": None if self.model_info is None else self.model_info.model_dump(),
             "accountant": self.accountant.to_dict(),
             "rejections": self.rejections,
+            "last_train": None if self.last_train is None else self.last_train.model_dump(),
+            "fedper": None if self.fedper is None else self.fedper.to_dict(),
         }
         blobs: dict[str, bytes] = {}
         if self.params is not None:
@@ -362,6 +453,10 @@ class BankParticipant:
             self.params = np.frombuffer(blobs["params"], dtype="<f4").astype(np.float32)
         self.pending = blobs.get("pending")
         self.rejections = dict(header.get("rejections", {}))
+        last_train = header.get("last_train")
+        self.last_train = None if last_train is None else TrainInstructions(**last_train)
+        fedper = header.get("fedper")
+        self.fedper = None if fedper is None else FedPerBank.from_dict(fedper)
         # The accountant is restored from its own file by the service (the single ledger); the
         # copy here only covers a crash between the two writes, so keep the longer history.
         saved = PrivacyAccountant.from_dict(header["accountant"])

@@ -33,7 +33,13 @@ from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.models import ModelSpec, set_flat_params
 from fraudfl.monitoring import BankMetrics
-from fraudfl.privacy.accountant import PrivacyAccountant, PrivacyBudget, default_delta
+from fraudfl.monitoring.metrics import QUALITY_METRICS, ModelKind
+from fraudfl.privacy.accountant import (
+    BudgetExhausted,
+    PrivacyAccountant,
+    PrivacyBudget,
+    default_delta,
+)
 from fraudfl.rounds.messages import ANNOUNCE, MODEL
 from fraudfl.training.evaluation import evaluate
 from fraudfl.transport.base import Transport
@@ -150,7 +156,7 @@ class BankNodeService:
                 time.sleep(POLL_S)
                 continue
             replies: list[Reply] = []
-            changed = False
+            changed = new_model = False
             # Models first, and everything the batch shows about finished rounds noted before
             # acting: an announcement of a round that is over (read while catching up) is
             # then recognised as stale rather than trained for.
@@ -180,15 +186,18 @@ class BankNodeService:
                 if after[0] != before[0]:
                     self._after_round(time.perf_counter() - started)
                     self._write_status()
-                if msg.payload_type == MODEL and after[1] != before[1]:
-                    self._save_artifact()
-                    self._write_status()
+                new_model = new_model or (msg.payload_type == MODEL and after[1] != before[1])
                 changed = changed or bool(out) or after != before
                 replies += out
             if changed:
                 self.outbox = replies
                 self._checkpoint()
                 self._send(replies)
+            if new_model:
+                # After the replies are out, so personal training never delays a round; once
+                # per batch, for the newest model only (a bank catching up reads several).
+                self._save_artifact()
+                self._write_status()
         log.info("%s: stopped", self.config.bank_id)
         return 0
 
@@ -316,30 +325,56 @@ class BankNodeService:
         )
 
     def _save_artifact(self) -> None:
-        """Write the new global model where the scoring service loads it."""
+        """Write the model the bank serves (the global one or its personalised one) where the
+        scoring service loads it, with both models' quality on the bank's validation split."""
         from fraudfl.scoring.artifact import build_artifact, save_artifact
 
-        info, params = self.participant.model_info, self.participant.params
+        p = self.participant
+        info, params = p.model_info, p.params
         if info is None or params is None:
             return
         spec = ModelSpec.from_dict(info.spec)
         pipeline = FeaturePipeline.from_dict(info.pipeline)
-        model = spec.build()
-        set_flat_params(model, params)
         X_val, y_val = pipeline.transform(self.val_frame, source=f"{self.config.data} (val)")
-        metrics = evaluate(model, X_val, y_val.astype(np.int64), pipeline.task)
+        y_val = y_val.astype(np.int64)
+        spent_before = p.accountant.total_steps
+        try:
+            personal = p.personalize(X_val, y_val)
+        except BudgetExhausted as exc:
+            log.warning("%s: not personalising model v%d, serving the global model: %s",
+                        self.config.bank_id, info.version, exc)
+            personal = None
+            if self.metrics is not None:
+                self.metrics.personalization_skipped("privacy_budget")
+        if p.accountant.total_steps != spent_before:
+            # Personal training spent privacy: the ledger is saved before anything else.
+            p.accountant.save(self.accountant_path)
+            self._publish_privacy()
+        model = spec.build()
+        if personal is None:
+            set_flat_params(model, params)
+            served = evaluate(model, X_val, y_val, pipeline.task)
+            compared: dict[ModelKind, dict[str, float]] = {"global": served}
+        else:
+            set_flat_params(model, personal.params)
+            served = personal.comparison.personal_metrics
+            compared = {"global": personal.comparison.global_metrics, "personal": served}
         if self.metrics is not None:
             self.metrics.set_model_version(info.version)
             if info.federation_epsilon is not None:
                 self.metrics.set_federation_epsilon(info.federation_epsilon)
-            for name in ("auprc", "roc_auc", "loss"):
-                if name in metrics and np.isfinite(metrics[name]):
-                    self.metrics.set_validation_quality(name, metrics[name])  # type: ignore[arg-type]
+            for name in QUALITY_METRICS:
+                if np.isfinite(served.get(name, np.nan)):
+                    self.metrics.set_validation_quality(name, served[name])
+                for kind, values in compared.items():
+                    if np.isfinite(values.get(name, np.nan)):
+                        self.metrics.set_model_quality(kind, name, values[name])
         if spec.num_classes != 2:
             return
         artifact = build_artifact(
-            model, spec, pipeline, X_val, y_val.astype(np.int64), target_fpr=TARGET_FPR,
+            model, spec, pipeline, X_val, y_val, target_fpr=TARGET_FPR,
             version=info.version, round=info.round, bank_id=self.config.bank_id,
-            metrics=metrics,
+            personalization="none" if personal is None else p.personal_method(),
+            metrics=served,
         )
         save_artifact(artifact, self.config.state_dir / MODEL_DIR)

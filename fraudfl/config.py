@@ -85,6 +85,19 @@ class TrainingSettings(_Section):
     batch_size: int = Field(default=256, ge=1)
     lr: float = Field(default=0.05, gt=0)
     mu: float = Field(default=0.01, ge=0)
+    # FedPer: the last k linear layers stay at the banks (personal heads) and only the body
+    # is aggregated; 0 aggregates the whole model. Needs the mlp model with k <= len(hidden).
+    personal_layers: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _body_left(self) -> TrainingSettings:
+        too_many = self.personal_layers > len(self.hidden)
+        if self.personal_layers and (self.model != "mlp" or too_many):
+            raise ValueError(
+                f"personal_layers ({self.personal_layers}) needs the mlp model with at least "
+                f"as many hidden layers, so that a body is left to aggregate"
+            )
+        return self
 
 
 class StrategySettings(_Section):
@@ -147,6 +160,17 @@ class PrivacySettings(_Section):
     planned_rounds: int = Field(default=10, ge=1)
 
 
+class PersonalTrainingSettings(_Section):
+    """How a bank adapts each new global model to its own data (``personalization``)."""
+
+    # Passes over the bank's training data per new global model (fine-tuning and Ditto).
+    epochs: int = Field(default=3, ge=1)
+    # None: the federation's learning rate from the latest announcement.
+    lr: float | None = Field(default=None, gt=0)
+    # Ditto's lambda: the pull of the personal model towards the global one.
+    ditto_lambda: float = Field(default=0.1, ge=0)
+
+
 class ServiceConfig(_Section):
     federation_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     # Ed25519 signing key (``<id>.key``) and X25519 key for sealed payloads (``<id>.enc.key``).
@@ -194,6 +218,12 @@ class BankNodeConfig(ServiceConfig):
     # The dataset's schema.toml; by default the one next to the data file.
     schema_file: Path | None = None
     privacy: PrivacySettings = PrivacySettings()
+    # The model the bank serves: the global one ("none"), fine-tuned on the bank's data,
+    # Ditto-regularised towards the global one, or FedPer (the federation must then aggregate
+    # the body only: the aggregator's training.personal_layers). Personal training is DP-SGD
+    # charged to the bank's accountant when privacy is enabled.
+    personalization: Literal["none", "finetune", "ditto", "fedper"] = "none"
+    personal_training: PersonalTrainingSettings = PersonalTrainingSettings()
     # Test-only: record each plain update to state_dir so tests can recompute plain FedAvg.
     # Never sent anywhere; off in every generated config.
     record_plain_updates: bool = False

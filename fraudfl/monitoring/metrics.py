@@ -6,9 +6,9 @@ prometheus-client directly. Conventions (https://prometheus.io/docs/practices/na
 - every name starts with ``fraudfl_``; values are in base units (seconds, bytes);
   counters end in ``_total``;
 - labels are few and bounded: ``federation`` and ``bank`` are fixed per process and bound at
-  construction; ``stage``, ``reason``, ``metric``, ``endpoint`` and ``outcome`` take values from
-  the closed sets below, so a typo is a mypy error and, at run time, a ``ValueError`` rather than
-  a new time series. Message or transaction ids never become labels.
+  construction; ``stage``, ``reason``, ``metric``, ``model``, ``endpoint`` and ``outcome`` take
+  values from the closed sets below, so a typo is a mypy error and, at run time, a
+  ``ValueError`` rather than a new time series. Message or transaction ids never become labels.
 - every labelled child is created up front, so each series exists (at 0) from the first scrape
   and ``rate()``/``increase()`` see the first event.
 
@@ -89,6 +89,9 @@ KafkaErrorReason = Literal["send_failed", "receive_failed", "connection_lost", "
 Endpoint = Literal["score", "health", "model", "stream"]
 Outcome = Literal["ok", "client_error", "server_error"]
 Component = Literal["aggregator", "bank-node", "scoring"]
+# The bank's models compared on its validation split: the federation's and its personalised one.
+ModelKind = Literal["global", "personal"]
+SkipReason = Literal["privacy_budget"]
 
 STAGES: tuple[Stage, ...] = get_args(Stage)
 ABORT_REASONS: tuple[AbortReason, ...] = get_args(AbortReason)
@@ -98,6 +101,8 @@ DECLINE_REASONS: tuple[DeclineReason, ...] = get_args(DeclineReason)
 KAFKA_ERROR_REASONS: tuple[KafkaErrorReason, ...] = get_args(KafkaErrorReason)
 ENDPOINTS: tuple[Endpoint, ...] = get_args(Endpoint)
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+MODEL_KINDS: tuple[ModelKind, ...] = get_args(ModelKind)
+SKIP_REASONS: tuple[SkipReason, ...] = get_args(SkipReason)
 
 # Rounds run from seconds (small models, in-process) to tens of minutes (large banks, DP).
 ROUND_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -441,6 +446,21 @@ class BankMetrics:
         self._model_version = f.one(
             Gauge, "fraudfl_bank_model_version", "Version of the global model the bank is using."
         )
+        quality = f.family(
+            Gauge, "fraudfl_bank_model_quality",
+            "Quality of the global and of the bank's personalised model on its validation split.",
+            (*f.base, "model", "metric"),
+        )
+        self._model_quality = {
+            (kind, metric): quality.labels(**f.fixed, model=kind, metric=metric)
+            for kind in MODEL_KINDS
+            for metric in QUALITY_METRICS
+        }
+        self._personalization_skipped = f.each(
+            Counter, "fraudfl_bank_personalization_skipped_total",
+            "New global models served without personalisation, by reason.", "reason",
+            SKIP_REASONS,
+        )
 
     def training_completed(self, *, duration_seconds: float, examples: int, loss: float) -> None:
         self._training_duration.observe(_count(duration_seconds, "duration_seconds"))
@@ -485,6 +505,16 @@ class BankMetrics:
 
     def set_model_version(self, version: int) -> None:
         self._model_version.set(version)
+
+    def set_model_quality(self, model: ModelKind, metric: QualityMetric, value: float) -> None:
+        gauge = self._model_quality.get((model, metric))
+        if gauge is None:
+            raise ValueError(f"unknown model/metric {model!r}/{metric!r}; expected model in "
+                             f"{', '.join(MODEL_KINDS)} and metric in {', '.join(QUALITY_METRICS)}")
+        gauge.set(value)
+
+    def personalization_skipped(self, reason: SkipReason) -> None:
+        _pick(self._personalization_skipped, reason, "skip reason").inc()
 
 
 class ScoringMetrics:

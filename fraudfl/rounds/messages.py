@@ -77,6 +77,8 @@ class Announcement(_Header):
     planned_rounds: int = Field(default=1, ge=1)
     # Stats rounds: fixed-point settings of the exact integer sum (see exact_sum).
     stats_frac_bits: int | None = None
+    # FedPer: the last k linear layers are personal; banks send the body's update only.
+    personal_layers: int = Field(default=0, ge=0)
 
 
 DeclineReason = Literal["privacy_budget", "no_data", "error"]
@@ -111,6 +113,9 @@ class ModelInfo(_Header):
     federation_epsilon: float | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     created_ms: int = 0
+    # FedPer: only the body was aggregated; the last k linear layers (the head) are the
+    # initial ones, each bank trains and keeps its own.
+    personal_layers: int = Field(default=0, ge=0)
 
 
 H = TypeVar("H", bound=_Header)

@@ -42,6 +42,7 @@ from fraudfl.data.stats import FeatureStats
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.models import ModelSpec, get_flat_params
 from fraudfl.monitoring.metrics import AbortReason
+from fraudfl.personalization import FedPerStrategy, ParamPartition
 from fraudfl.privacy.accountant import PrivacyAccountant
 from fraudfl.privacy.bank_level import effective_noise_multiplier
 from fraudfl.rounds import exact_sum
@@ -195,6 +196,17 @@ class Orchestrator:
         group = n if degree == 0 else degree + 1
         return max(group // 2 + 1, min(self.config.rounds.min_banks, group))
 
+    def partition(self) -> ParamPartition | None:
+        """FedPer (``training.personal_layers``): the body aggregated and the banks' heads."""
+        layers = self.config.training.personal_layers
+        if not layers or self.spec is None:
+            return None
+        return ParamPartition.for_model(self.spec.build(), layers)
+
+    def _round_strategy(self) -> Strategy:
+        partition = self.partition()
+        return self.strategy if partition is None else FedPerStrategy(self.strategy, partition)
+
     # -- events ------------------------------------------------------------------------------
 
     def start(self, now: float) -> list[Outbound]:
@@ -334,7 +346,10 @@ class Orchestrator:
             weighted, bits = False, 32
         else:
             assert self.params is not None
-            vector_length, clip, weighted, bits = len(self.params), sa.clip_range, True, sa.bits
+            partition = self.partition()
+            # FedPer: the banks' heads never leave them, only the body is summed.
+            vector_length = len(self.params) if partition is None else partition.shared_size
+            clip, weighted, bits = sa.clip_range, True, sa.bits
         self.server = SecAggServer.create(
             self.identity, self.allowlist, self.federation, round_number, selected,
             threshold=self.threshold(len(selected)), vector_length=vector_length,
@@ -356,7 +371,7 @@ class Orchestrator:
                 planned_rounds=self.config.rounds.rounds,
             )
         assert self.params is not None
-        instructions = self.strategy.configure_round(self.round, self.params)
+        instructions = self._round_strategy().configure_round(self.round, self.params)
         cfg = instructions.config
         dp = self.config.bank_dp
         return Announcement(
@@ -375,6 +390,7 @@ class Orchestrator:
             ),
             weight_scale=self.config.secagg.weight_scale,
             planned_rounds=self.config.rounds.rounds,
+            personal_layers=self.config.training.personal_layers,
         )
 
     def _after_server(self, out: list[Outgoing], now: float) -> list[Outbound]:
@@ -499,7 +515,7 @@ class Orchestrator:
             problem = "the averaged update is not finite"
         if problem is None:
             new_params = np.asarray(
-                self.strategy.aggregate(rec.round, self.params, SummedUpdate(
+                self._round_strategy().aggregate(rec.round, self.params, SummedUpdate(
                     update_sum, weight_sum, len(rec.survivors)
                 )),
                 dtype=np.float32,
@@ -550,6 +566,7 @@ class Orchestrator:
             federation_epsilon=rec.federation_epsilon,
             metrics={k: v for k, v in rec.metrics.items() if math.isfinite(v)},
             created_ms=int(rec.finished_at * 1000),
+            personal_layers=self.config.training.personal_layers,
         )
         return Outbound("models", "*", rec.round, "model", MODEL,
                         encode_model(info, self.params), tuple(self.banks))

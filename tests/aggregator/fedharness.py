@@ -101,6 +101,7 @@ def make_federation(
     agg_overrides: dict[str, Any] | None = None,
     transactions: int | None = None,
     noise_multiplier: float | None = None,
+    bank_overrides: dict[str, Any] | None = None,
 ) -> Federation:
     data_dir = generate_bank_data(
         tmp_path / "data", n_banks=n_banks, total_transactions=transactions or 300 * n_banks,
@@ -152,6 +153,7 @@ def make_federation(
                 "planned_rounds": planned_rounds,
                 "noise_multiplier": noise_multiplier,
             },
+            **(bank_overrides or {}),
         })
         bank_configs[bank_id] = cfg
         frame = load_bank_file(path, schema)

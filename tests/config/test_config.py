@@ -154,3 +154,29 @@ def test_sasl_passthrough(fed: Path) -> None:
             write(fed / "agg.toml", AGG + '\n[kafka]\nsecurity_protocol = "SASL_PLAINTEXT"\n'),
             env={},
         )
+
+
+def test_personalization_options(fed: Path) -> None:
+    cfg = load_config(BankNodeConfig, write(
+        fed / "b.toml",
+        'personalization = "ditto"\n' + BANK + "\n[personal_training]\nepochs = 2\n"
+        "ditto_lambda = 0.5\n",
+    ), env={})
+    assert cfg.personalization == "ditto"
+    assert (cfg.personal_training.epochs, cfg.personal_training.ditto_lambda) == (2, 0.5)
+    with pytest.raises(FraudflError, match=r"b\.toml: personalization: .*'fedper'.*'perfed'"):
+        load_config(BankNodeConfig, write(fed / "b.toml", 'personalization = "perfed"\n' + BANK),
+                    env={})
+
+
+def test_fedper_needs_a_body_to_aggregate(fed: Path) -> None:
+    cfg = load_config(AggregatorConfig, write(
+        fed / "a.toml", AGG + "\n[training]\nhidden = [16, 8]\npersonal_layers = 2\n"
+    ), env={})
+    assert cfg.training.personal_layers == 2
+    for training in (
+        'hidden = [16]\npersonal_layers = 2', 'model = "logistic"\npersonal_layers = 1'
+    ):
+        with pytest.raises(FraudflError, match=r"a\.toml: training: .*personal_layers"):
+            load_config(AggregatorConfig, write(fed / "a.toml", AGG + "\n[training]\n" + training),
+                        env={})

@@ -10,7 +10,9 @@ from fraudfl.monitoring import AggregatorMetrics, BankMetrics, ScoringMetrics, c
 from fraudfl.monitoring.metrics import REJECT_REASONS, STAGES
 from tests.monitoring.metrics_samples import BANKS, FEDERATION, record_sample_observations
 
-ALLOWED_LABELS = {"federation", "bank", "stage", "reason", "metric", "endpoint", "outcome"}
+ALLOWED_LABELS = {
+    "federation", "bank", "stage", "reason", "metric", "model", "endpoint", "outcome"
+}
 BUILD_INFO_LABELS = {"federation", "bank", "component", "version", "config_hash"}
 UNITS = ("_seconds", "_bytes")
 
