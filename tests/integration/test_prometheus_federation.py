@@ -45,7 +45,12 @@ from fraudfl.monitoring.metrics import fraudfl_version
 from fraudfl.rounds.orchestrator import STAGE_LABELS
 from fraudfl.transport.broker import EmbeddedBroker
 from fraudfl.transport.kafka import KafkaSettings, KafkaTransport
-from tests.integration.prometheus import PrometheusServer, die_with_parent, free_port
+from tests.integration.prometheus import (
+    PrometheusServer,
+    die_with_parent,
+    free_port,
+    require_binary,
+)
 from tests.monitoring import metrics_catalog
 from tests.monitoring.promql import metric_names, template_query_metric_names
 
@@ -133,6 +138,7 @@ def _first_transactions(data_dir: Path, bank: str, n: int) -> list[dict[str, Any
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveFederation]:
+    require_binary("prometheus")  # before spending time on the federation
     root = tmp_path_factory.mktemp("promfed") / "fed"
     with EmbeddedBroker() as broker:
         fed = write_federation(
@@ -232,7 +238,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveFederation]:
         finally:
             if scoring is not None and scoring.poll() is None:
                 scoring.terminate()
-                scoring.wait(10)
+                try:
+                    scoring.wait(10)
+                except subprocess.TimeoutExpired:
+                    scoring.kill()
+                    scoring.wait()
             local.stop_all()
             agg_server.stop()
 

@@ -1,7 +1,9 @@
 """Grafana dashboards and recording rules name only metrics the services really export.
 
 The list of exported names comes from a live scrape of a metrics server exposing all three
-metric classes with observations recorded, not from a hand-written list.
+metric classes with observations recorded, not from a hand-written list. The same check against
+the running services themselves (aggregator, bank nodes, scoring) is in
+``tests/integration/test_prometheus_federation.py``.
 """
 
 from __future__ import annotations
