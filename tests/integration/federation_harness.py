@@ -38,6 +38,8 @@ from fraudfl.transport.topics import TopicLayout
 log = logging.getLogger(__name__)
 
 SendHook = Callable[[str, bytes | None, bytes], int]
+# A stopped service finishes its current step (a DP training round at most) and closes.
+STOP_TIMEOUT_S = 120.0
 
 
 class Crash(BaseException):
@@ -179,14 +181,23 @@ class ThreadFederation:
     def wait_banks_have_model(self, version: int, banks: Iterable[str] | None = None,
                               timeout_s: float = 30.0) -> None:
         for bank in banks or self.bank_ids:
-            wait_for(lambda b=bank: self.bank_status(b).get("model_version") == version,
-                     timeout_s, f"{bank} to receive model v{version}")
+
+            def has_model(b: str = bank) -> bool:
+                return bool(self.bank_status(b).get("model_version") == version)
+
+            wait_for(has_model, timeout_s, f"{bank} to receive model v{version}")
 
     def stop_all(self) -> None:
+        """Stop every service and wait until each has closed its Kafka clients: a service
+        left running past the test keeps kafka-python's threads alive and logging."""
         for runner in self.runners.values():
             runner.stop.set()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
         for runner in self.runners.values():
-            runner.thread.join(30)
+            runner.thread.join(max(0.0, deadline - time.monotonic()))
+        alive = [r.name for r in self.runners.values() if r.thread.is_alive()]
+        if alive:
+            raise AssertionError(f"services still running after {STOP_TIMEOUT_S:.0f} s: {alive}")
         errors = [(r.name, e) for r in self.runners.values() for e in r.error]
         if errors:
             raise AssertionError(f"service errors: {errors}")
@@ -207,17 +218,19 @@ class ThreadFederation:
             KafkaTransport(self.settings()), Identity.load(bank, cfg.identity_key),
             self.allowlist, "itest", encryption_key=EncryptionKey.load(bank, cfg.encryption_key),
         )
-        channel.listen([self.layout.models])
         seen: dict[int, tuple[ModelInfo, np.ndarray]] = {}
-        for _ in range(20):
-            batch = channel.receive(0.5)
-            for msg in batch:
-                if msg.payload_type == MODEL:
-                    info, params = decode_model(msg.payload)
-                    seen[info.version] = (info, params)
-            if not batch and seen:
-                break
-        channel.transport.close()
+        try:
+            channel.listen([self.layout.models])
+            for _ in range(20):
+                batch = channel.receive(0.5)
+                for msg in batch:
+                    if msg.payload_type == MODEL:
+                        info, params = decode_model(msg.payload)
+                        seen[info.version] = (info, params)
+                if not batch and seen:
+                    break
+        finally:
+            channel.transport.close()
         return [seen[v] for v in sorted(seen)]
 
     def plain_update(self, bank: str, round_number: int) -> tuple[np.ndarray, float]:
@@ -282,16 +295,15 @@ def crash_at(predicate: Callable[[SentMessage], bool]) -> SendHook:
 
 def all_records(settings: KafkaSettings, prefix: str) -> list[Record]:
     """Every record of every topic under ``prefix``, read by an outside observer (no keys)."""
-    transport = KafkaTransport(settings)
-    topics = sorted(t for t in transport.list_topics() if t.startswith(prefix))
-    transport.assign_topics(topics)
     out: list[Record] = []
-    idle = 0
-    while idle < 3:
-        batch = transport.poll(0.5)
-        out += batch
-        idle = 0 if batch else idle + 1
-    transport.close()
+    with KafkaTransport(settings) as transport:
+        topics = sorted(t for t in transport.list_topics() if t.startswith(prefix))
+        transport.assign_topics(topics)
+        idle = 0
+        while idle < 3:
+            batch = transport.poll(0.5)
+            out += batch
+            idle = 0 if batch else idle + 1
     return out
 
 

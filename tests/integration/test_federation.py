@@ -212,15 +212,16 @@ def test_duplicates_unenrolled_bank_and_forged_signature(
     rogue_allow.enroll("mallory", mallory_key.public_bytes)
     sent = []
     for identity in (mallory_key, Identity("bank_00", mallory_key.private_key)):
-        transport = KafkaTransport(fed.settings())
-        channel = Channel(transport, identity, rogue_allow, "itest")
-        wait_for(lambda t=transport: fed.layout.to_aggregator in t.list_topics(), 60, "topics")
-        sent.append(channel.send(
-            fed.layout.to_aggregator, recipient="aggregator", round=1, stage="advertise_keys",
-            payload_type="secagg", payload=b"\x00" * 64, seal_to=True,
-        ))
-        channel.flush()
-        transport.close()
+        with KafkaTransport(fed.settings()) as transport:
+            channel = Channel(transport, identity, rogue_allow, "itest")
+            wait_for(lambda t=transport: fed.layout.to_aggregator in t.list_topics(), 60,
+                     "topics")
+            sent.append(channel.send(
+                fed.layout.to_aggregator, recipient="aggregator", round=1,
+                stage="advertise_keys", payload_type="secagg", payload=b"\x00" * 64,
+                seal_to=True,
+            ))
+            channel.flush()
     try:
         fed.wait("aggregator", 240)
         fed.wait_banks_have_model(2)
