@@ -40,17 +40,14 @@ from prometheus_client import (
 )
 from prometheus_client.metrics import MetricWrapperBase
 
-# The aggregation stages the aggregator times out separately (the keys of ``[timeouts]`` in its
-# config): the secure-aggregation stages, the secure sum of feature statistics, and the single
-# upload stage of the plain, non-secure mode.
+# The secure-aggregation stages, which the aggregator times out separately (the keys of
+# ``[timeouts]`` in its config). The feature-statistics round 0 runs the same stages.
 Stage = Literal[
     "advertise_keys",
     "share_keys",
     "masked_input",
     "consistency_check",
     "unmask",
-    "feature_stats",
-    "plain_update",
 ]
 AbortReason = Literal[
     "timeout",
