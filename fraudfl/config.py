@@ -83,7 +83,10 @@ class TrainingSettings(_Section):
     hidden: tuple[int, ...] = (32, 16)
     local_epochs: int = Field(default=1, ge=1)
     batch_size: int = Field(default=256, ge=1)
-    lr: float = Field(default=0.05, gt=0)
+    # DP-SGD clips each example's gradient to norm max_grad_norm (1 by default), so a step moves
+    # the weights by at most about lr: with a few dozen steps per round, 0.05 left the model
+    # where it started (docs/services.md, "Learning rate").
+    lr: float = Field(default=0.5, gt=0)
     mu: float = Field(default=0.01, ge=0)
     # FedPer: the last k linear layers stay at the banks (personal heads) and only the body
     # is aggregated; 0 aggregates the whole model. Needs the mlp model with k <= len(hidden).

@@ -142,7 +142,7 @@ def write_federation(plan: FederationPlan) -> Federation:
         },
         "kafka": {"bootstrap_servers": plan.bootstrap_servers},
         "rounds": {"rounds": plan.rounds, "min_banks": plan.min_banks, "seed": plan.seed},
-        "training": {"local_epochs": 1, "batch_size": 128, "lr": 0.05, "mu": 0.01},
+        "training": {"local_epochs": 1, "batch_size": 128, "lr": 0.5, "mu": 0.01},
         "strategy": {"name": "fedprox"},
         "secagg": {"clip_range": 0.5},
     }
