@@ -20,6 +20,7 @@ processes that host several services pass a private one from :func:`new_registry
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 import weakref
 from collections.abc import Iterable, Mapping
@@ -309,8 +310,11 @@ class AggregatorMetrics:
         )
         self._federation_epsilon = f.one(
             Gauge, "fraudfl_aggregator_federation_epsilon",
-            "Federation-level (bank-level DP) epsilon published with the latest model.",
+            "Federation-level (bank-level DP) epsilon published with the latest model; "
+            "NaN while no model carries a bank-level DP guarantee.",
         )
+        # 0 would read as perfect privacy when bank-level DP is off; NaN says "no guarantee".
+        self._federation_epsilon.set(math.nan)
 
     def round_started(self, round_number: int, *, selected_banks: int) -> None:
         self._rounds_started.inc()
@@ -410,8 +414,10 @@ class BankMetrics:
         )
         self._federation_epsilon = f.one(
             Gauge, "fraudfl_bank_federation_epsilon",
-            "Federation-level epsilon of the latest global model received.",
+            "Federation-level epsilon of the latest global model received; "
+            "NaN while no model carries a bank-level DP guarantee.",
         )
+        self._federation_epsilon.set(math.nan)
         self._rounds_joined = f.one(
             Counter, "fraudfl_bank_rounds_joined_total",
             "Rounds this bank sent its (masked) update to.",

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import logging
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,24 +8,6 @@ import pytest
 from fraudfl.cli import main
 from fraudfl.config import AggregatorConfig, BankNodeConfig, load_config
 from fraudfl.identity import Allowlist
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """``main()`` points the root logger at this test's (captured) stderr; left in place, any
-    later record (a Kafka client's thread in another test, after capture closed) fails with
-    "I/O operation on closed file"."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
 
 
 def test_init_writes_loadable_federation(tmp_path: Path) -> None:
