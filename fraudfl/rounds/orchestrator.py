@@ -513,10 +513,16 @@ class Orchestrator:
         )
         if problem is None and not np.all(np.isfinite(update_sum / weight_sum)):
             problem = "the averaged update is not finite"
+        dp = self.config.bank_dp
         if problem is None:
+            # Under bank-level DP the strategy averages over the banks announced (DP-FedAvg's
+            # fixed denominator, McMahan et al. 2018), not over those whose input is in the sum:
+            # the accounted mechanism is the noised sum, dividing it by a public constant is
+            # post-processing, whereas the realised count would also release who took part.
+            denominator = float(len(rec.selected)) if dp.enabled else weight_sum
             new_params = np.asarray(
                 self._round_strategy().aggregate(rec.round, self.params, SummedUpdate(
-                    update_sum, weight_sum, len(rec.survivors)
+                    update_sum, denominator, len(rec.survivors)
                 )),
                 dtype=np.float32,
             )
@@ -527,7 +533,6 @@ class Orchestrator:
             # honest banks cannot produce would scale or corrupt everyone's model.
             log.error("round %d: refusing the unmasked sum: %s", rec.round, problem)
             return f"invalid sum: {problem}"
-        dp = self.config.bank_dp
         if dp.enabled and rec.survivors:
             # Charged at the noise actually in the sum: dropouts' shares are missing from it.
             sigma = effective_noise_multiplier(

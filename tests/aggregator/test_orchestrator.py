@@ -310,3 +310,31 @@ def test_implausible_weight_sum_aborts_the_round(
     # The refused round produced no model; the next one is plain FedAvg of honest updates.
     assert [info.version for info, _ in fed.models] == [0, 2]
     check_rounds_match_plain(fed)
+
+
+def test_bank_level_dp_averages_over_the_announced_banks(
+    federation_factory: Callable[..., Federation],
+) -> None:
+    """DP-FedAvg's fixed denominator: with a bank gone before its masked input, the noised sum
+    of the two survivors is divided by the three banks announced (as the simulator does), so
+    the released model does not depend on how many banks took part."""
+    fed = federation_factory(
+        rounds=1, agg_overrides={"bank_dp": {"enabled": True, "clip_norm": 0.5,
+                                             "noise_multiplier": 1.0}},
+    )
+    fed.drop["bank_02"] = _is(MaskedInput)
+    fed.pump(fed.orchestrator.start(fed.now))
+    rec = fed.orchestrator.history[1]
+    assert rec.status == "completed" and sorted(rec.survivors) == ["bank_00", "bank_01"]
+    assert len(rec.selected) == 3
+    (_, before), (_, after) = fed.models
+    total = np.zeros(len(before), dtype=np.float64)
+    for bank in rec.survivors:
+        recorded = fed.plain_updates(bank, rec.round)
+        assert recorded is not None and recorded[1] == 1.0
+        total += recorded[0]
+    expected = (before.astype(np.float64) + total / 3).astype(np.float32)
+    levels = ((1 << 31) - 1) // 3
+    step = fed.agg_config.secagg.clip_range / levels
+    np.testing.assert_allclose(after, expected, rtol=0, atol=max(1e-6, 1e4 * 3 * step))
+    assert not np.allclose(after, before + total / 2, rtol=0, atol=1e-4)
