@@ -235,14 +235,15 @@ class AggregatorService:
         if key != self._stage_key:
             self._stage_ended(m, new)
             if orch.current is not None and key[0] != self._stage_key[0]:
-                m.round_started(orch.round, selected_banks=len(orch.current.selected))
+                m.round_started(orch.round, selected_banks=len(orch.current.selected),
+                                kind=orch.current.kind)
             self._stage_key = key
             self._stage_since = self.clock()
             self._stage_dropouts = 0 if orch.current is None else len(orch.current.dropouts)
         for rec in new:
             if rec.status == "completed" and rec.model_version is not None:
                 m.round_completed(duration_seconds=rec.finished_at - rec.started_at,
-                                  model_version=rec.model_version)
+                                  model_version=rec.model_version, kind=rec.kind)
                 for name in ("auprc", "roc_auc", "loss"):
                     if name in rec.metrics:
                         m.set_model_quality(name, rec.metrics[name])  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ from fraudfl.data.stats import compute_stats
 from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.models import ModelSpec, Task
+from fraudfl.monitoring.metrics import RoundKind
 from fraudfl.personalization import (
     FedPerBank,
     Method,
@@ -91,7 +92,7 @@ class RoundReport:
     """What the bank did in its latest round (for logs and metrics)."""
 
     round: int
-    kind: str
+    kind: RoundKind
     declined: bool = False
     examples: int = 0
     loss: float = math.nan

@@ -278,7 +278,7 @@ class BankNodeService:
         if report.declined:
             self.metrics.round_declined("privacy_budget")
         else:
-            self.metrics.round_joined()
+            self.metrics.round_joined(report.kind)
             if report.kind == "train":
                 self.metrics.training_completed(
                     duration_seconds=seconds, examples=report.examples, loss=report.loss

@@ -50,6 +50,8 @@ Stage = Literal[
     "consistency_check",
     "unmask",
 ]
+# Round 0 computes the feature statistics; rounds 1, 2, ... train the model.
+RoundKind = Literal["stats", "train"]
 AbortReason = Literal[
     "timeout",
     "below_threshold",
@@ -92,6 +94,7 @@ ModelKind = Literal["global", "personal"]
 SkipReason = Literal["privacy_budget"]
 
 STAGES: tuple[Stage, ...] = get_args(Stage)
+ROUND_KINDS: tuple[RoundKind, ...] = get_args(RoundKind)
 ABORT_REASONS: tuple[AbortReason, ...] = get_args(AbortReason)
 RECOVERY_OUTCOMES: tuple[RecoveryOutcome, ...] = get_args(RecoveryOutcome)
 QUALITY_METRICS: tuple[QualityMetric, ...] = get_args(QualityMetric)
@@ -227,12 +230,16 @@ class AggregatorMetrics:
     ) -> None:
         self.registry = REGISTRY if registry is None else registry
         f = _Factory(self.registry, "aggregator", {"federation": federation}, config_hash)
-        self._rounds_started = f.one(
-            Counter, "fraudfl_aggregator_rounds_started_total", "Rounds announced."
+        self._rounds_started = f.each(
+            Counter, "fraudfl_aggregator_rounds_started_total",
+            "Rounds announced, by kind (stats: the feature-statistics round 0; train).",
+            "kind", ROUND_KINDS,
         )
-        self._rounds_completed = f.one(
+        self._rounds_completed = f.each(
             Counter, "fraudfl_aggregator_rounds_completed_total",
-            "Rounds that produced a new global model.",
+            "Rounds that produced a new global model, by kind (stats: the feature-statistics "
+            "round 0, which publishes model version 0; train).",
+            "kind", ROUND_KINDS,
         )
         self._rounds_aborted = f.each(
             Counter, "fraudfl_aggregator_rounds_aborted_total",
@@ -316,13 +323,15 @@ class AggregatorMetrics:
         # 0 would read as perfect privacy when bank-level DP is off; NaN says "no guarantee".
         self._federation_epsilon.set(math.nan)
 
-    def round_started(self, round_number: int, *, selected_banks: int) -> None:
-        self._rounds_started.inc()
+    def round_started(self, round_number: int, *, selected_banks: int, kind: RoundKind) -> None:
+        _pick(self._rounds_started, kind, "round kind").inc()
         self._current_round.set(round_number)
         self._banks_selected.inc(_count(selected_banks, "selected_banks"))
 
-    def round_completed(self, *, duration_seconds: float, model_version: int) -> None:
-        self._rounds_completed.inc()
+    def round_completed(
+        self, *, duration_seconds: float, model_version: int, kind: RoundKind
+    ) -> None:
+        _pick(self._rounds_completed, kind, "round kind").inc()
         self._round_duration.observe(_count(duration_seconds, "duration_seconds"))
         self._model_version.set(model_version)
 
@@ -418,9 +427,11 @@ class BankMetrics:
             "NaN while no model carries a bank-level DP guarantee.",
         )
         self._federation_epsilon.set(math.nan)
-        self._rounds_joined = f.one(
+        self._rounds_joined = f.each(
             Counter, "fraudfl_bank_rounds_joined_total",
-            "Rounds this bank sent its (masked) update to.",
+            "Rounds this bank sent its (masked) vector to, by kind (stats: its feature "
+            "statistics in round 0; train: a model update).",
+            "kind", ROUND_KINDS,
         )
         self._rounds_declined = f.each(
             Counter, "fraudfl_bank_rounds_declined_total",
@@ -483,8 +494,8 @@ class BankMetrics:
     def set_federation_epsilon(self, epsilon: float) -> None:
         self._federation_epsilon.set(_count(epsilon, "epsilon"))
 
-    def round_joined(self) -> None:
-        self._rounds_joined.inc()
+    def round_joined(self, kind: RoundKind) -> None:
+        _pick(self._rounds_joined, kind, "round kind").inc()
 
     def round_declined(self, reason: DeclineReason) -> None:
         _pick(self._rounds_declined, reason, "decline reason").inc()

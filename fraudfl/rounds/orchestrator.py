@@ -41,7 +41,7 @@ from fraudfl.data.schema import Schema
 from fraudfl.data.stats import FeatureStats
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.models import ModelSpec, get_flat_params
-from fraudfl.monitoring.metrics import AbortReason
+from fraudfl.monitoring.metrics import AbortReason, RoundKind
 from fraudfl.personalization import FedPerStrategy, ParamPartition
 from fraudfl.privacy.accountant import PrivacyAccountant
 from fraudfl.privacy.bank_level import effective_noise_multiplier
@@ -106,7 +106,7 @@ class RoundRecord:
     """What happened in one round, kept in the aggregator's state and published with models."""
 
     round: int
-    kind: str
+    kind: RoundKind
     status: str  # running | completed | aborted
     selected: list[str]
     survivors: list[str] = field(default_factory=list)
@@ -331,7 +331,7 @@ class Orchestrator:
 
     def _start_round(self, round_number: int, now: float) -> list[Outbound]:
         self.round = round_number
-        kind: Literal["stats", "train"] = "stats" if self.params is None else "train"
+        kind: RoundKind = "stats" if self.params is None else "train"
         selected = self._select(round_number)
         self.current = RoundRecord(round_number, kind, "running", selected, started_at=now)
         self.stage_started = now

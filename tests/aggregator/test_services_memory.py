@@ -59,7 +59,9 @@ def test_services_in_memory_export_metrics(tmp_path: Path) -> None:
         return value
 
     # Round 0 (feature statistics) and two training rounds each published a model.
-    assert agg("fraudfl_aggregator_rounds_completed_total") == 3
+    assert agg("fraudfl_aggregator_rounds_completed_total", kind="stats") == 1
+    assert agg("fraudfl_aggregator_rounds_completed_total", kind="train") == 2
+    assert agg("fraudfl_aggregator_rounds_started_total", kind="train") == 2
     assert agg("fraudfl_aggregator_model_version") == 2
     assert agg("fraudfl_aggregator_checkpoint_writes_total") >= 3
     assert 0 < agg("fraudfl_aggregator_global_model_quality", metric="auprc") <= 1
@@ -71,7 +73,10 @@ def test_services_in_memory_export_metrics(tmp_path: Path) -> None:
         labels = {"federation": "mem", "bank": bank}
         spent = registry.get_sample_value("fraudfl_bank_privacy_epsilon_spent", labels)
         assert spent is not None and 0 < spent < 50
-        assert registry.get_sample_value("fraudfl_bank_rounds_joined_total", labels) == 3
+        joined = {kind: registry.get_sample_value("fraudfl_bank_rounds_joined_total",
+                                                  {**labels, "kind": kind})
+                  for kind in ("stats", "train")}
+        assert joined == {"stats": 1, "train": 2}
         # Every reply is counted under its stage, the survivor confirmation included.
         for stage in ("masked_input", "consistency_check", "unmask"):
             count = registry.get_sample_value(

@@ -339,8 +339,13 @@ def test_rounds_and_models_match_the_round_log(live: LiveFederation) -> None:
     prom, rounds = live.prom, live.rounds
     completed = [r for r in rounds if r["status"] == "completed"]
     assert len(completed) == len(rounds) == ROUNDS + 1  # the feature-statistics round 0, too
-    assert _one(prom, "fraudfl_aggregator_rounds_completed_total") == len(completed)
-    assert _one(prom, "fraudfl_aggregator_rounds_started_total") == len(rounds)
+    for kind in ("stats", "train"):
+        assert _one(prom, f'fraudfl_aggregator_rounds_completed_total{{kind="{kind}"}}') == len(
+            [r for r in completed if r["kind"] == kind]
+        )
+        assert _one(prom, f'fraudfl_aggregator_rounds_started_total{{kind="{kind}"}}') == len(
+            [r for r in rounds if r["kind"] == kind]
+        )
     assert _one(prom, "sum(fraudfl_aggregator_rounds_aborted_total)") == 0
     assert _one(prom, "fraudfl_aggregator_current_round") == rounds[-1]["round"]
     assert _one(prom, "fraudfl_aggregator_banks_selected_total") == sum(
@@ -398,9 +403,11 @@ def test_privacy_and_training_series(live: LiveFederation) -> None:
     assert used == pytest.approx({b: spent[b] / budget[b] for b in live.banks})
 
     # The feature-statistics round is joined with a masked vector as well; training is not.
-    assert _per_bank(prom, "fraudfl_bank_rounds_joined_total") == {
-        b: sum(b in r["survivors"] for r in live.rounds) for b in live.banks
-    }
+    for kind in ("stats", "train"):
+        assert _per_bank(prom, f'fraudfl_bank_rounds_joined_total{{kind="{kind}"}}') == {
+            b: sum(b in r["survivors"] for r in live.rounds if r["kind"] == kind)
+            for b in live.banks
+        }
     trained = [r for r in live.rounds if r["kind"] == "train"]
     assert _per_bank(prom, "sum by (bank) (fraudfl_bank_rounds_declined_total)") == dict.fromkeys(
         live.banks, 0

@@ -5,7 +5,13 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from fraudfl.monitoring import AggregatorMetrics, BankMetrics, ScoringMetrics
-from fraudfl.monitoring.metrics import ENDPOINTS, QUALITY_METRICS, REJECT_REASONS, STAGES
+from fraudfl.monitoring.metrics import (
+    ENDPOINTS,
+    QUALITY_METRICS,
+    REJECT_REASONS,
+    STAGES,
+    RoundKind,
+)
 
 FEDERATION = "fed-test"
 BANKS = ("bank-a", "bank-b")
@@ -29,13 +35,14 @@ class SampleServices:
         """Record one round's worth of events in every metric (a dropout and a rejection too)."""
         self.rounds += 1
         agg = self.aggregator
-        agg.round_started(self.rounds, selected_banks=len(BANKS) + 1)
+        kind: RoundKind = "stats" if self.rounds == 1 else "train"
+        agg.round_started(self.rounds, selected_banks=len(BANKS) + 1, kind=kind)
         for stage in STAGES:
             agg.stage_completed(
                 stage, duration_seconds=0.2, participants=len(BANKS),
                 dropouts=1 if stage == "masked_input" else 0,
             )
-        agg.round_completed(duration_seconds=3.5, model_version=self.rounds)
+        agg.round_completed(duration_seconds=3.5, model_version=self.rounds, kind=kind)
         agg.checkpoint_written(duration_seconds=0.004)
         agg.round_aborted("below_threshold")
         agg.recovered("resumed")
@@ -53,7 +60,7 @@ class SampleServices:
                 bank.set_validation_quality(metric, 0.6)
             bank.set_privacy(epsilon_spent=3.0 + i, epsilon_budget=8.0, delta=1e-5)
             bank.set_federation_epsilon(2.0)
-            bank.round_joined()
+            bank.round_joined(kind)
             bank.round_declined("privacy_budget")
             for stage in STAGES:
                 bank.stage_completed(stage, duration_seconds=0.1)

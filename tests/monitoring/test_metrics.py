@@ -11,7 +11,7 @@ from fraudfl.monitoring.metrics import REJECT_REASONS, STAGES
 from tests.monitoring.metrics_samples import BANKS, FEDERATION, record_sample_observations
 
 ALLOWED_LABELS = {
-    "federation", "bank", "stage", "reason", "metric", "model", "endpoint", "outcome"
+    "federation", "bank", "stage", "reason", "metric", "model", "endpoint", "outcome", "kind"
 }
 BUILD_INFO_LABELS = {"federation", "bank", "component", "version", "config_hash"}
 UNITS = ("_seconds", "_bytes")
@@ -90,9 +90,9 @@ def test_every_series_exists_before_any_event_and_use_adds_none() -> None:
 def test_aggregator_round_lifecycle_values(registry: CollectorRegistry) -> None:
     m = AggregatorMetrics(registry, federation="f1", config_hash="abc")
     f = {"federation": "f1"}
-    m.round_started(7, selected_banks=5)
+    m.round_started(7, selected_banks=5, kind="train")
     m.stage_completed("masked_input", duration_seconds=2.0, participants=4, dropouts=1)
-    m.round_completed(duration_seconds=12.0, model_version=7)
+    m.round_completed(duration_seconds=12.0, model_version=7, kind="train")
     m.round_aborted("timeout")
     m.message_received(100)
     m.message_received(50)
@@ -105,14 +105,16 @@ def test_aggregator_round_lifecycle_values(registry: CollectorRegistry) -> None:
     def value(name: str, **labels: str) -> float | None:
         return registry.get_sample_value(name, {**f, **labels})
 
-    assert value("fraudfl_aggregator_rounds_started_total") == 1
+    assert value("fraudfl_aggregator_rounds_started_total", kind="train") == 1
+    assert value("fraudfl_aggregator_rounds_started_total", kind="stats") == 0
     assert value("fraudfl_aggregator_current_round") == 7
     assert value("fraudfl_aggregator_banks_selected_total") == 5
     assert value("fraudfl_aggregator_stage_participants", stage="masked_input") == 4
     assert value("fraudfl_aggregator_dropouts_total", stage="masked_input") == 1
     assert value("fraudfl_aggregator_dropouts_total", stage="share_keys") == 0
     assert value("fraudfl_aggregator_secagg_stage_duration_seconds_sum", stage="masked_input") == 2
-    assert value("fraudfl_aggregator_rounds_completed_total") == 1
+    assert value("fraudfl_aggregator_rounds_completed_total", kind="train") == 1
+    assert value("fraudfl_aggregator_rounds_completed_total", kind="stats") == 0
     assert value("fraudfl_aggregator_round_duration_seconds_bucket", le="10.0") == 0
     assert value("fraudfl_aggregator_round_duration_seconds_bucket", le="30.0") == 1
     assert value("fraudfl_aggregator_model_version") == 7
@@ -212,9 +214,9 @@ def test_reject_reasons_cover_the_transport_and_secagg_enums() -> None:
 
 def test_private_registries_are_independent_and_default_collectors_present() -> None:
     first, second = CollectorRegistry(), CollectorRegistry()
-    AggregatorMetrics(first, federation="f1").round_started(1, selected_banks=2)
+    AggregatorMetrics(first, federation="f1").round_started(1, selected_banks=2, kind="train")
     AggregatorMetrics(second, federation="f1")
-    f = {"federation": "f1"}
+    f = {"federation": "f1", "kind": "train"}
     assert first.get_sample_value("fraudfl_aggregator_rounds_started_total", f) == 1
     assert second.get_sample_value("fraudfl_aggregator_rounds_started_total", f) == 0
     with pytest.raises(ValueError, match="already registered"):

@@ -54,7 +54,7 @@ def test_prometheus_scrapes_the_series_and_every_dashboard_query_has_data(
             while True:
                 services.exercise()
                 seen = prom.query(
-                    "count_over_time(fraudfl_aggregator_rounds_completed_total[1m])"
+                    'count_over_time(fraudfl_aggregator_rounds_completed_total{kind="train"}[1m])'
                 )
                 ratio = prom.query("fraudfl:scoring_server_errors:ratio_5m")
                 if values(seen) and values(seen)[0] >= 4 and len(ratio) == len(BANKS):
@@ -62,7 +62,9 @@ def test_prometheus_scrapes_the_series_and_every_dashboard_query_has_data(
                 assert time.monotonic() < deadline, f"too few scrapes: {seen}\n{prom.log_text()}"
                 time.sleep(0.25)
 
-            completed = values(prom.query("fraudfl_aggregator_rounds_completed_total"))
+            completed = values(
+                prom.query('fraudfl_aggregator_rounds_completed_total{kind="train"}')
+            )
             assert len(completed) == 1 and 0 < completed[0] <= services.rounds
             spent = prom.query(f'fraudfl_bank_privacy_epsilon_spent{{federation="{FEDERATION}"}}')
             assert sorted(s["metric"]["bank"] for s in spent) == sorted(BANKS)

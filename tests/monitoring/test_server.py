@@ -27,11 +27,12 @@ def test_serves_the_registry_and_reflects_new_values(registry: CollectorRegistry
         status, content_type, body = get(server.url)
         assert status == 200
         assert content_type.startswith("text/plain")
-        assert 'fraudfl_aggregator_rounds_completed_total{federation="fed-http"} 0.0' in body
+        series = 'fraudfl_aggregator_rounds_completed_total{federation="fed-http",kind="train"}'
+        assert f"{series} 0.0" in body
         assert "process_start_time_seconds" in body
 
-        metrics.round_started(4, selected_banks=3)
-        metrics.round_completed(duration_seconds=2.0, model_version=4)
+        metrics.round_started(4, selected_banks=3, kind="train")
+        metrics.round_completed(duration_seconds=2.0, model_version=4, kind="train")
         _, _, body = get(server.url)
         values = {
             s.name: s.value
