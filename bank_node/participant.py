@@ -24,6 +24,7 @@ import numpy.typing as npt
 import pandas as pd
 from torch import nn
 
+from bank_node.noise import NoiseCalibration, NoisePlan
 from fraudfl.config import BankNodeConfig
 from fraudfl.data.pipeline import FeaturePipeline
 from fraudfl.data.schema import Schema
@@ -111,6 +112,7 @@ class BankParticipant:
         frame: pd.DataFrame,
         schema: Schema,
         accountant: PrivacyAccountant,
+        calibration: NoiseCalibration | None = None,
     ) -> None:
         self.config = config
         self.bank_id = config.bank_id
@@ -123,7 +125,9 @@ class BankParticipant:
         self.model_info: ModelInfo | None = None
         self.params: npt.NDArray[np.float32] | None = None
         self.pending: bytes | None = None
-        self.noise_multiplier: float | None = config.privacy.noise_multiplier
+        # The calibrated noise (None while uncalibrated or when configured); the service keeps
+        # it next to the accountant, so a restart trains with the same noise.
+        self.calibration = calibration
         self.handled_round = -1
         # The newest round known to be over (or past the stage a bank joins in).
         self.closed_round = -1
@@ -308,6 +312,10 @@ class BankParticipant:
             except BudgetExhausted as exc:
                 return self._decline(ann.round, "privacy_budget", str(exc))
             result, epsilon = private, private.epsilon
+            if privacy.noise_multiplier is None and self.calibration is not None:
+                self.calibration = self.calibration.model_copy(
+                    update={"rounds_trained": self.calibration.rounds_trained + 1}
+                )
         else:
             result = train_local(model, start, X, y, cfg, rng=rng)
         if fedper is None:
@@ -348,22 +356,44 @@ class BankParticipant:
                                      lam=pt.ditto_lambda)
 
     def _noise_multiplier(self, cfg: TrainConfig, num_examples: int) -> float:
-        """The bank's DP-SGD noise: configured, or calibrated once so that the planned rounds,
-        and the personal training after each of their models, spend the target epsilon."""
-        if self.noise_multiplier is not None:
-            return self.noise_multiplier
+        """The bank's DP-SGD noise: configured, or calibrated so that the planned rounds, and
+        the personal training after each of their models, spend the target epsilon.
+
+        A calibration is kept (and persisted by the service) with its plan and reused while the
+        plan holds, across restarts too; a changed plan is recalibrated for the rounds still
+        ahead of it on top of the spent history (``bank_node.noise``)."""
         privacy = self.config.privacy
+        if privacy.noise_multiplier is not None:
+            return privacy.noise_multiplier
         steps = dp_planned_steps(cfg, num_examples)
         if self.config.personalization in ("finetune", "ditto"):
             personal = self._personalization_config(self.config.personalization)
             steps += dp_planned_steps(personal.train_config(cfg), num_examples)
-        self.noise_multiplier = self.accountant.calibrate_noise(
-            privacy.target_epsilon, dp_sample_rate(num_examples, cfg.batch_size),
-            steps * privacy.planned_rounds,
+        assert self.accountant.budget is not None  # a bank's accountant always has its budget
+        plan = NoisePlan(
+            target_epsilon=privacy.target_epsilon, delta=self.accountant.budget.delta,
+            mechanism=self.accountant.mechanism,
+            sample_rate=dp_sample_rate(num_examples, cfg.batch_size),
+            steps_per_round=steps, planned_rounds=privacy.planned_rounds,
         )
-        log.info("%s: noise multiplier %.3f for epsilon %.3g over %d rounds", self.bank_id,
-                 self.noise_multiplier, privacy.target_epsilon, privacy.planned_rounds)
-        return self.noise_multiplier
+        previous = self.calibration
+        if previous is not None and previous.plan == plan:
+            return previous.noise_multiplier
+        rounds = plan.planned_rounds if previous is None else previous.remaining_rounds(plan)
+        noise = self.accountant.calibrate_noise(
+            plan.target_epsilon, plan.sample_rate, steps * rounds
+        )
+        self.calibration = NoiseCalibration(
+            noise_multiplier=noise, plan=plan,
+            rounds_trained=0 if previous is None else previous.rounds_trained,
+        )
+        if previous is not None:
+            log.warning("%s: privacy plan changed (%s -> %s); noise multiplier %.3f -> %.3f for "
+                        "the %d remaining rounds", self.bank_id, previous.plan, plan,
+                        previous.noise_multiplier, noise, rounds)
+        log.info("%s: noise multiplier %.3f for epsilon %.3g over %d rounds (epsilon %.3f "
+                 "spent)", self.bank_id, noise, plan.target_epsilon, rounds, self._epsilon())
+        return noise
 
     def _fedper_state(self, model: nn.Module, personal_layers: int) -> FedPerBank | None:
         if not personal_layers:
@@ -427,7 +457,6 @@ class BankParticipant:
             "bank_id": self.bank_id,
             "handled_round": self.handled_round,
             "closed_round": self.closed_round,
-            "noise_multiplier": self.noise_multiplier,
             "client": self.client.to_dict(),
             "model_info": None if self.model_info is None else self.model_info.model_dump(),
             "accountant": self.accountant.to_dict(),
@@ -447,7 +476,6 @@ class BankParticipant:
             raise ValueError("state belongs to another bank or format version")
         self.handled_round = int(header["handled_round"])
         self.closed_round = int(header.get("closed_round", -1))
-        self.noise_multiplier = header["noise_multiplier"]
         self.client = SecAggClient.from_dict(header["client"], self.identity, self.allowlist)
         if header["model_info"] is not None:
             self.model_info = ModelInfo.model_validate(header["model_info"])

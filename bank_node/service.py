@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from bank_node.noise import CALIBRATION_FILE, NoiseCalibration
 from bank_node.participant import BankParticipant, Reply
 from fraudfl.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from fraudfl.config import BankNodeConfig
@@ -100,8 +101,10 @@ class BankNodeService:
         accountant = PrivacyAccountant.load_or_create(
             self.accountant_path, privacy.accountant, budget=budget, label=config.bank_id
         )
+        self.calibration_path = config.state_dir / CALIBRATION_FILE
         self.participant = BankParticipant(
-            config, self.identity, self.allowlist, self.train_frame, schema, accountant
+            config, self.identity, self.allowlist, self.train_frame, schema, accountant,
+            NoiseCalibration.load(self.calibration_path),
         )
         self.channel = Channel(
             transport,
@@ -259,8 +262,7 @@ class BankNodeService:
             self.channel.flush()
 
     def _checkpoint(self) -> None:
-        # The accountant is the bank's privacy ledger: saved first, in its own file.
-        self.participant.accountant.save(self.accountant_path)
+        self._save_privacy()
         header, blobs = self.participant.to_state()
         blobs["channel"] = self.channel.checkpoint().to_bytes()
         outbox: list[dict[str, Any]] = []
@@ -268,6 +270,15 @@ class BankNodeService:
             outbox.append({"round": r.round, "stage": r.stage, "payload_type": r.payload_type})
             blobs[f"outbox.{i}"] = r.payload
         save_checkpoint(self.checkpoint_path, {"participant": header, "outbox": outbox}, blobs)
+
+    def _save_privacy(self) -> None:
+        # The accountant is the bank's privacy ledger: saved first, in its own file. The noise
+        # calibration follows it (a crash in between leaves its round count behind the ledger,
+        # which only makes a recalibration more conservative).
+        p = self.participant
+        p.accountant.save(self.accountant_path)
+        if p.calibration is not None:
+            p.calibration.save(self.calibration_path)
 
     # -- observability and scoring -----------------------------------------------------------
 
@@ -348,7 +359,7 @@ class BankNodeService:
                 self.metrics.personalization_skipped("privacy_budget")
         if p.accountant.total_steps != spent_before:
             # Personal training spent privacy: the ledger is saved before anything else.
-            p.accountant.save(self.accountant_path)
+            self._save_privacy()
             self._publish_privacy()
         model = spec.build()
         if personal is None:
