@@ -118,9 +118,10 @@ class BankNodeService:
         self.layout = TopicLayout(config.federation_id)
         self.checkpoint_path = config.state_dir / CHECKPOINT_FILE
         self.outbox: list[Reply] = []
-        self.epsilon_by_round: dict[str, float] = self._previous_status().get(
-            "epsilon_by_round", {}
-        )
+        previous = self._previous_status()
+        self.epsilon_by_round: dict[str, float] = previous.get("epsilon_by_round", {})
+        # The latest model's quality on the validation split: global, and personal if served.
+        self.model_quality: dict[str, Any] | None = previous.get("model_quality")
 
     def _on_reject(self, reason: RejectReason, detail: str, record: object) -> None:
         if self.metrics is not None:
@@ -318,6 +319,7 @@ class BankNodeService:
             "epsilon": epsilon,
             "epsilon_by_round": self.epsilon_by_round,
             "epsilon_budget": None if acc.budget is None else acc.budget.epsilon,
+            "model_quality": self.model_quality,
             "last_round": None if report is None else {
                 "round": report.round, "kind": report.kind, "declined": report.declined,
                 "examples": report.examples,
@@ -370,6 +372,14 @@ class BankNodeService:
             set_flat_params(model, personal.params)
             served = personal.comparison.personal_metrics
             compared = {"global": personal.comparison.global_metrics, "personal": served}
+        # "personal" is missing when the bank serves the global model (no personalisation, or
+        # skipped for lack of privacy budget).
+        self.model_quality = {
+            "version": info.version,
+            "personalization": p.personal_method(),
+            **{kind: {k: float(v) if np.isfinite(v) else None for k, v in values.items()}
+               for kind, values in compared.items()},
+        }
         if self.metrics is not None:
             self.metrics.set_model_version(info.version)
             if info.federation_epsilon is not None:

@@ -5,8 +5,11 @@ keys, allowlist, configs, synthetic data for N banks), starts N ``fraudfl bank-n
 and one ``fraudfl aggregator`` process, and shows a live table of the rounds: participants,
 dropouts, the global model's AUPRC on the held-out set, the largest record-level epsilon any
 bank has spent, and the round's duration. FedProx, DP-SGD (per-bank budget) and secure
-aggregation are all on. When the aggregator has finished its rounds every process is stopped;
-Ctrl-C stops everything at any time.
+aggregation are all on. With ``--personalization`` each bank also adapts every new global
+model to its own data (fine-tuning, Ditto, or FedPer's personal output layer) and the summary
+shows, per bank, the global and the personalised model's AUPRC on the bank's validation split.
+When the aggregator has finished its rounds every process is stopped; Ctrl-C stops everything
+at any time.
 """
 
 from __future__ import annotations
@@ -27,12 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fraudfl.cli.init import FederationPlan, add_personalization_argument
 from fraudfl.errors import FraudflError
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT_S = 10.0
+# Banks personalise the final model after the aggregator is done: how long the summary waits.
+PERSONALIZE_TIMEOUT_S = 120.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--dir", type=Path, default=None,
         help="federation directory to create (default: a temporary one, removed at the end)",
     )
+    add_personalization_argument(p)
     p.set_defaults(func=run)
 
 
@@ -135,6 +142,23 @@ class LocalFederation:
                 raise FraudflError(f"bank nodes {sorted(pending)} not ready after {timeout_s} s")
             time.sleep(0.2)
 
+    def wait_banks_quality(self, version: int, timeout_s: float) -> dict[str, dict[str, Any]]:
+        """Each running bank's validation quality of model ``version`` (global and, if it
+        serves one, personal), once written to its status; banks still without it after
+        ``timeout_s`` (or no longer running) are left out."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            quality: dict[str, dict[str, Any]] = {}
+            for bank in self.bank_configs:
+                q = self.bank_status(bank).get("model_quality")
+                if isinstance(q, dict) and q.get("version") == version:
+                    quality[bank] = q
+            running = {b for b in self.bank_configs
+                       if b in self.procs and self.procs[b].poll() is None}
+            if running <= set(quality) or time.monotonic() > deadline:
+                return quality
+            time.sleep(0.2)
+
     def kill(self, name: str) -> None:
         """SIGKILL: a crash, with no chance to clean up."""
         proc = self.procs.pop(name, None)
@@ -185,7 +209,7 @@ def _run_demo(args: argparse.Namespace, root: Path) -> int:
     from rich.live import Live
 
     from fraudfl.cli.aggregator import quiet_kafka
-    from fraudfl.cli.init import FederationPlan, write_federation
+    from fraudfl.cli.init import write_federation
     from fraudfl.transport.broker import EmbeddedBroker
 
     quiet_kafka()
@@ -193,6 +217,8 @@ def _run_demo(args: argparse.Namespace, root: Path) -> int:
     logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
     console = Console()
     started = time.monotonic()
+    method: str = args.personalization
+    quality: dict[str, dict[str, Any]] = {}
     with EmbeddedBroker() as broker:
         console.print(f"[bold]broker[/] Tansu on {broker.bootstrap_servers}")
         fed = write_federation(
@@ -205,6 +231,7 @@ def _run_demo(args: argparse.Namespace, root: Path) -> int:
                                  "unmask": 30.0},
                 },
                 bank_overrides={"privacy": {"target_epsilon": args.epsilon}},
+                personalization=method,
             )
         )
         console.print(
@@ -212,6 +239,8 @@ def _run_demo(args: argparse.Namespace, root: Path) -> int:
             f"transactions, {args.rounds} rounds of FedProx with DP-SGD (epsilon budget "
             f"{args.epsilon:g} per bank) and secure aggregation; files in {root}"
         )
+        if method != "none":
+            console.print(f"[bold]personalisation[/] {_METHOD_TEXT[method]}")
         local = LocalFederation(root, fed.aggregator_config, fed.bank_configs, root / "logs")
         table = _RoundTable(local)
         try:
@@ -228,6 +257,10 @@ def _run_demo(args: argparse.Namespace, root: Path) -> int:
                 live.update(table.render())
             console.print()
             code = aggregator.returncode
+            final = _final_version(table.records)
+            if method != "none" and final is not None:
+                console.print(f"[bold]bank nodes[/] personalising model v{final} ...")
+                quality = local.wait_banks_quality(final, PERSONALIZE_TIMEOUT_S)
         except KeyboardInterrupt:
             console.print("\n[yellow]interrupted: stopping every process[/]")
             local.stop_all()
@@ -244,10 +277,60 @@ def _run_demo(args: argparse.Namespace, root: Path) -> int:
         f"{'n/a' if last_auprc is None else f'{last_auprc:.3f}'}; largest epsilon spent "
         f"{eps:.2f} of {args.epsilon:g}; every process stopped"
     )
+    if method != "none":
+        console.print(_quality_table(method, list(fed.bank_configs), quality))
     if code != 0:
         console.print(f"[red]the aggregator exited with status {code}; see {root / 'logs'}[/]")
         return 1
     return 0 if len(completed) == args.rounds else 1
+
+
+_METHOD_TEXT = {
+    "finetune": "each bank fine-tunes every new global model on its own data (DP-SGD, charged "
+    "to its budget)",
+    "ditto": "each bank trains a Ditto model regularised towards every new global model (DP-SGD, "
+    "charged to its budget)",
+    "fedper": "FedPer: the output layer stays at each bank, the aggregator averages the body "
+    "only (the held-out AUPRC above scores the body with an untrained head)",
+}
+
+
+def _final_version(records: list[dict[str, Any]]) -> int | None:
+    """The newest model version published (= its round), None if none was trained."""
+    trained = [int(r["round"]) for r in records
+               if r.get("kind") == "train" and r.get("status") == "completed"]
+    return max(trained, default=None)
+
+
+def _quality_table(method: str, banks: list[str], quality: Mapping[str, Mapping[str, Any]]) -> Any:
+    """Per bank: the global and the personalised model's AUPRC on the bank's validation split."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"personalisation ({method}): AUPRC on each bank's validation split",
+        title_justify="left",
+    )
+    for name in ("bank", "model", "global", "personal", "change"):
+        table.add_column(name, justify="left" if name == "bank" else "right")
+    for bank in banks:
+        q = quality.get(bank)
+        if q is None:
+            table.add_row(bank, "-", "-", "-", "no result")
+            continue
+        g = (q.get("global") or {}).get("auprc")
+        personal = q.get("personal")
+        p = None if personal is None else personal.get("auprc")
+        if personal is None:
+            change = "global kept (budget)"
+        elif g is None or p is None:
+            change = "n/a (no fraud in validation)"
+        else:
+            change = f"{p - g:+.3f}"
+        table.add_row(
+            bank, f"v{q['version']}", "n/a" if g is None else f"{g:.3f}",
+            "-" if personal is None else "n/a" if p is None else f"{p:.3f}", change,
+        )
+    return table
 
 
 class _RoundTable:

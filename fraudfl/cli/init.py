@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 AGGREGATOR_ID = "aggregator"
 TomlValue = str | int | float | bool | list[int] | None
+PERSONALIZATION_METHODS = ("none", "finetune", "ditto", "fedper")
+# FedPer keeps the output layer at each bank: the aggregator averages the body only.
+FEDPER_PERSONAL_LAYERS = 1
 
 
 @dataclass
@@ -43,6 +46,9 @@ class FederationPlan:
     seed: int = 0
     # Bank sizes follow a power law with this exponent (0: equal sizes).
     size_power_law: float = 1.2
+    # The model each bank serves: the global one, or fine-tuned, Ditto or FedPer (a property of
+    # the federation: the aggregator's `[training] personal_layers`).
+    personalization: str = "none"
     # Extra settings per TOML section, merged over the defaults below.
     aggregator_overrides: dict[str, dict[str, TomlValue]] = field(default_factory=dict)
     bank_overrides: dict[str, dict[str, TomlValue]] = field(default_factory=dict)
@@ -75,7 +81,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--rounds", type=int, default=5, help="rounds to run (default: 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: 0)")
+    add_personalization_argument(p)
     p.set_defaults(func=run)
+
+
+def add_personalization_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--personalization", choices=PERSONALIZATION_METHODS, default="none",
+        help="the model each bank serves: none (the global model), finetune, ditto, or fedper "
+        f"(the last {FEDPER_PERSONAL_LAYERS} layer stays at each bank; only the body is "
+        "aggregated) (default: none)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             bootstrap_servers=args.bootstrap_servers,
             rounds=args.rounds,
             seed=args.seed,
+            personalization=args.personalization,
         )
     )
     banks = len(fed.bank_configs)
@@ -107,6 +124,11 @@ def write_federation(plan: FederationPlan) -> Federation:
         raise FraudflError(f"--banks must be at least 2, got {plan.banks}")
     if plan.min_banks > plan.banks:
         raise FraudflError(f"min_banks {plan.min_banks} exceeds the number of banks {plan.banks}")
+    if plan.personalization not in PERSONALIZATION_METHODS:
+        raise FraudflError(
+            f"personalization must be one of {', '.join(PERSONALIZATION_METHODS)}, "
+            f"got {plan.personalization!r}"
+        )
     if root.exists() and any(root.iterdir()):
         raise FraudflError(f"{root}: directory is not empty; choose a new one")
     root.mkdir(parents=True, exist_ok=True)
@@ -142,7 +164,10 @@ def write_federation(plan: FederationPlan) -> Federation:
         },
         "kafka": {"bootstrap_servers": plan.bootstrap_servers},
         "rounds": {"rounds": plan.rounds, "min_banks": plan.min_banks, "seed": plan.seed},
-        "training": {"local_epochs": 1, "batch_size": 128, "lr": 0.5, "mu": 0.01},
+        "training": {
+            "local_epochs": 1, "batch_size": 128, "lr": 0.5, "mu": 0.01,
+            "personal_layers": FEDPER_PERSONAL_LAYERS if plan.personalization == "fedper" else 0,
+        },
         "strategy": {"name": "fedprox"},
         "secagg": {"clip_range": 0.5},
     }
@@ -162,6 +187,7 @@ def write_federation(plan: FederationPlan) -> Federation:
                 "allowlist": "../allowlist.json",
                 "data": f"../data/{data_path.name}",
                 "state_dir": f"../state/{bank_id}",
+                "personalization": plan.personalization,
             },
             "kafka": {"bootstrap_servers": plan.bootstrap_servers},
             "privacy": {

@@ -33,3 +33,25 @@ def test_init_refuses_non_empty_dir(tmp_path: Path, capsys: pytest.CaptureFixtur
     (tmp_path / "x").write_text("")
     assert main(["init", str(tmp_path), "--banks", "2"]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("method", "personal_layers"), [
+    ("none", 0), ("finetune", 0), ("ditto", 0), ("fedper", 1),
+])
+def test_init_personalization(tmp_path: Path, method: str, personal_layers: int) -> None:
+    root = tmp_path / "fed"
+    argv = ["init", str(root), "--banks", "2", "--transactions", "1000"]
+    assert main([*argv, "--personalization", method]) == 0
+    agg = load_config(AggregatorConfig, root / "aggregator.toml", env={})
+    # FedPer is the federation's: the aggregator aggregates the body only.
+    assert agg.training.personal_layers == personal_layers
+    for path in (root / "banks").glob("*.toml"):
+        assert load_config(BankNodeConfig, path, env={}).personalization == method
+
+
+def test_init_refuses_unknown_personalization(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["init", str(tmp_path / "fed"), "--personalization", "lora"])
+    assert "invalid choice: 'lora'" in capsys.readouterr().err
