@@ -292,8 +292,10 @@ class PrivacyAccountant:
                 ) from exc
         spent = self.epsilon(delta_)
         if spent >= target_epsilon:
-            raise FraudflError(
-                f"{self.label}: target epsilon {target_epsilon:g} is already spent ({spent:.4f})"
+            # Nothing is left to spend: the same refusal as a round over budget, so every
+            # caller (a round, personal training) declines instead of failing.
+            raise BudgetExhausted(
+                self.label, spent, spent, PrivacyBudget(target_epsilon, delta_)
             )
         low, high = 0.0, 10.0
         while self.projected_epsilon(high, sample_rate, steps, delta_) > target_epsilon:

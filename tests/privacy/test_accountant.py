@@ -170,6 +170,18 @@ def test_calibration_fresh_matches_opacus_and_respects_spent_history() -> None:
     assert 3.0 - 0.01 <= spent.epsilon() <= 3.0
 
 
+def test_calibrating_for_an_already_spent_target_is_a_budget_refusal() -> None:
+    """A restarted bank whose spent epsilon already reaches the target must decline (and skip
+    personal training), not fail: the refusal is ``BudgetExhausted`` like any over-budget round."""
+    acc = PrivacyAccountant("rdp", budget=PrivacyBudget(100.0, DELTA))
+    for _ in range(5):
+        run_round(acc, 0.8)
+    assert acc.epsilon() >= 1.0
+    with pytest.raises(BudgetExhausted) as info:
+        acc.calibrate_noise(1.0, Q, STEPS_PER_ROUND)
+    assert info.value.spent_epsilon == pytest.approx(acc.epsilon())
+
+
 def test_default_delta_is_below_one_over_n() -> None:
     assert default_delta(10_000) == pytest.approx(1e-5)
     with pytest.raises(FraudflError):
