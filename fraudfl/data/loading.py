@@ -15,7 +15,15 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from fraudfl.data.schema import SCHEMA_FILE, TASKS, Schema, Task, infer_schema, load_schema
+from fraudfl.data.schema import (
+    MIN_CLASSES,
+    SCHEMA_FILE,
+    TASKS,
+    Schema,
+    Task,
+    infer_schema,
+    load_schema,
+)
 from fraudfl.data.validation import validate_frame
 from fraudfl.errors import FraudflError
 
@@ -138,7 +146,9 @@ def apply_overrides(
             drop.append(col)
     categories = {c: v for c, v in schema.categories.items() if c in categorical}
     new_task = task or schema.task
-    num_classes = schema.num_classes if new_task == schema.task else 2
+    # A task switched to multiclass gets its class count from the labels (load_dataset); the
+    # smallest valid one stands in until then.
+    num_classes = schema.num_classes if new_task == schema.task else MIN_CLASSES[new_task]
     return replace(
         schema,
         label=label,
@@ -227,6 +237,11 @@ def load_dataset(
     )
     if needs_num_classes or (file_schema is None and task is None):
         highest = _labels_max(list(raw.values()), schema.label)
+        if needs_num_classes and highest < 2:
+            raise FraudflError(
+                f"{root}: --task multiclass needs labels of 3 or more classes; the banks' labels "
+                f"are 0..{highest} (two classes are the binary task)"
+            )
         if needs_num_classes or highest > 1:
             schema = replace(schema, task="multiclass", num_classes=highest + 1)
     banks = {

@@ -20,6 +20,8 @@ from fraudfl.errors import FraudflError
 
 Task = Literal["binary", "multiclass"]
 TASKS: tuple[Task, ...] = ("binary", "multiclass")
+# Models give two classes one logit (the binary task), so a multiclass task has three or more.
+MIN_CLASSES: dict[Task, int] = {"binary": 2, "multiclass": 3}
 SCHEMA_FILE = "schema.toml"
 _SCHEMA_KEYS = {"label", "numeric", "categorical", "drop", "task", "num_classes", "categories"}
 # An object column whose values are mostly numbers is almost surely a numeric column with a typo;
@@ -108,6 +110,11 @@ def _check_schema(schema: Schema, source: str) -> None:
         raise FraudflError(f"{source}: 'num_classes' must be an integer >= 2")
     if schema.task == "binary" and schema.num_classes != 2:
         raise FraudflError(f"{source}: a binary task has num_classes = 2, got {schema.num_classes}")
+    if schema.task == "multiclass" and schema.num_classes < MIN_CLASSES["multiclass"]:
+        raise FraudflError(
+            f"{source}: a multiclass task needs num_classes >= 3, got {schema.num_classes} "
+            "(two classes are the binary task)"
+        )
     if not schema.numeric and not schema.categorical:
         raise FraudflError(f"{source}: the schema has no feature columns")
     if not isinstance(schema.categories, dict):

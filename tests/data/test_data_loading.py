@@ -81,6 +81,17 @@ def test_label_override_of_a_schema_file(dataset_dir: Path) -> None:
     assert "Class" in ds.schema.drop and "hour" not in ds.schema.numeric
 
 
+def test_multiclass_with_two_classes_is_refused(dataset_dir: Path, write: WriteFile) -> None:
+    # Two classes get one logit (binary); as "multiclass" training crashed in cross-entropy.
+    with pytest.raises(FraudflError, match=r"--task multiclass needs labels of 3 or more"):
+        load_dataset(dataset_dir, task="multiclass")
+    write("schema.toml", 'label = "Class"\nnumeric = ["amount"]\ntask = "multiclass"\n'
+          "num_classes = 2\n")
+    with pytest.raises(FraudflError, match=r"schema.toml: a multiclass task needs num_classes >= 3"
+                       ):
+        load_schema(dataset_dir / "schema.toml")
+
+
 def test_schema_round_trip_through_toml(tmp_path: Path) -> None:
     schema = Schema(
         label="is fraud",
