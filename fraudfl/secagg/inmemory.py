@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.secagg.client import SecAggClient
 from fraudfl.secagg.errors import RoundAborted
@@ -42,6 +43,15 @@ class SecureSumConfig:
     neighbours: int = 0
     weight_max: float = 1.0
     rounding: Rounding = Rounding.NEAREST
+
+    def __post_init__(self) -> None:
+        # Set by users (simulate --secagg-neighbours); RoundParams would only refuse it later,
+        # mid-round, with a ValueError.
+        if self.neighbours < 0:
+            raise FraudflError(
+                f"secure aggregation: neighbours must be >= 0 (0 = full graph), "
+                f"got {self.neighbours}"
+            )
 
     def group_size(self, n: int) -> int:
         degree = effective_degree(n, self.neighbours)

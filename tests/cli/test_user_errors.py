@@ -1,0 +1,32 @@
+"""User mistakes end in one clear line on stderr and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fraudfl.cli import main
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("errors") / "banks"
+    code = main(["--log-level", "WARNING", "generate-data", "banks", "--out", str(out),
+                 "--banks", "2", "--transactions", "600", "--seed", "0"])
+    assert code == 0
+    return out
+
+
+def _fails_with(argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--log-level", "ERROR", *argv]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+
+
+def test_negative_secagg_degree(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _fails_with(
+        ["simulate", "--data", str(data), "--secure-aggregation", "--secagg-neighbours", "-1",
+         "--no-progress"],
+        "neighbours must be >= 0", capsys,
+    )
