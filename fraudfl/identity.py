@@ -66,7 +66,12 @@ def save_key_pair(
     directory: Path, key_name: str, private_key: PrivateKeyTypes, public_raw: bytes
 ) -> tuple[Path, Path]:
     """Write ``key_name`` (PKCS#8 PEM, created 0600, never overwritten) and its ``.pub`` (hex)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    if directory.exists() and not directory.is_dir():
+        raise FraudflError(f"{directory}: exists and is not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FraudflError(f"{directory}: cannot create the key directory: {exc.strerror}") from exc
     key_path = directory / key_name
     pub_path = key_path.with_suffix(".pub")
     pem = private_key.private_bytes(

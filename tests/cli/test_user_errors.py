@@ -30,3 +30,13 @@ def test_negative_secagg_degree(data: Path, capsys: pytest.CaptureFixture[str]) 
          "--no-progress"],
         "neighbours must be >= 0", capsys,
     )
+
+
+def test_output_directory_under_a_file(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a_file = data / "bank_00.csv"
+    _fails_with(["generate-data", "banks", "--out", str(a_file / "new")],
+                "cannot create the output directory", capsys)
+    _fails_with(["keys", "generate", "--id", "bank-a", "--out", str(a_file)],
+                "exists and is not a directory", capsys)
+    _fails_with(["keys", "generate", "--id", "bank-a", "--out", str(a_file / "keys")],
+                "cannot create the key directory", capsys)

@@ -24,7 +24,12 @@ def prepare_output_dir(out_dir: Path, *, overwrite: bool) -> None:
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise FraudflError(f"{out_dir}: exists and is not a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FraudflError(
+            f"{out_dir}: cannot create the output directory: {exc.strerror}"
+        ) from exc
     stale = [
         p
         for p in sorted(out_dir.iterdir())
