@@ -83,6 +83,14 @@ class LocalFederation:
     env: Mapping[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # The children run in root, so a path relative to the caller's directory (demo --dir
+        # fed) would name nothing there.
+        self.root = self.root.resolve()
+        self.aggregator_config = self.aggregator_config.resolve()
+        self.bank_configs = {bank: path.resolve() for bank, path in self.bank_configs.items()}
+        self.log_dir = self.log_dir.resolve()
+
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env, "PYTHONWARNINGS": "ignore"}
