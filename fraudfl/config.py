@@ -18,7 +18,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
 from fraudfl.errors import FraudflError
 
@@ -80,7 +87,7 @@ class TrainingSettings(_Section):
     """Local training of one round; the aggregator announces these to the banks."""
 
     model: Literal["mlp", "logistic"] = "mlp"
-    hidden: tuple[int, ...] = (32, 16)
+    hidden: tuple[PositiveInt, ...] = (32, 16)
     local_epochs: int = Field(default=1, ge=1)
     batch_size: int = Field(default=256, ge=1)
     # DP-SGD clips each example's gradient to norm max_grad_norm (1 by default), so a step moves

@@ -180,3 +180,10 @@ def test_fedper_needs_a_body_to_aggregate(fed: Path) -> None:
         with pytest.raises(FraudflError, match=r"a\.toml: training: .*personal_layers"):
             load_config(AggregatorConfig, write(fed / "a.toml", AGG + "\n[training]\n" + training),
                         env={})
+
+
+def test_hidden_layer_sizes_must_be_positive(fed: Path) -> None:
+    path = write(fed / "a.toml", AGG + "\n[training]\nhidden = [16, 0]\n")
+    with pytest.raises(FraudflError, match=r"a\.toml: training\.hidden\.1: .*greater than 0"):
+        load_config(AggregatorConfig, path, env={})
+
