@@ -271,6 +271,8 @@ def load_config(cls: type[C], path: Path, env: Mapping[str, str] | None = None) 
     _check_readable(config.allowlist, "allowlist", path)
     if isinstance(config, AggregatorConfig):
         _check_readable(config.schema_file, "schema_file", path)
+        if config.eval_data is not None:
+            _check_readable(config.eval_data, "eval_data", path)
     if isinstance(config, BankNodeConfig):
         _check_readable(config.data, "data", path)
         _check_readable(config.schema_path, "schema_file", path)

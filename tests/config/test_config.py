@@ -187,3 +187,8 @@ def test_hidden_layer_sizes_must_be_positive(fed: Path) -> None:
     with pytest.raises(FraudflError, match=r"a\.toml: training\.hidden\.1: .*greater than 0"):
         load_config(AggregatorConfig, path, env={})
 
+
+def test_missing_eval_data_is_reported_at_start(fed: Path) -> None:
+    path = write(fed / "a.toml", 'eval_data = "held-out.csv"\n' + AGG)
+    with pytest.raises(FraudflError, match=r"a\.toml: eval_data: cannot read .*held-out\.csv"):
+        load_config(AggregatorConfig, path, env={})
