@@ -63,6 +63,11 @@ class AggregatorService:
         self.clock = clock
         self.identity = Identity.load(config.aggregator_id, config.identity_key)
         self.allowlist = Allowlist.load(config.allowlist)
+        encryption_key = EncryptionKey.load(config.aggregator_id, config.encryption_key)
+        self.allowlist.check_own_keys(
+            config.aggregator_id, self.identity.public_bytes, encryption_key.public_bytes,
+            config.allowlist,
+        )
         schema = load_schema(config.schema_file)
         evaluator = self._evaluator(schema) if config.eval_data is not None else None
         self.orchestrator = Orchestrator(
@@ -73,7 +78,7 @@ class AggregatorService:
             self.identity,
             self.allowlist,
             config.federation_id,
-            encryption_key=EncryptionKey.load(config.aggregator_id, config.encryption_key),
+            encryption_key=encryption_key,
             max_record_bytes=config.kafka.max_message_bytes,
             on_reject=self._on_reject,
         )

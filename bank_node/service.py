@@ -83,6 +83,11 @@ class BankNodeService:
         self.metrics = metrics
         self.identity = Identity.load(config.bank_id, config.identity_key)
         self.allowlist = Allowlist.load(config.allowlist)
+        encryption_key = EncryptionKey.load(config.bank_id, config.encryption_key)
+        self.allowlist.check_own_keys(
+            config.bank_id, self.identity.public_bytes, encryption_key.public_bytes,
+            config.allowlist,
+        )
         if config.aggregator_id not in self.allowlist:
             raise FraudflError(
                 f"{config.allowlist}: the aggregator {config.aggregator_id!r} is not enrolled"
@@ -111,7 +116,7 @@ class BankNodeService:
             self.identity,
             self.allowlist,
             config.federation_id,
-            encryption_key=EncryptionKey.load(config.bank_id, config.encryption_key),
+            encryption_key=encryption_key,
             max_record_bytes=config.kafka.max_message_bytes,
             on_reject=self._on_reject,
         )

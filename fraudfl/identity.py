@@ -144,6 +144,30 @@ class Allowlist:
             )
         self.participants[participant_id] = public_key
 
+    def check_own_keys(
+        self, participant_id: str, public_key: bytes, encryption_public_key: bytes, source: Path
+    ) -> None:
+        """Refuse to run a participant whose keys are not the enrolled ones.
+
+        Everyone else would drop its messages as unsigned by the enrolled key (or fail to open
+        what was sealed to the enrolled encryption key), so the service would wait forever.
+        """
+        enrolled = self.participants.get(participant_id)
+        if enrolled is None:
+            raise FraudflError(
+                f"{source}: {participant_id!r} is not enrolled; enrol its public key "
+                "(fraudfl keys enroll) or fix the participant id"
+            )
+        if enrolled != public_key:
+            raise FraudflError(
+                f"{source}: the identity key is not the one enrolled for {participant_id!r}"
+            )
+        enrolled_enc = self.encryption_keys.get(participant_id)
+        if enrolled_enc is not None and enrolled_enc != encryption_public_key:
+            raise FraudflError(
+                f"{source}: the encryption key is not the one enrolled for {participant_id!r}"
+            )
+
     def key_of(self, participant_id: str) -> bytes | None:
         return self.participants.get(participant_id)
 

@@ -1,0 +1,50 @@
+"""A service whose own keys are not the enrolled ones refuses to start (it would wait forever:
+every other participant drops its messages)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aggregator.service import AggregatorService
+from bank_node.service import BankNodeService
+from fraudfl.cli.init import Federation, FederationPlan, write_federation
+from fraudfl.config import AggregatorConfig, BankNodeConfig, load_config
+from fraudfl.errors import FraudflError
+from fraudfl.identity import Identity
+from fraudfl.transport.memory import MemoryBroker, MemoryTransport
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Federation:
+    root = tmp_path_factory.mktemp("ownkeys") / "fed"
+    return write_federation(FederationPlan(directory=root, banks=2, transactions=600))
+
+
+def test_bank_with_a_key_other_than_the_enrolled_one(fed: Federation, tmp_path: Path) -> None:
+    config = load_config(BankNodeConfig, fed.bank_configs["bank_00"], env={})
+    transport = MemoryTransport(MemoryBroker())
+    # Another bank's id in this bank's config: the key it holds is bank_00's, not bank_01's.
+    wrong_id = config.model_copy(update={"bank_id": "bank_01"})
+    with pytest.raises(FraudflError, match=r"identity key is not the one enrolled for 'bank_01'"):
+        BankNodeService(wrong_id, transport)
+    unknown = config.model_copy(update={"bank_id": "bank_99"})
+    with pytest.raises(FraudflError, match=r"allowlist.json: 'bank_99' is not enrolled"):
+        BankNodeService(unknown, transport)
+    key_path, _ = Identity.generate("bank_00").save(tmp_path)
+    with pytest.raises(FraudflError, match=r"identity key is not the one enrolled for 'bank_00'"):
+        BankNodeService(config.model_copy(update={"identity_key": key_path}), transport)
+    other_enc = fed.directory / "keys" / "bank_01.enc.key"
+    with pytest.raises(FraudflError, match=r"encryption key is not the one enrolled"):
+        BankNodeService(config.model_copy(update={"encryption_key": other_enc}), transport)
+
+
+def test_aggregator_with_a_key_other_than_the_enrolled_one(
+    fed: Federation, tmp_path: Path
+) -> None:
+    config = load_config(AggregatorConfig, fed.aggregator_config, env={})
+    key_path, _ = Identity.generate("aggregator").save(tmp_path)
+    with pytest.raises(FraudflError, match=r"identity key is not the one enrolled for 'aggr"):
+        AggregatorService(config.model_copy(update={"identity_key": key_path}),
+                          MemoryTransport(MemoryBroker()))
