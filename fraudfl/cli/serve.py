@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from fraudfl.scoring.api import create_app
     from fraudfl.scoring.artifact import load_artifact
     from fraudfl.scoring.holder import ModelHolder
-    from fraudfl.scoring.server import uvicorn_config
+    from fraudfl.scoring.server import bind_listener, uvicorn_config
 
     # SIGTERM (docker stop, systemd) ends the service cleanly with status 0: uvicorn drains
     # requests, then re-raises the signal, which lands here and unwinds through the finally.
@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     # threads; extra BLAS/torch threads only contend with the event loop and the stream.
     torch.set_num_threads(1)
     threadpool_limits(1, "blas")
+    sock = bind_listener(args.host, args.port)
     first = _first_artifact(args.model, args.wait_for_model, load_artifact)
     bank = args.bank or first.bank_id or "unknown"
     metrics = ScoringMetrics(federation=args.federation, bank=bank)
@@ -106,10 +107,12 @@ def run(args: argparse.Namespace) -> int:
         )
         streamer.start()
     app = create_app(holder, metrics=metrics, registry=metrics.registry)
-    log.info("scoring API on http://%s:%d (OpenAPI at /docs)", args.host, args.port)
+    port = int(sock.getsockname()[1])
+    log.info("scoring API on http://%s:%d (OpenAPI at /docs)", args.host, port)
     try:
-        uvicorn.Server(uvicorn_config(app, args.host, args.port)).run()
+        uvicorn.Server(uvicorn_config(app, args.host, port)).run(sockets=[sock])
     finally:
+        sock.close()
         if streamer is not None:
             streamer.stop()
             streamer.transport.close()

@@ -20,18 +20,29 @@ def uvicorn_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
                           lifespan="off")
 
 
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` for uvicorn (``port=0``: a free one).
+
+    Bound here rather than by uvicorn so that a port in use or an unknown host is a
+    :class:`FraudflError` before anything else starts, not a uvicorn log line and exit 3.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise FraudflError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
 class ServerThread:
     """A uvicorn server in a daemon thread; ``port=0`` binds a free port (see :attr:`port`)."""
 
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._sock.bind((host, port))
-        except OSError as exc:
-            self._sock.close()
-            raise FraudflError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        self._sock = bind_listener(host, port)
         self.port = int(self._sock.getsockname()[1])
         self.server = uvicorn.Server(uvicorn_config(app, host, self.port))
         self._thread = threading.Thread(

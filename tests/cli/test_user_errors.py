@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,14 @@ def test_output_directory_under_a_file(data: Path, capsys: pytest.CaptureFixture
                 "exists and is not a directory", capsys)
     _fails_with(["keys", "generate", "--id", "bank-a", "--out", str(a_file / "keys")],
                 "cannot create the key directory", capsys)
+
+
+def test_serve_on_a_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sigterm = signal.getsignal(signal.SIGTERM)  # serve installs its own handler
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        _fails_with(["serve", "--model", str(tmp_path), "--port", str(port)],
+                    f"cannot listen on 127.0.0.1:{port}", capsys)
+    signal.signal(signal.SIGTERM, sigterm)
