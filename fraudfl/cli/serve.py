@@ -42,8 +42,10 @@ def register(subparsers: Any) -> None:
     stream = parser.add_argument_group("streaming scorer (Kafka)")
     stream.add_argument("--bootstrap-servers", default=None,
                         help="Kafka bootstrap servers; enables the streaming scorer")
-    stream.add_argument("--transactions-topic", default="transactions")
-    stream.add_argument("--alerts-topic", default="fraud-alerts")
+    stream.add_argument("--transactions-topic", default="transactions",
+                        help="topic of transactions to score (default: transactions)")
+    stream.add_argument("--alerts-topic", default="fraud-alerts",
+                        help="topic the scores are written to (default: fraud-alerts)")
     stream.add_argument("--stream-partitions", default=None, metavar="P[,P...]",
                         help="read only these partitions of the transactions topic (several "
                              "scorers sharing one topic, each with its own --stream-state)")
