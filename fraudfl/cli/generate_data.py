@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
+from fraudfl.cli.console import output_console
 from fraudfl.errors import FraudflError
 
 
@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
             table.add_row(
                 name, f"{len(frame):,}", str(len(counts)), f"{counts.max() / len(frame):.1%}"
             )
-    console = Console()
+    console = output_console()
     console.print(table)
     console.print(f"next: fraudfl simulate --data {out}")
     return 0

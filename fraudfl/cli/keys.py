@@ -14,9 +14,9 @@ import argparse
 import hashlib
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
+from fraudfl.cli.console import output_console
 from fraudfl.errors import FraudflError
 from fraudfl.identity import PUBLIC_KEY_BYTES, Allowlist, Identity
 from fraudfl.secagg.params import valid_participant_id
@@ -148,5 +148,5 @@ def run_list(args: argparse.Namespace) -> int:
     for pid in sorted(allow.participants):
         enc = allow.encryption_key_of(pid)
         table.add_row(pid, fingerprint(allow.participants[pid]), fingerprint(enc) if enc else "-")
-    Console().print(table)
+    output_console().print(table)
     return 0

@@ -16,9 +16,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
+from fraudfl.cli.console import output_console
 from fraudfl.errors import FraudflError
 from fraudfl.privacy.accountant import STATE_FORMAT, PrivacyAccountant
 
@@ -105,5 +105,5 @@ def run(args: argparse.Namespace) -> int:
             num(r["epsilon_remaining"], ".4f"), num(r["noise_multiplier"], ".4f"),
             num(r["sample_rate"], ".4g"),
         )
-    Console().print(table)
+    output_console().print(table)
     return 0

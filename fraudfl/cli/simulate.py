@@ -137,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here so that `fraudfl --help` does not pay for torch.
     from rich.console import Console
 
+    from fraudfl.cli.console import output_console
     from fraudfl.data import load_dataset
     from fraudfl.privacy.options import PrivacyOptions
     from fraudfl.reporting import plot_convergence, rounds_table, summary_lines, write_results
@@ -174,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         from fraudfl.secagg.aggregator import SecureAggregator
 
         aggregator = SecureAggregator(SecureSumConfig(neighbours=args.secagg_neighbours))
-    console = Console()
+    console = output_console()
     if args.personalization != "none":
         from fraudfl.personalization import PersonalizationConfig
         from fraudfl.personalization.simulation import report_table, run_personalized

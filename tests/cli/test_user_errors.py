@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 from pathlib import Path
@@ -53,3 +54,17 @@ def test_serve_on_a_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[st
         _fails_with(["serve", "--model", str(tmp_path), "--port", str(port)],
                     f"cannot listen on 127.0.0.1:{port}", capsys)
     signal.signal(signal.SIGTERM, sigterm)
+
+
+def test_piped_tables_keep_whole_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rich assumes 80 columns when not on a terminal and cut bank ids to "bank_…".
+    label = "a-bank-with-a-rather-long-participant-identifier-0001"
+    (tmp_path / f"{label}.json").write_text(json.dumps({
+        "format": "fraudfl.privacy.accountant", "version": 1, "label": label,
+        "mechanism": "rdp", "budget": {"epsilon": 8.0, "delta": 1e-5},
+        "history": [[1.1, 0.0123456789, 1000]],
+    }))
+    assert main(["privacy", "--state-dir", str(tmp_path)]) == 0
+    assert label in capsys.readouterr().out
