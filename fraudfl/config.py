@@ -42,7 +42,8 @@ class _Section(BaseModel):
 class KafkaSettings(_Section):
     """Broker connection; TLS/SASL values are passed to kafka-python unchanged."""
 
-    bootstrap_servers: str = "127.0.0.1:9092"
+    # Comma-separated host[:port] entries, none empty.
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", pattern=r"^[^,\s]+(,[^,\s]+)*$")
     client_id: str | None = None
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     ssl_cafile: Path | None = None
@@ -277,6 +278,15 @@ def load_config(cls: type[C], path: Path, env: Mapping[str, str] | None = None) 
         _check_readable(config.data, "data", path)
         _check_readable(config.schema_path, "schema_file", path)
     return config
+
+
+def check_settings(cls: type[ServiceConfig], data: Mapping[str, Any], source: str) -> None:
+    """Validate settings about to be written as ``source`` (``fraudfl init``), so that a bad
+    value is refused before anything is written rather than when the service starts."""
+    try:
+        cls.model_validate(data)
+    except ValidationError as exc:
+        raise FraudflError(_describe(exc, Path(source), {})) from exc
 
 
 def _apply_env(

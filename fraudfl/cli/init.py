@@ -19,6 +19,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
@@ -115,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
 def write_federation(plan: FederationPlan) -> Federation:
     # Imported here so that `fraudfl --help` does not pay for pandas and the crypto stack.
+    from fraudfl.config import AggregatorConfig, BankNodeConfig, check_settings
     from fraudfl.data.generators.banks import generate_bank_data
     from fraudfl.data.loading import find_data_files
     from fraudfl.transport.sealing import EncryptionKey
@@ -129,6 +131,14 @@ def write_federation(plan: FederationPlan) -> Federation:
             f"personalization must be one of {', '.join(PERSONALIZATION_METHODS)}, "
             f"got {plan.personalization!r}"
         )
+    # The configs are checked before anything is written: a flag value a service would refuse
+    # (--rounds 0, a federation id with a space) must not leave a federation that cannot start.
+    check_settings(AggregatorConfig, _flatten(_aggregator_sections(plan, "test.csv")),
+                   str(root / "aggregator.toml"))
+    check_settings(BankNodeConfig, _flatten(_bank_sections(plan, "bank_00", "bank_00.csv")),
+                   str(root / "banks" / "<bank>.toml"))
+    if root.exists() and not root.is_dir():
+        raise FraudflError(f"{root}: exists and is not a directory")
     if root.exists() and any(root.iterdir()):
         raise FraudflError(f"{root}: directory is not empty; choose a new one")
     root.mkdir(parents=True, exist_ok=True)
@@ -151,7 +161,25 @@ def write_federation(plan: FederationPlan) -> Federation:
         allow.enroll_encryption_key(pid, enc.public_bytes)
     allow.save(root / "allowlist.json")
 
-    agg_sections: dict[str, dict[str, TomlValue]] = {
+    agg_path = root / "aggregator.toml"
+    agg_path.write_text(
+        _toml(_aggregator_sections(plan, test_file.name if test_file else None))
+    )
+    bank_paths: dict[str, Path] = {}
+    (root / "banks").mkdir(exist_ok=True)
+    for bank_id, data_path in bank_files.items():
+        path = root / "banks" / f"{bank_id}.toml"
+        path.write_text(_toml(_bank_sections(plan, bank_id, data_path.name)))
+        bank_paths[bank_id] = path
+    (root / "README.md").write_text(_readme(plan, list(bank_paths)))
+    log.info("wrote federation %s to %s", plan.federation_id, root)
+    return Federation(root, agg_path, bank_paths)
+
+
+def _aggregator_sections(
+    plan: FederationPlan, test_file: str | None
+) -> dict[str, dict[str, TomlValue]]:
+    sections: dict[str, dict[str, TomlValue]] = {
         "": {
             "federation_id": plan.federation_id,
             "aggregator_id": AGGREGATOR_ID,
@@ -160,7 +188,7 @@ def write_federation(plan: FederationPlan) -> Federation:
             "allowlist": "allowlist.json",
             "state_dir": f"state/{AGGREGATOR_ID}",
             "schema_file": "data/schema.toml",
-            "eval_data": f"data/{test_file.name}" if test_file else None,
+            "eval_data": f"data/{test_file}" if test_file else None,
         },
         "kafka": {"bootstrap_servers": plan.bootstrap_servers},
         "rounds": {"rounds": plan.rounds, "min_banks": plan.min_banks, "seed": plan.seed},
@@ -171,37 +199,44 @@ def write_federation(plan: FederationPlan) -> Federation:
         "strategy": {"name": "fedprox"},
         "secagg": {"clip_range": 0.5},
     }
-    agg_path = root / "aggregator.toml"
-    agg_path.write_text(_toml(_merge(agg_sections, plan.aggregator_overrides)))
+    return _merge(sections, plan.aggregator_overrides)
 
-    bank_paths: dict[str, Path] = {}
-    (root / "banks").mkdir(exist_ok=True)
-    for bank_id, data_path in bank_files.items():
-        sections: dict[str, dict[str, TomlValue]] = {
-            "": {
-                "federation_id": plan.federation_id,
-                "bank_id": bank_id,
-                "aggregator_id": AGGREGATOR_ID,
-                "identity_key": f"../keys/{bank_id}.key",
-                "encryption_key": f"../keys/{bank_id}.enc.key",
-                "allowlist": "../allowlist.json",
-                "data": f"../data/{data_path.name}",
-                "state_dir": f"../state/{bank_id}",
-                "personalization": plan.personalization,
-            },
-            "kafka": {"bootstrap_servers": plan.bootstrap_servers},
-            "privacy": {
-                "target_epsilon": 8.0,
-                "max_grad_norm": 1.0,
-                "planned_rounds": plan.rounds,
-            },
-        }
-        path = root / "banks" / f"{bank_id}.toml"
-        path.write_text(_toml(_merge(sections, plan.bank_overrides)))
-        bank_paths[bank_id] = path
-    (root / "README.md").write_text(_readme(plan, list(bank_paths)))
-    log.info("wrote federation %s to %s", plan.federation_id, root)
-    return Federation(root, agg_path, bank_paths)
+
+def _bank_sections(
+    plan: FederationPlan, bank_id: str, data_file: str
+) -> dict[str, dict[str, TomlValue]]:
+    sections: dict[str, dict[str, TomlValue]] = {
+        "": {
+            "federation_id": plan.federation_id,
+            "bank_id": bank_id,
+            "aggregator_id": AGGREGATOR_ID,
+            "identity_key": f"../keys/{bank_id}.key",
+            "encryption_key": f"../keys/{bank_id}.enc.key",
+            "allowlist": "../allowlist.json",
+            "data": f"../data/{data_file}",
+            "state_dir": f"../state/{bank_id}",
+            "personalization": plan.personalization,
+        },
+        "kafka": {"bootstrap_servers": plan.bootstrap_servers},
+        "privacy": {
+            "target_epsilon": 8.0,
+            "max_grad_norm": 1.0,
+            "planned_rounds": plan.rounds,
+        },
+    }
+    return _merge(sections, plan.bank_overrides)
+
+
+def _flatten(sections: Mapping[str, Mapping[str, TomlValue]]) -> dict[str, Any]:
+    """The nested mapping a TOML file of these sections parses to (None values omitted)."""
+    out: dict[str, Any] = {}
+    for section, values in sections.items():
+        kept = {k: v for k, v in values.items() if v is not None}
+        if section:
+            out[section] = kept
+        else:
+            out.update(kept)
+    return out
 
 
 def _merge(

@@ -55,3 +55,24 @@ def test_init_refuses_unknown_personalization(
     with pytest.raises(SystemExit):
         main(["init", str(tmp_path / "fed"), "--personalization", "lora"])
     assert "invalid choice: 'lora'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--rounds", "0"], "aggregator.toml: rounds.rounds: Input should be greater than or equal"),
+    (["--federation-id", "my fed"], "aggregator.toml: federation_id: String should match"),
+    (["--bootstrap-servers", ""], "aggregator.toml: kafka.bootstrap_servers: String should"),
+])
+def test_init_refuses_values_the_services_would_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], expected: str
+) -> None:
+    # These used to write a federation whose services then refused to start.
+    root = tmp_path / "fed"
+    assert main(["init", str(root), "--banks", "2", *flags]) == 2
+    assert expected in capsys.readouterr().err
+    assert not root.exists()
+
+
+def test_init_into_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "fed").write_text("")
+    assert main(["init", str(tmp_path / "fed"), "--banks", "2"]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err
