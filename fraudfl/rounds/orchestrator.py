@@ -39,6 +39,7 @@ from fraudfl.config import AggregatorConfig
 from fraudfl.data.pipeline import FeaturePipeline
 from fraudfl.data.schema import Schema
 from fraudfl.data.stats import FeatureStats
+from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.models import ModelSpec, get_flat_params
 from fraudfl.monitoring.metrics import AbortReason, RoundKind
@@ -147,6 +148,12 @@ class Orchestrator:
         self.schema = schema
         self.evaluator = evaluator
         self.federation = config.federation_id
+        if len(self.banks) < config.rounds.min_banks:
+            # No round could ever start: refuse at start-up instead of aborting round 0.
+            raise FraudflError(
+                f"{config.allowlist}: {len(self.banks)} bank(s) enrolled, fewer than "
+                f"rounds.min_banks = {config.rounds.min_banks}"
+            )
         self.strategy: Strategy = make_strategy(
             config.strategy.name,
             mu=config.training.mu,

@@ -1,5 +1,5 @@
-"""A service whose own keys are not the enrolled ones refuses to start (it would wait forever:
-every other participant drops its messages)."""
+"""Services refuse to start with a set-up that could never work: their own keys are not the
+enrolled ones (everyone would drop their messages), or too few banks are enrolled for a round."""
 
 from __future__ import annotations
 
@@ -47,4 +47,12 @@ def test_aggregator_with_a_key_other_than_the_enrolled_one(
     key_path, _ = Identity.generate("aggregator").save(tmp_path)
     with pytest.raises(FraudflError, match=r"identity key is not the one enrolled for 'aggr"):
         AggregatorService(config.model_copy(update={"identity_key": key_path}),
+                          MemoryTransport(MemoryBroker()))
+
+
+def test_aggregator_with_fewer_banks_enrolled_than_min_banks(fed: Federation) -> None:
+    config = load_config(AggregatorConfig, fed.aggregator_config, env={})
+    rounds = config.rounds.model_copy(update={"min_banks": 3})
+    with pytest.raises(FraudflError, match=r"enrolled, fewer than rounds.min_banks = 3"):
+        AggregatorService(config.model_copy(update={"rounds": rounds}),
                           MemoryTransport(MemoryBroker()))
