@@ -300,8 +300,14 @@ def _apply_env(
         keys = tuple(k.lower() for k in name[len(ENV_PREFIX) :].split(ENV_SEPARATOR))
         if not _is_field_path(cls, keys):
             # FRAUDFL_* variables may belong to the other service or to tools; only a path
-            # this config knows is an override.
-            log.debug("ignoring %s: not a setting of %s", name, cls.__name__)
+            # this config knows is an override. One neither service knows is likely a typo
+            # (FRAUDFL_KAFKA__BOOTSTRAP_SERVER) that would otherwise vanish without a trace.
+            known = any(_is_field_path(c, keys) for c in (AggregatorConfig, BankNodeConfig))
+            log.log(
+                logging.DEBUG if known else logging.WARNING,
+                "ignoring %s: not a setting of %s%s", name, cls.__name__,
+                "" if known else " nor of the other service (a typo?)",
+            )
             continue
         node = data
         for key in keys[:-1]:

@@ -192,3 +192,14 @@ def test_missing_eval_data_is_reported_at_start(fed: Path) -> None:
     path = write(fed / "a.toml", 'eval_data = "held-out.csv"\n' + AGG)
     with pytest.raises(FraudflError, match=r"a\.toml: eval_data: cannot read .*held-out\.csv"):
         load_config(AggregatorConfig, path, env={})
+
+
+def test_env_variable_no_service_knows_is_warned_about(
+    fed: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = {"FRAUDFL_KAFKA__BOOTSTRAP_SERVER": "typo:9092", "FRAUDFL_EVAL_DATA": "held-out.csv"}
+    with caplog.at_level("DEBUG", logger="fraudfl.config"):
+        load_config(BankNodeConfig, write(fed / "bank.toml", BANK), env=env)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    # eval_data is an aggregator setting, so not a typo.
+    assert len(warned) == 1 and "FRAUDFL_KAFKA__BOOTSTRAP_SERVER" in warned[0]
