@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     fed.add_argument("--tau", type=float, default=1e-3, help="FedAdam/FedYogi adaptivity")
     fed.add_argument("--secure-aggregation", action="store_true",
                      help="sum the updates with SecAgg (quantised, masked) instead of in the clear")
-    fed.add_argument("--secagg-neighbours", type=int, default=0, metavar="K",
+    fed.add_argument("--secagg-neighbours", type=int, default=None, metavar="K",
                      help="with --secure-aggregation: SecAgg+ degree k (default 0: full graph)")
 
     loc = p.add_argument_group("local training")
@@ -170,11 +170,13 @@ def run(args: argparse.Namespace) -> int:
         task=args.task,
     )
     aggregator = None
+    if args.secagg_neighbours is not None and not args.secure_aggregation:
+        raise FraudflError("--secagg-neighbours needs --secure-aggregation")
     if args.secure_aggregation:
         from fraudfl.secagg import SecureSumConfig
         from fraudfl.secagg.aggregator import SecureAggregator
 
-        aggregator = SecureAggregator(SecureSumConfig(neighbours=args.secagg_neighbours))
+        aggregator = SecureAggregator(SecureSumConfig(neighbours=args.secagg_neighbours or 0))
     console = output_console()
     if args.personalization != "none":
         from fraudfl.personalization import PersonalizationConfig

@@ -50,6 +50,8 @@ class PrivacyOptions:
             raise FraudflError(f"--dp-engine must be one of {DP_ENGINES}")
         if (self.bank_dp_clip is None) != (self.bank_dp_noise is None):
             raise FraudflError("bank-level DP needs both --bank-dp-clip and --bank-dp-noise")
+        if self.bank_dp_delta is not None and not self.bank_level:
+            raise FraudflError("--bank-dp-delta needs --bank-dp-clip and --bank-dp-noise")
         if not self.record_level and (self.delta is not None or self.state_dir is not None):
             raise FraudflError(
                 "--delta/--privacy-state-dir need --target-epsilon or --noise-multiplier"

@@ -68,3 +68,13 @@ def test_piped_tables_keep_whole_values(
     }))
     assert main(["privacy", "--state-dir", str(tmp_path)]) == 0
     assert label in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--secagg-neighbours", "2"], "--secagg-neighbours needs --secure-aggregation"),
+    (["--bank-dp-delta", "0.01"], "--bank-dp-delta needs --bank-dp-clip and --bank-dp-noise"),
+])
+def test_simulate_flags_that_would_be_ignored(
+    data: Path, capsys: pytest.CaptureFixture[str], flags: list[str], expected: str
+) -> None:
+    _fails_with(["simulate", "--data", str(data), "--no-progress", *flags], expected, capsys)
