@@ -40,10 +40,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _is_accountant_state(path: Path) -> bool:
+    """Whether ``path`` holds accountant state; other JSON (a bank's status) is skipped.
+
+    A file that is not readable JSON at all may be a damaged accountant state: skipping it would
+    leave that bank's spending out of the report without a word, so it is an error.
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FraudflError(
+            f"{path}: not readable JSON ({exc}); cannot tell whether it is accountant state"
+        ) from exc
     return isinstance(data, dict) and data.get("format") == STATE_FORMAT
 
 

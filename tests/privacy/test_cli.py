@@ -46,3 +46,12 @@ def test_bad_state_file_is_one_line_error(tmp_path: Path, capsys) -> None:  # ty
     assert main(["privacy", "--state", str(bad)]) == 2
     assert "x.json" in capsys.readouterr().err
     assert main(["privacy", "--state-dir", str(tmp_path / "missing")]) == 2
+
+
+def test_damaged_file_in_state_dir_is_not_skipped(
+    state_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A truncated bank-c state used to be left out of the report without a word.
+    (state_dir / "bank-c.privacy.json").write_text('{"format": "fraudfl.privacy.acc')
+    assert main(["privacy", "--state-dir", str(state_dir)]) == 2
+    assert "bank-c.privacy.json: not readable JSON" in capsys.readouterr().err
