@@ -92,8 +92,24 @@ def summary_lines(result: SimulationResult) -> list[str]:
     return lines
 
 
+def check_results_path(path: Path) -> None:
+    """Refuse a results path that cannot be written, before a run spends its time."""
+    if path.is_dir():
+        raise FraudflError(f"{path}: is a directory; expected a file name for the results JSON")
+
+
+def check_plot_path(path: Path) -> None:
+    """Plots are PNG; any other name would be refused by matplotlib after the run, and one
+    without a suffix silently became ``<name>.png``."""
+    if path.suffix.lower() != ".png":
+        raise FraudflError(f"{path}: plots are written as PNG; expected a file name ending in .png")
+    if path.is_dir():
+        raise FraudflError(f"{path}: is a directory; expected a file name for the plot")
+
+
 def write_results(result: SimulationResult, path: Path) -> None:
     """The documented results JSON (NaN written as null)."""
+    check_results_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result.to_json(), indent=2, allow_nan=False) + "\n")
@@ -137,6 +153,7 @@ def _plot_panels(
     *,
     title: str,
 ) -> None:
+    check_plot_path(path)
     import matplotlib
 
     matplotlib.use("Agg")

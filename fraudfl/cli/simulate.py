@@ -140,11 +140,22 @@ def run(args: argparse.Namespace) -> int:
     from fraudfl.cli.console import output_console
     from fraudfl.data import load_dataset
     from fraudfl.privacy.options import PrivacyOptions
-    from fraudfl.reporting import plot_convergence, rounds_table, summary_lines, write_results
+    from fraudfl.reporting import (
+        check_plot_path,
+        check_results_path,
+        plot_convergence,
+        rounds_table,
+        summary_lines,
+        write_results,
+    )
     from fraudfl.simulation import SimulationConfig, run_simulation
 
     if not args.data.is_dir():
         raise FraudflError(f"{args.data}: not a directory (expected a dataset directory)")
+    if args.out is not None:
+        check_results_path(args.out)
+    if args.plot is not None:
+        check_plot_path(args.plot)
     privacy = PrivacyOptions(
         target_epsilon=args.target_epsilon, delta=args.delta,
         noise_multiplier=args.noise_multiplier, max_grad_norm=args.max_grad_norm,

@@ -78,3 +78,16 @@ def test_simulate_flags_that_would_be_ignored(
     data: Path, capsys: pytest.CaptureFixture[str], flags: list[str], expected: str
 ) -> None:
     _fails_with(["simulate", "--data", str(data), "--no-progress", *flags], expected, capsys)
+
+
+@pytest.mark.parametrize(("flag", "name", "expected"), [
+    ("--plot", "curves.txt", "expected a file name ending in .png"),
+    ("--plot", "curves", "expected a file name ending in .png"),
+    ("--out", ".", "is a directory; expected a file name for the results JSON"),
+])
+def test_simulate_output_paths_checked_before_the_run(
+    data: Path, capsys: pytest.CaptureFixture[str], flag: str, name: str, expected: str
+) -> None:
+    # --plot curves.txt was a ValueError traceback after the whole run; --plot curves wrote
+    # curves.png while reporting "plots written to curves".
+    _fails_with(["simulate", "--data", str(data), flag, str(data / name)], expected, capsys)
