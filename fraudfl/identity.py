@@ -199,15 +199,18 @@ class Allowlist:
         return participant_id in self.participants
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         body = {"participants": {k: v.hex() for k, v in sorted(self.participants.items())}}
         if self.encryption_keys:
             body["encryption_keys"] = {
                 k: v.hex() for k, v in sorted(self.encryption_keys.items())
             }
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(body, indent=2) + "\n")
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(body, indent=2) + "\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise FraudflError(f"{path}: cannot write allowlist: {exc.strerror}") from exc
 
     @classmethod
     def load(cls, path: Path) -> Allowlist:

@@ -91,3 +91,13 @@ def test_simulate_output_paths_checked_before_the_run(
     # --plot curves.txt was a ValueError traceback after the whole run; --plot curves wrote
     # curves.png while reporting "plots written to curves".
     _fails_with(["simulate", "--data", str(data), flag, str(data / name)], expected, capsys)
+
+
+def test_allowlist_that_cannot_be_written(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["keys", "generate", "--id", "bank-a", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    _fails_with(["keys", "enroll", "--allowlist", str(data / "bank_00.csv" / "allowlist.json"),
+                 "--id", "bank-a", "--public-key", str(tmp_path / "bank-a.pub")],
+                "cannot write allowlist", capsys)
