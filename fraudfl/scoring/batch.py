@@ -97,11 +97,19 @@ class _Writer:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.suffix = _check_suffix(path, "output")
+        if not path.parent.is_dir():
+            raise FraudflError(f"{path}: cannot write: {path.parent} is not a directory")
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         self._parquet: pq.ParquetWriter | None = None
         self._wrote_csv_header = False
 
     def write(self, frame: pd.DataFrame) -> None:
+        try:
+            self._write(frame)
+        except OSError as exc:
+            raise FraudflError(f"{self.path}: cannot write: {exc.strerror or exc}") from exc
+
+    def _write(self, frame: pd.DataFrame) -> None:
         if self.suffix == ".csv":
             frame.to_csv(self.tmp, mode="a" if self._wrote_csv_header else "w",
                          header=not self._wrote_csv_header, index=False)
@@ -115,9 +123,12 @@ class _Writer:
     def commit(self) -> None:
         if self._parquet is not None:
             self._parquet.close()
-        elif not self.tmp.exists():
-            self.tmp.touch()
-        os.replace(self.tmp, self.path)
+        try:
+            if not self.tmp.exists():
+                self.tmp.touch()
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            raise FraudflError(f"{self.path}: cannot write: {exc.strerror or exc}") from exc
 
     def abort(self) -> None:
         if self._parquet is not None:

@@ -72,3 +72,17 @@ def test_missing_column_and_bad_paths(
     assert main(["score", "--model", str(tmp_path / "none"), "--input", str(source),
                  "--output", str(tmp_path / "o.csv")]) == 2
     assert "no model artifact" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_output_that_cannot_be_written(
+    tmp_path: Path, artifact_dir: Path, trained_bank: TrainedBank,
+    capsys: pytest.CaptureFixture[str], suffix: str,
+) -> None:
+    # An output "directory" that is a file was a NotADirectoryError traceback.
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    out = a_file / f"scored{suffix}"
+    assert main(["score", "--model", str(artifact_dir), "--input",
+                 str(trained_bank.root / "test.csv"), "--output", str(out)]) == 2
+    assert f"{out}: cannot write" in capsys.readouterr().err
