@@ -380,7 +380,10 @@ class PrivacyAccountant:
 
     def save(self, path: Path) -> None:
         """Write the state atomically: a crash leaves the old or the new file, never a torn one."""
-        atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
+        try:
+            atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
+        except OSError as exc:
+            raise FraudflError(f"{path}: cannot write accountant state: {exc.strerror}") from exc
 
     @classmethod
     def load(cls, path: Path) -> PrivacyAccountant:

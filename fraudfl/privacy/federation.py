@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from fraudfl.errors import FraudflError
 from fraudfl.privacy.accountant import (
     BudgetExhausted,
     PrivacyAccountant,
@@ -64,6 +65,15 @@ class PrivateTrainer:
         self.planned_rounds = planned_rounds
         self.personal_epochs = personal_epochs
         self.state_dir = None if options.state_dir is None else Path(options.state_dir)
+        if self.state_dir is not None:
+            # Refused here rather than when the first round's spending is saved.
+            try:
+                self.state_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise FraudflError(
+                    f"{self.state_dir}: cannot create the privacy state directory: "
+                    f"{exc.strerror}"
+                ) from exc
         self.accountants: dict[str, PrivacyAccountant] = {}
         self.dp: dict[str, DPConfig] = {}
 

@@ -101,3 +101,11 @@ def test_allowlist_that_cannot_be_written(
     _fails_with(["keys", "enroll", "--allowlist", str(data / "bank_00.csv" / "allowlist.json"),
                  "--id", "bank-a", "--public-key", str(tmp_path / "bank-a.pub")],
                 "cannot write allowlist", capsys)
+
+
+def test_privacy_state_dir_that_cannot_be_created(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fails_with(["simulate", "--data", str(data), "--noise-multiplier", "1", "--no-progress",
+                 "--privacy-state-dir", str(data / "bank_00.csv")],
+                "cannot create the privacy state directory", capsys)
