@@ -270,6 +270,7 @@ def load_config(cls: type[C], path: Path, env: Mapping[str, str] | None = None) 
     _check_readable(config.identity_key, "identity_key", path)
     _check_readable(config.encryption_key, "encryption_key", path)
     _check_readable(config.allowlist, "allowlist", path)
+    _check_creatable_dir(config.state_dir, "state_dir", path)
     if isinstance(config, AggregatorConfig):
         _check_readable(config.schema_file, "schema_file", path)
         if config.eval_data is not None:
@@ -381,6 +382,17 @@ def _describe(exc: ValidationError, path: Path, sources: Mapping[tuple[str, ...]
     more = len(exc.errors()) - 1
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
     return f"{where}: {key}: {what}{suffix}"
+
+
+def _check_creatable_dir(target: Path, key: str, config_path: Path) -> None:
+    """``target`` is a directory, or one can be made there (the services create it)."""
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise FraudflError(f"{config_path}: {key}: {existing} exists and is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise FraudflError(f"{config_path}: {key}: {existing} is not writable")
 
 
 def _check_readable(target: Path, key: str, config_path: Path) -> None:

@@ -203,3 +203,10 @@ def test_env_variable_no_service_knows_is_warned_about(
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     # eval_data is an aggregator setting, so not a typo.
     assert len(warned) == 1 and "FRAUDFL_KAFKA__BOOTSTRAP_SERVER" in warned[0]
+
+
+def test_state_dir_under_a_file(fed: Path) -> None:
+    # The bank node's mkdir of it was a NotADirectoryError traceback.
+    text = BANK.replace('state_dir = "state/bank-1"', 'state_dir = "data.csv/state"')
+    with pytest.raises(FraudflError, match=r"bank\.toml: state_dir: .*data\.csv exists and is not"):
+        load_config(BankNodeConfig, write(fed / "bank.toml", text), env={})
