@@ -141,14 +141,23 @@ class LocalFederation:
                 proc = self.procs.get(bank)
                 if proc is not None and proc.poll() is not None:
                     raise FraudflError(
-                        f"bank node {bank} exited with status {proc.returncode}; see "
-                        f"{self.log_dir / (bank + '.log')}"
+                        f"bank node {bank} exited with status {proc.returncode}: "
+                        f"{self.last_log_line(bank)} (log: {self.log_dir / (bank + '.log')})"
                     )
                 if self.bank_status(bank):
                     pending.discard(bank)
             if time.monotonic() > deadline:
                 raise FraudflError(f"bank nodes {sorted(pending)} not ready after {timeout_s} s")
             time.sleep(0.2)
+
+    def last_log_line(self, name: str) -> str:
+        """The last line a child wrote (its error), so that it is shown even when the log is in
+        a temporary directory removed on exit."""
+        try:
+            lines = (self.log_dir / f"{name}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return next((line for line in reversed(lines) if line.strip()), "(empty log)")
 
     def wait_banks_quality(self, version: int, timeout_s: float) -> dict[str, dict[str, Any]]:
         """Each running bank's validation quality of model ``version`` (global and, if it
@@ -215,6 +224,7 @@ def _workdir(directory: Path | None) -> Iterator[Path]:
 def _run_demo(args: argparse.Namespace, root: Path) -> int:
     from rich.console import Console
     from rich.live import Live
+    from rich.markup import escape
 
     from fraudfl.cli.aggregator import quiet_kafka
     from fraudfl.cli.init import write_federation
@@ -288,7 +298,10 @@ def _run_demo(args: argparse.Namespace, root: Path) -> int:
     if method != "none":
         console.print(_quality_table(method, list(fed.bank_configs), quality))
     if code != 0:
-        console.print(f"[red]the aggregator exited with status {code}; see {root / 'logs'}[/]")
+        # The log line may hold brackets ("['bank_00']") that rich would read as markup.
+        reason = escape(local.last_log_line("aggregator"))
+        console.print(f"[red]the aggregator exited with status {code}: {reason} "
+                      f"(logs: {escape(str(root / 'logs'))})[/]")
         return 1
     return 0 if len(completed) == args.rounds else 1
 
