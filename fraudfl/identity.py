@@ -128,6 +128,10 @@ def verify(public_key: bytes, signature: bytes, data: bytes) -> bool:
     return True
 
 
+class KeyConflict(FraudflError):
+    """The participant is enrolled with a different key (rotating it must be explicit)."""
+
+
 @dataclass
 class Allowlist:
     """Enrolled participants and their Ed25519 public keys."""
@@ -139,10 +143,23 @@ class Allowlist:
         load_public_key(public_key)
         existing = self.participants.get(participant_id)
         if existing is not None and existing != public_key:
-            raise FraudflError(
+            raise KeyConflict(
                 f"participant {participant_id!r} is already enrolled with a different key"
             )
+        # One key for two ids would let either act as the other; an encryption key here means
+        # the .pub files were swapped (both are 32 bytes of hex).
+        self._check_unused(participant_id, public_key, "identity")
         self.participants[participant_id] = public_key
+
+    def _check_unused(self, participant_id: str, public_key: bytes, kind: str) -> None:
+        for other_kind, keys in (("identity", self.participants),
+                                 ("encryption", self.encryption_keys)):
+            for other, key in keys.items():
+                if key == public_key and (other, other_kind) != (participant_id, kind):
+                    raise FraudflError(
+                        f"this {kind} key for {participant_id!r} is already enrolled as the "
+                        f"{other_kind} key of {other!r}; every participant needs its own keys"
+                    )
 
     def check_own_keys(
         self, participant_id: str, public_key: bytes, encryption_public_key: bytes, source: Path
@@ -187,9 +204,10 @@ class Allowlist:
             raise FraudflError("encryption key is not a usable X25519 public key") from exc
         existing = self.encryption_keys.get(participant_id)
         if existing is not None and existing != public_key:
-            raise FraudflError(
+            raise KeyConflict(
                 f"participant {participant_id!r} already has a different encryption key"
             )
+        self._check_unused(participant_id, public_key, "encryption")
         self.encryption_keys[participant_id] = public_key
 
     def encryption_key_of(self, participant_id: str) -> bytes | None:

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from fraudfl.cli.console import output_console
 from fraudfl.errors import FraudflError
-from fraudfl.identity import PUBLIC_KEY_BYTES, Allowlist, Identity
+from fraudfl.identity import PUBLIC_KEY_BYTES, Allowlist, Identity, KeyConflict
 from fraudfl.secagg.params import valid_participant_id
 from fraudfl.transport.sealing import EncryptionKey
 
@@ -127,16 +127,16 @@ def run_enroll(args: argparse.Namespace) -> int:
     except ValueError as exc:  # not a valid Ed25519 point
         raise FraudflError(f"{args.public_key}: not an Ed25519 public key ({exc})") from exc
     except FraudflError as exc:
-        raise FraudflError(f"{args.allowlist}: {exc}; pass --replace to rotate it") from exc
+        hint = "; pass --replace to rotate it" if isinstance(exc, KeyConflict) else ""
+        raise FraudflError(f"{args.allowlist}: {exc}{hint}") from exc
     if args.encryption_public_key is not None:
         try:
             allow.enroll_encryption_key(
                 args.participant_id, _read_public_key(args.encryption_public_key)
             )
         except FraudflError as exc:
-            raise FraudflError(
-                f"{args.encryption_public_key}: {exc}; pass --replace to rotate it"
-            ) from exc
+            hint = "; pass --replace to rotate it" if isinstance(exc, KeyConflict) else ""
+            raise FraudflError(f"{args.encryption_public_key}: {exc}{hint}") from exc
     allow.save(args.allowlist)
     print(f"enrolled {args.participant_id} ({fingerprint(public)}) in {args.allowlist}")
     return 0

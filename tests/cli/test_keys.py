@@ -95,3 +95,23 @@ def test_help(action: str, capsys: pytest.CaptureFixture[str]) -> None:
         main(["keys", action, "--help"])
     assert info.value.code == 0
     assert "--" in capsys.readouterr().out
+
+
+def test_one_key_cannot_serve_two_participants_or_two_roles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Both .pub files are 32 bytes of hex; a swapped file or a copied key used to be accepted.
+    for pid in ("bank-a", "bank-b"):
+        generate = ["keys", "generate", "--id", pid, "--out", str(tmp_path), "--encryption-key"]
+        assert main(generate) == 0
+    allow = str(tmp_path / "allowlist.json")
+    enroll = ["keys", "enroll", "--allowlist", allow]
+    assert main([*enroll, "--id", "bank-a", "--public-key", str(tmp_path / "bank-a.pub")]) == 0
+    capsys.readouterr()
+    assert main([*enroll, "--id", "bank-b", "--public-key", str(tmp_path / "bank-a.pub")]) == 2
+    err = capsys.readouterr().err
+    assert "already enrolled as the identity key of 'bank-a'" in err and "--replace" not in err
+    assert main([*enroll, "--id", "bank-b", "--public-key", str(tmp_path / "bank-b.pub"),
+                 "--encryption-public-key", str(tmp_path / "bank-b.pub")]) == 2
+    assert "already enrolled as the identity key of 'bank-b'" in capsys.readouterr().err
+    assert set(Allowlist.load(tmp_path / "allowlist.json").participants) == {"bank-a"}
