@@ -11,6 +11,7 @@ shape is documented in docs/simulation.md.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from fraudfl.errors import FraudflError
@@ -50,19 +51,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     fed = p.add_argument_group("federation")
     fed.add_argument("--strategy", choices=STRATEGY_NAMES, default="fedprox",
                      help="server strategy (default: fedprox)")
-    fed.add_argument("--mu", type=float, default=0.01,
+    fed.add_argument("--mu", type=float, default=None,
                      help="FedProx proximal coefficient (default: 0.01; FedProx only)")
     fed.add_argument("--rounds", type=int, default=10, help="federated rounds (default: 10)")
     fed.add_argument("--banks-per-round", type=int, default=10,
                      help="banks sampled per round, capped at the number of banks (default: 10)")
     fed.add_argument("--straggler-fraction", type=float, default=0.0,
                      help="fraction of each round's banks that straggle (default: 0)")
-    fed.add_argument("--server-lr", type=float, default=1.0, help="FedAvgM server learning rate")
-    fed.add_argument("--server-momentum", type=float, default=0.9, help="FedAvgM momentum")
-    fed.add_argument("--eta", type=float, default=1e-2, help="FedAdam/FedYogi server step")
-    fed.add_argument("--beta1", type=float, default=0.9, help="FedAdam/FedYogi beta1")
-    fed.add_argument("--beta2", type=float, default=0.99, help="FedAdam/FedYogi beta2")
-    fed.add_argument("--tau", type=float, default=1e-3, help="FedAdam/FedYogi adaptivity")
+    fed.add_argument("--server-lr", type=float, default=None,
+                     help="FedAvgM server learning rate (default: 1.0)")
+    fed.add_argument("--server-momentum", type=float, default=None,
+                     help="FedAvgM momentum (default: 0.9)")
+    fed.add_argument("--eta", type=float, default=None,
+                     help="FedAdam/FedYogi server step (default: 0.01)")
+    fed.add_argument("--beta1", type=float, default=None,
+                     help="FedAdam/FedYogi beta1 (default: 0.9)")
+    fed.add_argument("--beta2", type=float, default=None,
+                     help="FedAdam/FedYogi beta2 (default: 0.99)")
+    fed.add_argument("--tau", type=float, default=None,
+                     help="FedAdam/FedYogi adaptivity (default: 0.001)")
     fed.add_argument("--secure-aggregation", action="store_true",
                      help="sum the updates with SecAgg (quantised, masked) instead of in the clear")
     fed.add_argument("--secagg-neighbours", type=int, default=None, metavar="K",
@@ -91,9 +98,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     pers.add_argument("--personalization", choices=["none", "finetune", "fedper", "ditto"],
                       default="none",
                       help="personalise per bank and report global vs personal AUPRC per bank")
-    pers.add_argument("--personal-epochs", type=int, default=3,
+    pers.add_argument("--personal-epochs", type=int, default=None,
                       help="fine-tuning/Ditto epochs on the bank's data (default: 3)")
-    pers.add_argument("--ditto-lambda", type=float, default=0.1,
+    pers.add_argument("--ditto-lambda", type=float, default=None,
                       help="Ditto's pull towards the global model (default: 0.1)")
 
     dp = p.add_argument_group("differential privacy (docs/privacy.md)")
@@ -104,12 +111,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     help="record-level delta (default: 0.1 / records of each bank)")
     dp.add_argument("--noise-multiplier", type=float,
                     help="record-level DP-SGD with this noise multiplier")
-    dp.add_argument("--max-grad-norm", type=float, default=1.0,
+    dp.add_argument("--max-grad-norm", type=float, default=None,
                     help="per-sample gradient clipping norm (default: 1.0)")
-    dp.add_argument("--accountant", choices=["rdp", "prv"], default="rdp",
+    dp.add_argument("--accountant", choices=["rdp", "prv"], default=None,
                     help="privacy accountant (default: rdp; prv is tighter)")
     dp.add_argument("--dp-engine", choices=["vectorized", "ghost", "hooks", "functorch"],
-                    default="vectorized",
+                    default=None,
                     help="per-sample clipping: vectorized (default, fastest) or an Opacus mode")
     dp.add_argument("--privacy-state-dir", type=Path,
                     help="save/restore each bank's accountant here (a rerun resumes the spent "
@@ -133,6 +140,39 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=run)
 
 
+def _record_level(args: argparse.Namespace) -> bool:
+    return args.target_epsilon is not None or args.noise_multiplier is not None
+
+
+# Flags that only take effect together with another setting: (default, what they need, whether
+# it is there). The parser leaves them None so that one given without what it needs is refused
+# instead of silently ignored.
+_DEPENDENT_FLAGS: dict[str, tuple[object, str, Callable[[argparse.Namespace], bool]]] = {
+    "mu": (0.01, "--strategy fedprox", lambda a: a.strategy == "fedprox"),
+    "server_lr": (1.0, "--strategy fedavgm", lambda a: a.strategy == "fedavgm"),
+    "server_momentum": (0.9, "--strategy fedavgm", lambda a: a.strategy == "fedavgm"),
+    **{
+        name: (default, "--strategy fedadam or fedyogi",
+               lambda a: a.strategy in ("fedadam", "fedyogi"))
+        for name, default in (("eta", 1e-2), ("beta1", 0.9), ("beta2", 0.99), ("tau", 1e-3))
+    },
+    "personal_epochs": (3, "--personalization finetune or ditto",
+                        lambda a: a.personalization in ("finetune", "ditto")),
+    "ditto_lambda": (0.1, "--personalization ditto", lambda a: a.personalization == "ditto"),
+    "max_grad_norm": (1.0, "--target-epsilon or --noise-multiplier", _record_level),
+    "accountant": ("rdp", "--target-epsilon or --noise-multiplier", _record_level),
+    "dp_engine": ("vectorized", "--target-epsilon or --noise-multiplier", _record_level),
+}
+
+
+def _apply_dependent_flags(args: argparse.Namespace) -> None:
+    for name, (default, needs, applies) in _DEPENDENT_FLAGS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+        elif not applies(args):
+            raise FraudflError(f"--{name.replace('_', '-')} needs {needs}; alone it has no effect")
+
+
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `fraudfl --help` does not pay for torch.
     from rich.console import Console
@@ -150,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from fraudfl.simulation import SimulationConfig, run_simulation
 
+    _apply_dependent_flags(args)
     if not args.data.is_dir():
         raise FraudflError(f"{args.data}: not a directory (expected a dataset directory)")
     if args.out is not None:

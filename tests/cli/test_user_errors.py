@@ -73,6 +73,14 @@ def test_piped_tables_keep_whole_values(
 @pytest.mark.parametrize(("flags", "expected"), [
     (["--secagg-neighbours", "2"], "--secagg-neighbours needs --secure-aggregation"),
     (["--bank-dp-delta", "0.01"], "--bank-dp-delta needs --bank-dp-clip and --bank-dp-noise"),
+    (["--strategy", "fedavg", "--mu", "0.1"], "--mu needs --strategy fedprox"),
+    (["--server-lr", "0.5"], "--server-lr needs --strategy fedavgm"),
+    (["--strategy", "fedavgm", "--tau", "0.1"], "--tau needs --strategy fedadam or fedyogi"),
+    (["--max-grad-norm", "2"], "--max-grad-norm needs --target-epsilon or --noise-multiplier"),
+    (["--accountant", "prv"], "--accountant needs --target-epsilon or --noise-multiplier"),
+    (["--personalization", "finetune", "--ditto-lambda", "1"],
+     "--ditto-lambda needs --personalization ditto"),
+    (["--personal-epochs", "2"], "--personal-epochs needs --personalization finetune or ditto"),
 ])
 def test_simulate_flags_that_would_be_ignored(
     data: Path, capsys: pytest.CaptureFixture[str], flags: list[str], expected: str
