@@ -25,6 +25,7 @@ the one place all private training of a bank goes through.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -98,7 +99,7 @@ class PersonalizationConfig:
             raise FraudflError(f"personalization epochs must be >= 1, got {self.epochs}")
         if self.lr is not None and not self.lr > 0:
             raise FraudflError(f"personalization lr must be > 0, got {self.lr}")
-        if self.lam < 0:
+        if not (math.isfinite(self.lam) and self.lam >= 0):
             raise FraudflError(f"Ditto lambda must be >= 0, got {self.lam}")
         if self.personal_layers < 1:
             raise FraudflError(f"personal_layers must be >= 1, got {self.personal_layers}")

@@ -51,10 +51,21 @@ class TrainConfig:
             raise FraudflError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.batch_size < 1:
             raise FraudflError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
+        if not (math.isfinite(self.lr) and self.lr > 0):
             raise FraudflError(f"lr must be > 0, got {self.lr}")
-        if self.mu < 0:
-            raise FraudflError(f"mu must be >= 0, got {self.mu}")
+        # Written so that NaN fails too: it passed "< 0" and only surfaced as a NaN model.
+        if not (math.isfinite(self.mu) and self.mu >= 0):
+            raise FraudflError(f"mu must be a finite number >= 0, got {self.mu}")
+        if self.pos_weight is not None and not (
+            math.isfinite(self.pos_weight) and self.pos_weight > 0
+        ):
+            raise FraudflError(f"pos_weight must be a finite number > 0, got {self.pos_weight}")
+        if self.focal_gamma is not None and not (
+            math.isfinite(self.focal_gamma) and self.focal_gamma >= 0
+        ):
+            raise FraudflError(
+                f"focal_gamma must be a finite number >= 0, got {self.focal_gamma}"
+            )
         if not 0 <= self.momentum < 1:
             raise FraudflError(f"momentum must be in [0, 1), got {self.momentum}")
 

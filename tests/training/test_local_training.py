@@ -210,3 +210,13 @@ def test_bad_inputs() -> None:
                     TrainConfig(), rng=np.random.default_rng(0))
     with pytest.raises(FraudflError, match="batch_size"):
         TrainConfig(batch_size=0)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("mu", math.nan), ("mu", math.inf), ("lr", math.inf), ("pos_weight", math.nan),
+    ("focal_gamma", math.nan), ("pos_weight", -1.0),
+])
+def test_non_finite_or_negative_hyperparameters_are_refused(field: str, value: float) -> None:
+    # NaN passed "mu < 0" and surfaced only as "parameter vector contains NaN" after training.
+    with pytest.raises(FraudflError, match=field):
+        TrainConfig(**{field: value})  # type: ignore[arg-type]
