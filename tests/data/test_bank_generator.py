@@ -163,6 +163,8 @@ def test_refuses_to_mix_with_an_existing_dataset(generated: Path, tmp_path: Path
         ({"fraud_rate": 0.2}, "fraud rate"),
         ({"test_fraction": 1.0}, "test fraction"),
         ({"file_format": "xlsx"}, "file format"),
+        ({"feature_shift": float("nan")}, "feature shift must be >= 0, got nan"),
+        ({"label_skew": -1.0}, "label skew must be >= 0, got -1.0"),
     ],
 )
 def test_bad_arguments(tmp_path: Path, kwargs: dict[str, object], expected: str) -> None:

@@ -365,8 +365,10 @@ def _check_args(
 ) -> None:
     if n_banks < 1:
         raise FraudflError(f"number of banks must be >= 1, got {n_banks}")
-    if size_power_law < 0 or label_skew < 0 or feature_shift < 0:
-        raise FraudflError("size power law, label skew and feature shift must be >= 0")
+    for name, value in (("size power law", size_power_law), ("label skew", label_skew),
+                        ("feature shift", feature_shift)):
+        if not value >= 0:  # also refuses NaN
+            raise FraudflError(f"{name} must be >= 0, got {value}")
     smallest = int(bank_sizes(n_banks, total, size_power_law).min())
     if smallest < MIN_BANK_ROWS:
         raise FraudflError(
