@@ -20,6 +20,7 @@ turns the sum into the next global model.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -213,7 +214,7 @@ class FedAvgM(_StatefulStrategy):
         fit_config: Mapping[str, ConfigValue] | None = None,
     ) -> None:
         super().__init__(fit_config)
-        if server_lr <= 0 or not 0 <= momentum < 1:
+        if not (0 < server_lr < math.inf and 0 <= momentum < 1):  # also refuses NaN
             raise FraudflError("FedAvgM needs server_lr > 0 and momentum in [0, 1)")
         self.server_lr = server_lr
         self.momentum = momentum
@@ -245,7 +246,8 @@ class _FedOpt(_StatefulStrategy):
         fit_config: Mapping[str, ConfigValue] | None = None,
     ) -> None:
         super().__init__(fit_config)
-        if eta <= 0 or tau <= 0 or not 0 <= beta1 < 1 or not 0 <= beta2 < 1:
+        # Written so that NaN fails too.
+        if not (0 < eta < math.inf and 0 < tau < math.inf and 0 <= beta1 < 1 and 0 <= beta2 < 1):
             raise FraudflError(
                 f"{self.name} needs eta > 0, tau > 0, beta1 and beta2 in [0, 1); "
                 f"got eta={eta}, tau={tau}, beta1={beta1}, beta2={beta2}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 from pathlib import Path
 from types import FrameType
@@ -74,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     if not 0 <= args.port <= 65535:
         raise FraudflError(f"--port {args.port} is out of range; expected 0-65535")
-    if args.poll_interval <= 0:
-        raise FraudflError(f"--poll-interval must be > 0, got {args.poll_interval}")
+    if not 0 < args.poll_interval < math.inf:
+        raise FraudflError(f"--poll-interval must be a finite number > 0, got {args.poll_interval}")
     # One transaction, or a batch through a 64-unit MLP, is far too small to split across
     # threads; extra BLAS/torch threads only contend with the event loop and the stream.
     torch.set_num_threads(1)

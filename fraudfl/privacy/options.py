@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -42,8 +43,10 @@ class PrivacyOptions:
         for name, delta in (("--delta", self.delta), ("--bank-dp-delta", self.bank_dp_delta)):
             if delta is not None and not 0 < delta < 1:
                 raise FraudflError(f"{name} must be in (0, 1), got {delta}")
-        if not self.max_grad_norm > 0:
-            raise FraudflError(f"--max-grad-norm must be > 0, got {self.max_grad_norm}")
+        if not 0 < self.max_grad_norm < math.inf:
+            raise FraudflError(
+                f"--max-grad-norm must be a finite number > 0, got {self.max_grad_norm}"
+            )
         if self.accountant not in MECHANISMS:
             raise FraudflError(f"--accountant must be one of {MECHANISMS}")
         if self.engine not in DP_ENGINES:

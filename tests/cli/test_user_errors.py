@@ -117,3 +117,25 @@ def test_privacy_state_dir_that_cannot_be_created(
     _fails_with(["simulate", "--data", str(data), "--noise-multiplier", "1", "--no-progress",
                  "--privacy-state-dir", str(data / "bank_00.csv")],
                 "cannot create the privacy state directory", capsys)
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["generate-data", "fedprox-synthetic", "--devices", "2", "--alpha", "nan"],
+     "alpha and beta must be >= 0"),
+    (["simulate", "--strategy", "fedavgm", "--server-lr", "nan"], "FedAvgM needs server_lr > 0"),
+    (["simulate", "--strategy", "fedyogi", "--eta", "nan"], "fedyogi needs eta > 0"),
+    (["simulate", "--noise-multiplier", "1", "--max-grad-norm", "inf"],
+     "--max-grad-norm must be a finite number > 0"),
+    (["serve", "--model", ".", "--poll-interval", "nan"], "--poll-interval must be a finite"),
+])
+def test_nan_and_inf_flag_values(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+    expected: str,
+) -> None:
+    # NaN passed checks written as "x <= 0": NaN data, a NaN model after training, a server
+    # polling with a NaN interval.
+    sigterm = signal.getsignal(signal.SIGTERM)
+    where = ["--out", str(tmp_path / "out")] if argv[0] == "generate-data" else (
+        ["--data", str(data), "--no-progress"] if argv[0] == "simulate" else [])
+    _fails_with([*argv, *where], expected, capsys)
+    signal.signal(signal.SIGTERM, sigterm)

@@ -64,7 +64,7 @@ def generate_fedprox_synthetic(
     overwrite: bool = False,
 ) -> Path:
     """Write ``device_00 .. device_NN`` files, ``test`` and ``schema.toml``; returns ``out_dir``."""
-    if alpha < 0 or beta < 0:
+    if not (alpha >= 0 and beta >= 0):  # also refuses NaN
         raise FraudflError(f"alpha and beta must be >= 0, got alpha={alpha}, beta={beta}")
     if n_devices < 1 or n_features < 1 or n_classes < 2:
         raise FraudflError("need at least 1 device, 1 feature and 2 classes")
