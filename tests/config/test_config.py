@@ -210,3 +210,10 @@ def test_state_dir_under_a_file(fed: Path) -> None:
     text = BANK.replace('state_dir = "state/bank-1"', 'state_dir = "data.csv/state"')
     with pytest.raises(FraudflError, match=r"bank\.toml: state_dir: .*data\.csv exists and is not"):
         load_config(BankNodeConfig, write(fed / "bank.toml", text), env={})
+
+
+def test_inf_and_nan_are_refused(fed: Path) -> None:
+    for value in ("inf", "nan"):
+        path = write(fed / "a.toml", AGG + f"\n[training]\nlr = {value}\n")
+        with pytest.raises(FraudflError, match=r"a\.toml: training\.lr: Input should be a finite"):
+            load_config(AggregatorConfig, path, env={})
