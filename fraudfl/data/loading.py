@@ -104,11 +104,15 @@ def find_data_files(root: Path) -> tuple[dict[str, Path], Path | None]:
             and not path.name.startswith(".")
             and path.suffix.lower() in DATA_SUFFIXES
         ):
-            by_stem.setdefault(path.stem, []).append(path)
+            # Test.csv is the test set too (suffixes are case-insensitive): as a bank named
+            # "Test" the held-out rows would silently be trained on.
+            stem = TEST_STEM if path.stem.lower() == TEST_STEM else path.stem
+            by_stem.setdefault(stem, []).append(path)
     for stem, paths in by_stem.items():
         if len(paths) > 1:
             names = ", ".join(p.name for p in paths)
-            raise FraudflError(f"{root}: bank '{stem}' has more than one file ({names}); keep one")
+            what = "the test set" if stem == TEST_STEM else f"bank '{stem}'"
+            raise FraudflError(f"{root}: {what} has more than one file ({names}); keep one")
     test_paths = by_stem.pop(TEST_STEM, None)
     banks = {stem: paths[0] for stem, paths in sorted(by_stem.items())}
     if not banks:

@@ -148,3 +148,13 @@ def test_codes_keep_leading_zeros_when_declared_categorical(
     ds = load_dataset(tmp_path)
     assert ds.banks["a"]["mcc"].tolist() == ["0042", "5411"]
     assert ds.schema.categories == {"mcc": ["0042", "5411"]}
+
+
+def test_test_file_name_is_case_insensitive(dataset_dir: Path) -> None:
+    # "Test.csv" was loaded as a bank named "Test": the held-out rows were trained on.
+    (dataset_dir / "test.csv").rename(dataset_dir / "Test.csv")
+    ds = load_dataset(dataset_dir)
+    assert ds.bank_ids == ["bank_a", "bank_b"] and ds.test is not None
+    (dataset_dir / "TEST.csv").write_text((dataset_dir / "Test.csv").read_text())
+    with pytest.raises(FraudflError, match=r"the test set has more than one file"):
+        load_dataset(dataset_dir)
