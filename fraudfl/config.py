@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from fraudfl.errors import FraudflError
+from fraudfl.identity import ID_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ class PersonalTrainingSettings(_Section):
 
 
 class ServiceConfig(_Section):
-    federation_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    federation_id: str = Field(pattern=ID_PATTERN)
     # Ed25519 signing key (``<id>.key``) and X25519 key for sealed payloads (``<id>.enc.key``).
     identity_key: Path
     encryption_key: Path
@@ -224,7 +225,7 @@ class AggregatorConfig(ServiceConfig):
 
 
 class BankNodeConfig(ServiceConfig):
-    bank_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    bank_id: str = Field(pattern=ID_PATTERN)
     aggregator_id: str = "aggregator"
     data: Path
     # The dataset's schema.toml; by default the one next to the data file.

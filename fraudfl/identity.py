@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,19 @@ from fraudfl.errors import FraudflError
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
+# Ids name key files and Kafka topics (``fraudfl.<federation>.bank.<id>``), so one pattern
+# holds for federation and participant ids everywhere (keys CLI, allowlist, config, topics).
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ID = re.compile(ID_PATTERN)
+
+
+def check_id(kind: str, value: str) -> str:
+    """``value`` if it is a valid federation or participant id, else a FraudflError."""
+    if not _ID.fullmatch(value):
+        raise FraudflError(
+            f"{kind} {value!r} must be 1-64 characters of letters, digits, '_' or '-'"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -39,7 +53,7 @@ class Identity:
 
     @classmethod
     def generate(cls, participant_id: str) -> Identity:
-        return cls(participant_id, Ed25519PrivateKey.generate())
+        return cls(check_id("participant id", participant_id), Ed25519PrivateKey.generate())
 
     @property
     def public_bytes(self) -> bytes:
@@ -140,6 +154,7 @@ class Allowlist:
     encryption_keys: dict[str, bytes] = field(default_factory=dict)
 
     def enroll(self, participant_id: str, public_key: bytes) -> None:
+        check_id("participant id", participant_id)
         load_public_key(public_key)
         existing = self.participants.get(participant_id)
         if existing is not None and existing != public_key:

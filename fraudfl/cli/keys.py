@@ -18,8 +18,7 @@ from rich.table import Table
 
 from fraudfl.cli.console import output_console
 from fraudfl.errors import FraudflError
-from fraudfl.identity import PUBLIC_KEY_BYTES, Allowlist, Identity, KeyConflict
-from fraudfl.secagg.params import valid_participant_id
+from fraudfl.identity import PUBLIC_KEY_BYTES, Allowlist, Identity, KeyConflict, check_id
 from fraudfl.transport.sealing import EncryptionKey
 
 
@@ -68,14 +67,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     lst.set_defaults(func=run_list)
 
 
-def _check_id(participant_id: str) -> None:
-    if not valid_participant_id(participant_id):
-        raise FraudflError(
-            f"--id {participant_id!r}: expected 1-64 characters from A-Z a-z 0-9 . _ - "
-            "starting with a letter or digit"
-        )
-
-
 def _read_public_key(path: Path) -> bytes:
     try:
         text = path.read_text().strip()
@@ -103,7 +94,7 @@ def fingerprint(public_key: bytes) -> str:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    _check_id(args.participant_id)
+    check_id("--id", args.participant_id)
     identity = Identity.generate(args.participant_id)
     key_path, pub_path = identity.save(args.out)
     print(f"wrote {key_path} (0600) and {pub_path}")
@@ -115,7 +106,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_enroll(args: argparse.Namespace) -> int:
-    _check_id(args.participant_id)
+    check_id("--id", args.participant_id)
     public = _read_public_key(args.public_key)
     allow = _load_allowlist(args.allowlist, must_exist=False)
     if args.replace:

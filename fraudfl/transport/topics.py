@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fraudfl.errors import FraudflError
+from fraudfl.identity import check_id
 from fraudfl.transport.base import TopicSpec, Transport
 
 PREFIX = "fraudfl"
-# Kafka allows [a-zA-Z0-9._-] up to 249 characters in a topic name.
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def check_name(kind: str, value: str) -> str:
-    """Validate a federation or participant id used inside topic names."""
-    if not _NAME.fullmatch(value):
-        raise FraudflError(
-            f"{kind} {value!r} must be 1-64 characters of letters, digits, '_' or '-'"
-        )
-    return value
+# Kafka allows [a-zA-Z0-9._-] up to 249 characters in a topic name; ids are narrower.
+check_name = check_id
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,10 @@ def test_invalid_id_and_missing_allowlist(
 ) -> None:
     assert main(["keys", "generate", "--id", "../evil", "--out", str(tmp_path)]) == 2
     assert "--id" in capsys.readouterr().err
+    # The services' config and topic names refuse '.', so the keys CLI must too.
+    assert main(["keys", "generate", "--id", "bank.a", "--out", str(tmp_path)]) == 2
+    assert "--id 'bank.a'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
     assert main(["keys", "list", "--allowlist", str(tmp_path / "none.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
