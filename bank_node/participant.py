@@ -97,8 +97,6 @@ class RoundReport:
     declined: bool = False
     examples: int = 0
     loss: float = math.nan
-    epsilon: float = 0.0
-    train_seconds: float = 0.0
 
 
 class BankParticipant:
@@ -257,8 +255,7 @@ class BankParticipant:
         self, round_number: int, reason: DeclineReason, detail: str
     ) -> list[Reply]:
         log.warning("%s: declining round %d: %s", self.bank_id, round_number, detail)
-        self.last_report = RoundReport(round_number, "train", declined=True,
-                                       epsilon=self._epsilon())
+        self.last_report = RoundReport(round_number, "train", declined=True)
         body = Decline(round=round_number, reason=reason, detail=detail)
         return [Reply(round_number, "announce", DECLINE, encode(body))]
 
@@ -336,7 +333,7 @@ class BankParticipant:
             self._record_plain(ann.round, update, weight)
         self.client.set_input(update, weight)
         self.last_report = RoundReport(
-            ann.round, "train", examples=result.num_examples, loss=result.loss, epsilon=epsilon
+            ann.round, "train", examples=result.num_examples, loss=result.loss
         )
         log.info("%s: round %d trained on %d examples, loss %.4f, epsilon %.3f", self.bank_id,
                  ann.round, result.num_examples, result.loss, epsilon)
