@@ -70,13 +70,16 @@ def run(args: argparse.Namespace) -> int:
     from fraudfl.scoring.holder import ModelHolder
     from fraudfl.scoring.server import bind_listener, uvicorn_config
 
-    # SIGTERM (docker stop, systemd) ends the service cleanly with status 0: uvicorn drains
-    # requests, then re-raises the signal, which lands here and unwinds through the finally.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
+    # Flags are checked before anything with a side effect (signal handler, thread limits,
+    # the socket, the model watcher) so that a typo fails at once and leaves nothing behind.
+    partitions = _partitions(args.stream_partitions)
     if not 0 <= args.port <= 65535:
         raise FraudflError(f"--port {args.port} is out of range; expected 0-65535")
     if not 0 < args.poll_interval < math.inf:
         raise FraudflError(f"--poll-interval must be a finite number > 0, got {args.poll_interval}")
+    # SIGTERM (docker stop, systemd) ends the service cleanly with status 0: uvicorn drains
+    # requests, then re-raises the signal, which lands here and unwinds through the finally.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     # One transaction, or a batch through a 64-unit MLP, is far too small to split across
     # threads; extra BLAS/torch threads only contend with the event loop and the stream.
     torch.set_num_threads(1)
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
                                          client_id="fraudfl-scoring"), max_poll_records=2000),
             StreamSettings(state_path=state, transactions_topic=args.transactions_topic,
                            alerts_topic=args.alerts_topic, alerts_only=args.alerts_only,
-                           partitions=_partitions(args.stream_partitions)),
+                           partitions=partitions),
             metrics=metrics,
         )
         streamer.start()
@@ -152,8 +155,14 @@ def _partitions(value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
     try:
-        return tuple(int(p) for p in value.split(",") if p.strip())
+        partitions = tuple(int(p) for p in value.split(",") if p.strip())
     except ValueError:
+        partitions = ()
+    # An empty list would assign no partition and score nothing, silently.
+    if not partitions or min(partitions) < 0:
         raise FraudflError(
             f"--stream-partitions: expected comma-separated partition numbers, got {value!r}"
-        ) from None
+        )
+    if len(set(partitions)) != len(partitions):
+        raise FraudflError(f"--stream-partitions: a partition is listed twice in {value!r}")
+    return partitions

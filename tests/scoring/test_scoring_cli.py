@@ -12,7 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import httpx
+import pytest
 
+from fraudfl.cli import main
 from fraudfl.scoring import save_artifact
 from tests.scoring.conftest import TrainedBank, transactions
 
@@ -70,3 +72,17 @@ def test_serve_process_end_to_end(tmp_path: Path, trained_bank: TrainedBank) -> 
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
     assert code == 0
+
+
+def test_serve_refuses_bad_stream_partitions_before_starting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An empty list used to assign no partition and score nothing without a word.
+    for value, expected in ((",", "expected comma-separated partition numbers"),
+                            ("a", "expected comma-separated partition numbers"),
+                            ("-1", "expected comma-separated partition numbers"),
+                            ("0,1,0", "listed twice")):
+        code = main(["serve", "--model", str(tmp_path / "none"), "--port", "0",
+                     "--bootstrap-servers", "127.0.0.1:1", "--stream-partitions", value])
+        assert code == 2
+        assert expected in capsys.readouterr().err
