@@ -97,10 +97,11 @@ class PersonalizationConfig:
             raise FraudflError(f"personalization must be one of {METHODS}, got {self.method!r}")
         if self.epochs < 1:
             raise FraudflError(f"personalization epochs must be >= 1, got {self.epochs}")
-        if self.lr is not None and not self.lr > 0:
-            raise FraudflError(f"personalization lr must be > 0, got {self.lr}")
+        # isfinite too: inf passes a plain '> 0' and would train the model into NaNs.
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise FraudflError(f"personalization lr must be a finite number > 0, got {self.lr}")
         if not (math.isfinite(self.lam) and self.lam >= 0):
-            raise FraudflError(f"Ditto lambda must be >= 0, got {self.lam}")
+            raise FraudflError(f"Ditto lambda must be a finite number >= 0, got {self.lam}")
         if self.personal_layers < 1:
             raise FraudflError(f"personal_layers must be >= 1, got {self.personal_layers}")
 

@@ -199,6 +199,11 @@ def test_config_validation() -> None:
         PersonalizationConfig(method="magic")  # type: ignore[arg-type]
     with pytest.raises(FraudflError, match="lambda"):
         PersonalizationConfig(method="ditto", lam=-1)
+    for bad_lr in (0.0, float("nan"), float("inf")):
+        with pytest.raises(FraudflError, match="lr must be a finite number > 0"):
+            PersonalizationConfig(method="finetune", lr=bad_lr)
+    with pytest.raises(FraudflError, match="lambda must be a finite number"):
+        PersonalizationConfig(method="ditto", lam=float("inf"))
     base = TrainConfig(lr=0.1, mu=0.5, local_epochs=1, max_steps=4)
     ditto = PersonalizationConfig(method="ditto", epochs=5, lam=0.3).train_config(base)
     assert (ditto.mu, ditto.local_epochs, ditto.max_steps, ditto.lr) == (0.3, 5, None, 0.1)
