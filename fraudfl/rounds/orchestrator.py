@@ -148,6 +148,11 @@ class Orchestrator:
         self.schema = schema
         self.evaluator = evaluator
         self.federation = config.federation_id
+        # Enrolled banks: everyone on the allowlist except the aggregator itself. The allowlist
+        # is loaded once at start-up, so this is fixed; computed here rather than per message.
+        self.banks: tuple[str, ...] = tuple(
+            sorted(p for p in allowlist.participants if p != identity.participant_id)
+        )
         if len(self.banks) < config.rounds.min_banks:
             # No round could ever start: refuse at start-up instead of aborting round 0.
             raise FraudflError(
@@ -183,11 +188,6 @@ class Orchestrator:
         self.rejections: dict[str, int] = {}
 
     # -- who takes part ---------------------------------------------------------------------
-
-    @property
-    def banks(self) -> list[str]:
-        """Enrolled banks: everyone on the allowlist except the aggregator itself."""
-        return sorted(p for p in self.allowlist.participants if p != self.identity.participant_id)
 
     def _select(self, round_number: int) -> list[str]:
         eligible = [b for b in self.banks if b not in self.exhausted]
@@ -367,7 +367,7 @@ class Orchestrator:
         log.info("round %d (%s): announced to %s", round_number, kind, selected)
         return [
             Outbound("control", "*", round_number, "announce", ANNOUNCE,
-                     encode(announcement, setup[0].data), tuple(self.banks))
+                     encode(announcement, setup[0].data), self.banks)
         ]
 
     def _announcement(self, kind: Literal["stats", "train"], selected: list[str]) -> Announcement:
@@ -429,7 +429,7 @@ class Orchestrator:
                                      o.recipients))
             else:
                 msgs.append(Outbound("control", "*", self.round, stage, SECAGG, o.data,
-                                     tuple(self.banks)))
+                                     self.banks))
         return msgs
 
     def _abort(self, reason: str, now: float, cause: AbortReason) -> list[Outbound]:
@@ -581,7 +581,7 @@ class Orchestrator:
             personal_layers=self.config.training.personal_layers,
         )
         return Outbound("models", "*", rec.round, "model", MODEL,
-                        encode_model(info, self.params), tuple(self.banks))
+                        encode_model(info, self.params), self.banks)
 
     # -- state -------------------------------------------------------------------------------
 
