@@ -191,10 +191,7 @@ def build_artifact(
             f"feature pipeline produces {pipeline.num_features} features, "
             f"the model expects {spec.num_features}"
         )
-    was_training = model.training
-    model.eval()
     threshold = choose_threshold(predict_proba(model, X_val), y_val, target_fpr)
-    model.train(was_training)
     return ModelArtifact(
         spec=spec,
         params=get_flat_params(model),
