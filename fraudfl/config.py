@@ -264,7 +264,7 @@ def load_config(cls: type[C], path: Path, env: Mapping[str, str] | None = None) 
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise FraudflError(f"{path}: not valid TOML ({exc})") from exc
     sources = _apply_env(cls, data, os.environ if env is None else env)
-    _resolve_paths(cls, data, path.parent)
+    _resolve_paths(data, path.parent)
     try:
         config = cls.model_validate(data)
     except ValidationError as exc:
@@ -342,23 +342,21 @@ def _parse_env_value(value: str) -> Any:
         return value
 
 
-_PATH_FIELDS: dict[tuple[str, ...], None] = dict.fromkeys(
-    [
-        ("identity_key",),
-        ("encryption_key",),
-        ("allowlist",),
-        ("schema_file",),
-        ("state_dir",),
-        ("data",),
-        ("eval_data",),
-        ("kafka", "ssl_cafile"),
-        ("kafka", "ssl_certfile"),
-        ("kafka", "ssl_keyfile"),
-    ]
+_PATH_FIELDS: tuple[tuple[str, ...], ...] = (
+    ("identity_key",),
+    ("encryption_key",),
+    ("allowlist",),
+    ("schema_file",),
+    ("state_dir",),
+    ("data",),
+    ("eval_data",),
+    ("kafka", "ssl_cafile"),
+    ("kafka", "ssl_certfile"),
+    ("kafka", "ssl_keyfile"),
 )
 
 
-def _resolve_paths(cls: type[BaseModel], data: dict[str, Any], base: Path) -> None:
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     for keys in _PATH_FIELDS:
         node: Any = data
         for key in keys[:-1]:
