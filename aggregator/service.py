@@ -27,6 +27,7 @@ from fraudfl.config import AggregatorConfig
 from fraudfl.data.loading import load_bank_file
 from fraudfl.data.pipeline import FeaturePipeline
 from fraudfl.data.schema import Schema, load_schema
+from fraudfl.data.validation import IntArray
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.models import ModelSpec, set_flat_params
 from fraudfl.monitoring import AggregatorMetrics
@@ -97,12 +98,18 @@ class AggregatorService:
         self, schema: Schema
     ) -> Callable[[ModelSpec, FeaturePipeline, npt.NDArray[np.float32]], dict[str, float]]:
         assert self.config.eval_data is not None
+        source = str(self.config.eval_data)
         frame = load_bank_file(self.config.eval_data, schema)
+        # The pipeline is fitted once (statistics round), so the held-out data is transformed
+        # once for it rather than again for every round's model.
+        cache: list[tuple[FeaturePipeline, npt.NDArray[np.float32], IntArray]] = []
 
         def score(
             spec: ModelSpec, pipeline: FeaturePipeline, params: npt.NDArray[np.float32]
         ) -> dict[str, float]:
-            X, y = pipeline.transform(frame, source=str(self.config.eval_data))
+            if not cache or cache[0][0] is not pipeline:
+                cache[:] = [(pipeline, *pipeline.transform(frame, source=source))]
+            _, X, y = cache[0]
             model = spec.build()
             set_flat_params(model, params)
             return evaluate(model, X, y, pipeline.task)
