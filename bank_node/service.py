@@ -22,8 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from bank_node.noise import CALIBRATION_FILE, NoiseCalibration
-from bank_node.participant import BankParticipant, Reply
 from fraudfl.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from fraudfl.config import BankNodeConfig
 from fraudfl.data.loading import load_bank_file
@@ -42,6 +40,8 @@ from fraudfl.privacy.accountant import (
     default_delta,
 )
 from fraudfl.rounds.messages import ANNOUNCE, MODEL
+from fraudfl.rounds.noise import CALIBRATION_FILE, NoiseCalibration
+from fraudfl.rounds.participant import BankParticipant, Reply
 from fraudfl.training.evaluation import evaluate
 from fraudfl.transport.base import Transport
 from fraudfl.transport.channel import Channel, ChannelState, VerifiedMessage
@@ -55,8 +55,6 @@ CHECKPOINT_FILE = "bank.ckpt"
 STATUS_FILE = "status.json"
 ACCOUNTANT_FILE = "accountant.json"
 MODEL_DIR = "model"
-VAL_FRACTION = 0.2
-TARGET_FPR = 0.01
 POLL_S = 0.2
 # Catching up: polls that may follow an announcement before the batch is acted on.
 DRAIN_POLL_S = 0.05
@@ -96,12 +94,14 @@ class BankNodeService:
         frame = load_bank_file(config.data, schema)
         if len(frame) == 0:
             raise FraudflError(f"{config.data}: no rows")
-        self.train_frame, self.val_frame = train_val_split(frame, schema, VAL_FRACTION, seed=0)
+        self.train_frame, self.val_frame = train_val_split(
+            frame, schema, config.val_fraction, seed=config.split_seed
+        )
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.accountant_path = config.state_dir / ACCOUNTANT_FILE
         privacy = config.privacy
         budget = PrivacyBudget(
-            privacy.target_epsilon, privacy.delta or default_delta(len(self.train_frame))
+            privacy.epsilon_budget, privacy.delta or default_delta(len(self.train_frame))
         )
         accountant = PrivacyAccountant.load_or_create(
             self.accountant_path, privacy.accountant, budget=budget, label=config.bank_id
@@ -109,7 +109,7 @@ class BankNodeService:
         self.calibration_path = config.state_dir / CALIBRATION_FILE
         self.participant = BankParticipant(
             config, self.identity, self.allowlist, self.train_frame, schema, accountant,
-            NoiseCalibration.load(self.calibration_path),
+            NoiseCalibration.load(self.calibration_path), source=str(config.data),
         )
         self.channel = Channel(
             transport,
@@ -345,7 +345,7 @@ class BankNodeService:
     def _save_artifact(self) -> None:
         """Write the model the bank serves (the global one or its personalised one) where the
         scoring service loads it, with both models' quality on the bank's validation split."""
-        from fraudfl.scoring.artifact import build_artifact, save_artifact
+        from fraudfl.scoring.artifact import TARGET_FPR, build_artifact, save_artifact
 
         p = self.participant
         info, params = p.model_info, p.params

@@ -31,7 +31,7 @@ from rich.table import Table
 
 from fraudfl.data import load_dataset
 from fraudfl.data.generators.fedprox_synthetic import generate_fedprox_synthetic
-from fraudfl.reporting import plot_comparison, result_curves
+from fraudfl.cli.reporting import plot_comparison, result_curves
 from fraudfl.simulation import SimulationConfig, SimulationResult, run_simulation
 
 RESULTS_DIR = Path(__file__).parent / "results"

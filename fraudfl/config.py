@@ -12,6 +12,7 @@ what is expected.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -98,6 +99,11 @@ class TrainingSettings(_Section):
     # where it started (docs/services.md, "Learning rate").
     lr: float = Field(default=0.5, gt=0)
     mu: float = Field(default=0.01, ge=0)
+    # At most this many optimiser steps per round (None: local_epochs whole epochs).
+    max_steps: int | None = Field(default=None, ge=1)
+    # Class imbalance: weight of the positive class in the loss, or a focal loss's gamma.
+    pos_weight: float | None = Field(default=None, gt=0)
+    focal_gamma: float | None = Field(default=None, ge=0)
     # FedPer: the last k linear layers stay at the banks (personal heads) and only the body
     # is aggregated; 0 aggregates the whole model. Needs the mlp model with k <= len(hidden).
     personal_layers: int = Field(default=0, ge=0)
@@ -115,8 +121,14 @@ class TrainingSettings(_Section):
 
 class StrategySettings(_Section):
     name: Literal["fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi"] = "fedprox"
+    # FedAvgM: server learning rate and momentum.
     server_lr: float = Field(default=1.0, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
+    # FedAdam / FedYogi (Reddi et al. 2021): server learning rate, moment decays, adaptivity.
+    eta: float = Field(default=1e-2, gt=0)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.99, ge=0, lt=1)
+    tau: float = Field(default=1e-3, gt=0)
 
 
 class RoundSettings(_Section):
@@ -140,6 +152,10 @@ class StageTimeouts(_Section):
 
 
 class SecAggSettings(_Section):
+    # False sums the banks' vectors in the clear, with the same quantisation (so the same sum):
+    # for research runs of `fraudfl simulate`. Banks take part in such rounds only when their
+    # own settings allow it (BankSettings.allow_plain_sum), never in a service by default.
+    enabled: bool = True
     # SecAgg+ neighbours per bank (k of a k-regular graph); 0 masks with every other bank.
     neighbours: int = Field(default=0, ge=0)
     bits: Literal[16, 32] = 32
@@ -163,7 +179,8 @@ class PrivacySettings(_Section):
     """A bank's record-level DP-SGD settings and its lifetime budget."""
 
     enabled: bool = True
-    target_epsilon: float = Field(default=8.0, gt=0)
+    # The lifetime budget; None (only with a noise_multiplier): no limit, epsilon is reported.
+    target_epsilon: float | None = Field(default=8.0, gt=0)
     # None: chosen below 1 / number of the bank's records.
     delta: float | None = Field(default=None, gt=0, lt=1)
     # None: calibrated so that planned_rounds rounds spend target_epsilon.
@@ -171,6 +188,18 @@ class PrivacySettings(_Section):
     max_grad_norm: float = Field(default=1.0, gt=0)
     accountant: Literal["rdp", "prv"] = "rdp"
     planned_rounds: int = Field(default=10, ge=1)
+    # How per-example gradients are clipped; every engine computes the same DP-SGD step.
+    engine: Literal["vectorized", "ghost", "hooks", "functorch"] = "vectorized"
+
+    @model_validator(mode="after")
+    def _noise_decided(self) -> PrivacySettings:
+        if self.enabled and self.target_epsilon is None and self.noise_multiplier is None:
+            raise ValueError("target_epsilon or noise_multiplier is needed to decide the noise")
+        return self
+
+    @property
+    def epsilon_budget(self) -> float:
+        return math.inf if self.target_epsilon is None else self.target_epsilon
 
 
 class PersonalTrainingSettings(_Section):
@@ -182,6 +211,62 @@ class PersonalTrainingSettings(_Section):
     lr: float | None = Field(default=None, gt=0)
     # Ditto's lambda: the pull of the personal model towards the global one.
     ditto_lambda: float = Field(default=0.1, ge=0)
+
+
+class FeatureSettings(_Section):
+    """How the feature pipeline is fitted from the summed statistics."""
+
+    # False keeps numeric features unscaled (e.g. to reproduce a paper trained on raw
+    # features); categorical columns are one-hot encoded either way.
+    standardize: bool = True
+
+
+class FederationSettings(_Section):
+    """What the aggregator decides and announces: one definition for the aggregator service
+    and ``fraudfl simulate`` (the simulator runs the same engine over an in-memory grid)."""
+
+    federation_id: str = Field(pattern=ID_PATTERN)
+    rounds: RoundSettings = RoundSettings()
+    training: TrainingSettings = TrainingSettings()
+    strategy: StrategySettings = StrategySettings()
+    secagg: SecAggSettings = SecAggSettings()
+    bank_dp: BankDPSettings = BankDPSettings()
+    features: FeatureSettings = FeatureSettings()
+    timeouts: StageTimeouts = StageTimeouts()
+    # Give up after this many aborted rounds in a row (e.g. too few banks alive).
+    max_consecutive_aborts: int = Field(default=5, ge=1)
+
+    @model_validator(mode="after")
+    def _threshold_fits(self) -> FederationSettings:
+        per_round = self.rounds.banks_per_round
+        if per_round is not None and per_round < self.rounds.min_banks:
+            raise ValueError(
+                f"rounds.banks_per_round ({per_round}) is below rounds.min_banks "
+                f"({self.rounds.min_banks})"
+            )
+        return self
+
+
+class BankSettings(_Section):
+    """What one bank decides for itself: shared by the bank-node service and the simulator."""
+
+    federation_id: str = Field(pattern=ID_PATTERN)
+    bank_id: str = Field(pattern=ID_PATTERN)
+    aggregator_id: str = "aggregator"
+    privacy: PrivacySettings = PrivacySettings()
+    # The model the bank serves: the global one ("none"), fine-tuned on the bank's data,
+    # Ditto-regularised towards the global one, or FedPer (the federation must then aggregate
+    # the body only: the aggregator's training.personal_layers). Personal training is DP-SGD
+    # charged to the bank's accountant when privacy is enabled.
+    personalization: Literal["none", "finetune", "ditto", "fedper"] = "none"
+    personal_training: PersonalTrainingSettings = PersonalTrainingSettings()
+    # The share of the bank's rows held out to validate (threshold, personalisation) and the
+    # seed of that stratified split.
+    val_fraction: float = Field(default=0.2, ge=0, lt=1)
+    split_seed: int = 0
+    # Answer rounds that sum in the clear (secagg.enabled = false). Only an in-process
+    # simulation sets this: a service's update would reach the aggregator unmasked.
+    allow_plain_sum: bool = False
 
 
 class ServiceConfig(_Section):
@@ -198,48 +283,25 @@ class ServiceConfig(_Section):
     torch_threads: int = Field(default=1, ge=1)
 
 
-class AggregatorConfig(ServiceConfig):
+class AggregatorConfig(ServiceConfig, FederationSettings):
     aggregator_id: str = "aggregator"
     # The dataset schema every bank shares (fixes the feature-statistics layout).
     schema_file: Path
     # Optional held-out data on which the aggregator scores each new global model.
     eval_data: Path | None = None
-    rounds: RoundSettings = RoundSettings()
-    training: TrainingSettings = TrainingSettings()
-    strategy: StrategySettings = StrategySettings()
-    secagg: SecAggSettings = SecAggSettings()
-    bank_dp: BankDPSettings = BankDPSettings()
-    timeouts: StageTimeouts = StageTimeouts()
-    # Give up after this many aborted rounds in a row (e.g. too few banks alive).
-    max_consecutive_aborts: int = Field(default=5, ge=1)
-
-    @model_validator(mode="after")
-    def _threshold_fits(self) -> AggregatorConfig:
-        per_round = self.rounds.banks_per_round
-        if per_round is not None and per_round < self.rounds.min_banks:
-            raise ValueError(
-                f"rounds.banks_per_round ({per_round}) is below rounds.min_banks "
-                f"({self.rounds.min_banks})"
-            )
-        return self
 
 
-class BankNodeConfig(ServiceConfig):
-    bank_id: str = Field(pattern=ID_PATTERN)
-    aggregator_id: str = "aggregator"
+class BankNodeConfig(ServiceConfig, BankSettings):
     data: Path
     # The dataset's schema.toml; by default the one next to the data file.
     schema_file: Path | None = None
-    privacy: PrivacySettings = PrivacySettings()
-    # The model the bank serves: the global one ("none"), fine-tuned on the bank's data,
-    # Ditto-regularised towards the global one, or FedPer (the federation must then aggregate
-    # the body only: the aggregator's training.personal_layers). Personal training is DP-SGD
-    # charged to the bank's accountant when privacy is enabled.
-    personalization: Literal["none", "finetune", "ditto", "fedper"] = "none"
-    personal_training: PersonalTrainingSettings = PersonalTrainingSettings()
-    # Test-only: record each plain update to state_dir so tests can recompute plain FedAvg.
-    # Never sent anywhere; off in every generated config.
-    record_plain_updates: bool = False
+
+    @model_validator(mode="after")
+    def _masked_only(self) -> BankNodeConfig:
+        if self.allow_plain_sum:
+            raise ValueError("allow_plain_sum is for in-process simulations only: a bank node "
+                             "never sends its update unmasked")
+        return self
 
     @property
     def schema_path(self) -> Path:

@@ -1,25 +1,24 @@
-"""In-process federation: the same trainer, strategy and aggregation seam as the services.
+"""``fraudfl simulate``: the round engine over the in-memory grid, with research extras around it.
 
-One run:
+A simulation *is* the services minus Kafka: the aggregator's
+:class:`~fraudfl.rounds.orchestrator.Orchestrator` and one
+:class:`~fraudfl.rounds.participant.BankParticipant` per bank exchange their real messages
+through :class:`~fraudfl.rounds.engine.InMemoryGrid`. The statistics round, the weight of an
+update, the secure-aggregation threshold, the DP noise calibration and accounting, bank-level
+DP's fixed denominator, FedPer and personal training are therefore the services' own code. With
+``secagg.enabled`` the real SecAgg protocol runs; without it the same quantised sum is computed
+in the clear (:mod:`fraudfl.secagg.plain`), which is bit-identical and much faster.
 
-1. Each bank's frame is split into train/validation (stratified, seeded per bank).
-2. The feature pipeline is fitted from the *sum* of the banks' training statistics, as the
-   federation would do through secure aggregation.
-3. Each round the server samples ``banks_per_round`` banks (the sample, the stragglers and
-   their work fractions come from a per-round RNG, so every strategy sees the same banks and
-   stragglers in the same round). Stragglers get a random ``work_fraction`` < 1: with
-   ``local_epochs = E >= 2`` a uniform whole number of epochs in ``[1, E)`` as in the FedProx
-   paper, otherwise a uniform fraction of the planned steps. A strategy that does not accept
-   partial work (FedAvg) drops them; FedProx keeps what they did.
-4. Updates ``w_local - w_global`` weighted by ``num_examples`` are summed by an
-   :class:`~fraudfl.strategy.Aggregator` (plain sum by default; secure aggregation plugs in
-   here) and the strategy computes the next global model from the sum alone.
-5. The global model is evaluated on the global test set (or, without one, the union of the
-   banks' validation sets), on every bank's validation set, and its loss on all banks'
-   training data (``train_loss``, the objective the FedProx paper plots).
+What sits around the engine, and only here:
 
-Optional baselines: ``local`` (each bank alone, the same total local work) and
-``centralized`` (all training data pooled, ``rounds * local_epochs`` epochs).
+- data: each bank's file is split into train and validation (``BankSettings.val_fraction``,
+  ``split_seed``); a bank trains on its train split, as a bank node does;
+- stragglers (``straggler_fraction``): per round, among the banks the orchestrator selected,
+  ``k - round(k * (1 - fraction))`` do only part of the work (FedProx paper); a strategy that
+  refuses partial work (everything but FedProx) loses them for that round;
+- evaluation of every published model (global test set, each bank's validation split, the loss
+  on all training data), baselines (local-only, pooled), per-round privacy report;
+- personalisation compared per bank, and the final models written as scoring artifacts.
 
 The results' JSON shape is documented in ``docs/simulation.md``.
 """
@@ -30,76 +29,104 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
+import pandas as pd
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from torch import nn
 
-from fraudfl.data import (
-    FeaturePipeline,
-    FederatedDataset,
-    compute_stats,
-    train_val_split,
+from fraudfl.config import (
+    BankDPSettings,
+    BankSettings,
+    FeatureSettings,
+    FederationSettings,
+    PersonalTrainingSettings,
+    PrivacySettings,
+    RoundSettings,
+    SecAggSettings,
+    StrategySettings,
+    TrainingSettings,
 )
+from fraudfl.data import FederatedDataset
+from fraudfl.data.pipeline import FeaturePipeline
+from fraudfl.data.split import train_val_split
 from fraudfl.errors import FraudflError
-from fraudfl.models import MODEL_KINDS, ModelSpec, Task, get_flat_params, set_flat_params
-from fraudfl.privacy.accountant import BudgetExhausted
-from fraudfl.privacy.options import PrivacyOptions
-from fraudfl.strategy import (
-    STRATEGY_NAMES,
-    Aggregator,
-    Contribution,
-    PlainAggregator,
-    Strategy,
-    make_strategy,
+from fraudfl.identity import Allowlist, Identity
+from fraudfl.models import MODEL_KINDS, ModelSpec, Task, set_flat_params
+from fraudfl.personalization import BankComparison, compare_on_bank
+from fraudfl.privacy.accountant import (
+    BudgetExhausted,
+    PrivacyAccountant,
+    PrivacyBudget,
+    default_delta,
 )
+from fraudfl.privacy.options import PrivacyOptions
+from fraudfl.rounds.engine import InMemoryGrid
+from fraudfl.rounds.messages import ModelInfo
+from fraudfl.rounds.orchestrator import Orchestrator
+from fraudfl.rounds.participant import BankParticipant
+from fraudfl.strategy import STRATEGY_NAMES
 from fraudfl.training.evaluation import evaluate, loss_only
-from fraudfl.training.local import LocalTrainer, TrainConfig, plain_trainer, train_local
-
-if TYPE_CHECKING:  # imports Opacus (seconds): only runs with DP pay for it
-    from fraudfl.privacy.federation import FederationPrivacy
+from fraudfl.training.local import TrainConfig, train_local
 
 log = logging.getLogger(__name__)
 
 Baseline = Literal["none", "local", "centralized", "all"]
 BASELINES: tuple[Baseline, ...] = ("none", "local", "centralized", "all")
+PERSONALIZATIONS = ("none", "finetune", "ditto", "fedper")
 Metrics = dict[str, float]
+FEDERATION_ID = "simulation"
+AGGREGATOR_ID = "aggregator"
+# The secure-aggregation threshold t is at least this many banks (RoundSettings.min_banks).
+MIN_BANKS = 2
 
 
 @dataclass
 class SimulationConfig:
-    """Every knob of a simulation run (the CLI flags map one-to-one onto these fields)."""
+    """Every knob of a simulation run (the CLI flags map one-to-one onto these fields).
+
+    :meth:`federation_settings` and :meth:`bank_settings` turn it into the settings the
+    services read from their configuration files: the engine sees nothing else.
+    """
 
     strategy: str = "fedprox"
-    mu: float = 0.01
+    mu: float = TrainingSettings().mu
     rounds: int = 10
     banks_per_round: int = 10
-    local_epochs: int = 1
+    local_epochs: int = TrainingSettings().local_epochs
     max_steps: int | None = None
-    batch_size: int = 64
-    lr: float = 0.05
+    batch_size: int = TrainingSettings().batch_size
+    lr: float = TrainingSettings().lr
     straggler_fraction: float = 0.0
     seed: int = 0
     model: str = "mlp"
-    hidden: tuple[int, ...] = (64, 32)
-    val_fraction: float = 0.2
+    hidden: tuple[int, ...] = TrainingSettings().hidden
+    val_fraction: float = BankSettings.model_fields["val_fraction"].default
     standardize: bool = True
     baseline: str = "none"
     pos_weight: float | None = None
     focal_gamma: float | None = None
-    server_lr: float = 1.0
-    server_momentum: float = 0.9
-    eta: float = 1e-2
-    beta1: float = 0.9
-    beta2: float = 0.99
-    tau: float = 1e-3
+    server_lr: float = StrategySettings().server_lr
+    server_momentum: float = StrategySettings().momentum
+    eta: float = StrategySettings().eta
+    beta1: float = StrategySettings().beta1
+    beta2: float = StrategySettings().beta2
+    tau: float = StrategySettings().tau
     torch_threads: int | None = 1
     # Record-level DP-SGD and/or bank-level update DP (docs/privacy.md); None: no DP.
     privacy: PrivacyOptions | None = None
+    # Secure aggregation: the real protocol (True) or the same sum in the clear (False).
+    secure_aggregation: bool = False
+    secagg_neighbours: int = 0
+    secagg_clip_range: float = SecAggSettings().clip_range
+    personalization: str = "none"
+    personal_epochs: int = PersonalTrainingSettings().epochs
+    ditto_lambda: float = PersonalTrainingSettings().ditto_lambda
+    # FedPer: the last k linear layers stay at the banks (1 with personalization "fedper").
+    personal_layers: int | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:
@@ -108,10 +135,14 @@ class SimulationConfig:
             raise FraudflError(f"model must be one of {MODEL_KINDS}, got {self.model!r}")
         if self.baseline not in BASELINES:
             raise FraudflError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
+        if self.personalization not in PERSONALIZATIONS:
+            raise FraudflError(f"personalization must be one of {PERSONALIZATIONS}, got "
+                               f"{self.personalization!r}")
         if self.rounds < 1:
             raise FraudflError(f"rounds must be >= 1, got {self.rounds}")
-        if self.banks_per_round < 1:
-            raise FraudflError(f"banks_per_round must be >= 1, got {self.banks_per_round}")
+        if self.banks_per_round < MIN_BANKS:
+            raise FraudflError(f"banks_per_round must be >= {MIN_BANKS} (a sum of one bank "
+                               f"would be that bank's update), got {self.banks_per_round}")
         if not 0.0 <= self.straggler_fraction <= 1.0:
             raise FraudflError(
                 f"straggler_fraction must be in [0, 1], got {self.straggler_fraction}"
@@ -120,6 +151,9 @@ class SimulationConfig:
             raise FraudflError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise FraudflError(f"torch_threads must be >= 1, got {self.torch_threads}")
+        if self.secagg_neighbours < 0:
+            raise FraudflError(f"secure aggregation: neighbours must be >= 0 (0 = full graph), "
+                               f"got {self.secagg_neighbours}")
         # Validates local_epochs, max_steps, batch_size, lr, mu the same way the trainer does.
         self.train_config("binary", mu=self.mu)
 
@@ -137,31 +171,108 @@ class SimulationConfig:
             focal_gamma=self.focal_gamma,
         )
 
+    @property
+    def fedper_layers(self) -> int:
+        if self.personal_layers is not None:
+            return self.personal_layers
+        return 1 if self.personalization == "fedper" else 0
+
+    def federation_settings(self, num_banks: int, weight_scale: float) -> FederationSettings:
+        """The aggregator's settings for this run (what its TOML file would hold)."""
+        bank_dp = BankDPSettings()
+        if self.privacy is not None and self.privacy.bank_level:
+            assert self.privacy.bank_dp_clip is not None
+            assert self.privacy.bank_dp_noise is not None
+            bank_dp = BankDPSettings(
+                enabled=True, clip_norm=self.privacy.bank_dp_clip,
+                noise_multiplier=self.privacy.bank_dp_noise,
+                delta=(self.privacy.bank_dp_delta if self.privacy.bank_dp_delta is not None
+                       else default_delta(num_banks)),
+            )
+        try:
+            return FederationSettings(
+                federation_id=FEDERATION_ID,
+                rounds=RoundSettings(
+                    rounds=self.rounds, banks_per_round=min(self.banks_per_round, num_banks),
+                    min_banks=MIN_BANKS, seed=self.seed,
+                ),
+                training=TrainingSettings(
+                    model=self.model,  # type: ignore[arg-type]
+                    hidden=self.hidden, local_epochs=self.local_epochs,
+                    batch_size=self.batch_size, lr=self.lr, mu=self.mu,
+                    max_steps=self.max_steps, pos_weight=self.pos_weight,
+                    focal_gamma=self.focal_gamma, personal_layers=self.fedper_layers,
+                ),
+                strategy=StrategySettings(
+                    name=self.strategy,  # type: ignore[arg-type]
+                    server_lr=self.server_lr, momentum=self.server_momentum, eta=self.eta,
+                    beta1=self.beta1, beta2=self.beta2, tau=self.tau,
+                ),
+                secagg=SecAggSettings(
+                    enabled=self.secure_aggregation, neighbours=self.secagg_neighbours,
+                    clip_range=self.secagg_clip_range, weight_scale=weight_scale,
+                ),
+                bank_dp=bank_dp,
+                features=FeatureSettings(standardize=self.standardize),
+            )
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise FraudflError(f"simulation settings: {exc}".splitlines()[0]) from exc
+
+    def bank_settings(self, bank_id: str) -> BankSettings:
+        """One bank's settings (what its bank-node TOML file would hold)."""
+        opts = self.privacy
+        privacy = PrivacySettings(enabled=False)
+        if opts is not None and opts.record_level:
+            privacy = PrivacySettings(
+                enabled=True, target_epsilon=opts.target_epsilon, delta=opts.delta,
+                noise_multiplier=opts.noise_multiplier, max_grad_norm=opts.max_grad_norm,
+                accountant=opts.accountant, planned_rounds=self.rounds, engine=opts.engine,
+            )
+        return BankSettings(
+            federation_id=FEDERATION_ID, bank_id=bank_id, aggregator_id=AGGREGATOR_ID,
+            privacy=privacy,
+            personalization="fedper" if self.fedper_layers else self.personalization,  # type: ignore[arg-type]
+            personal_training=PersonalTrainingSettings(
+                epochs=self.personal_epochs, ditto_lambda=self.ditto_lambda,
+            ),
+            val_fraction=self.val_fraction, split_seed=self.seed, allow_plain_sum=True,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["hidden"] = list(self.hidden)
+        data.pop("privacy")
         return data
+
+
+@dataclass
+class BankSplit:
+    """One bank's rows: what it trains on and what it validates on."""
+
+    bank_id: str
+    train: pd.DataFrame
+    val: pd.DataFrame
 
 
 @dataclass
 class BankData:
     bank_id: str
-    X_train: np.ndarray
-    y_train: np.ndarray
-    X_val: np.ndarray
-    y_val: np.ndarray
+    X_train: npt.NDArray[np.float32]
+    y_train: npt.NDArray[np.int64]
+    X_val: npt.NDArray[np.float32]
+    y_val: npt.NDArray[np.int64]
 
 
 @dataclass
 class PreparedData:
-    """Feature matrices for every bank and for the evaluation set."""
+    """Feature matrices for every bank and for the evaluation set, under one pipeline."""
 
     task: Task
     num_classes: int
     pipeline: FeaturePipeline
     banks: list[BankData]
-    X_test: np.ndarray
-    y_test: np.ndarray
+    X_test: npt.NDArray[np.float32]
+    y_test: npt.NDArray[np.int64]
     test_source: str  # "test" (the dataset's test file) or "banks_val"
 
     @property
@@ -178,7 +289,7 @@ class RoundRecord:
     participants: list[str]
     stragglers: list[str]
     dropped: list[str]
-    # Banks that declined the round because it would exceed their privacy budget.
+    # Banks that declined the round (privacy budget, policy).
     declined: list[str] = field(default_factory=list)
     # With DP: "epsilon" per bank (record level), "federation_epsilon", "declined".
     privacy: dict[str, Any] = field(default_factory=dict)
@@ -195,7 +306,11 @@ class SimulationResult:
     rounds: list[RoundRecord]
     final: dict[str, Any]
     startup_seconds: float
-    final_params: np.ndarray = field(repr=False)
+    final_params: npt.NDArray[np.float32] = field(repr=False)
+    spec: ModelSpec | None = None
+    pipeline: FeaturePipeline | None = None
+    # Each bank's personal model (personalisation runs only).
+    personal_params: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The documented results shape, with NaN written as ``null``."""
@@ -221,40 +336,35 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def prepare_data(
-    dataset: FederatedDataset, val_fraction: float, seed: int, *, standardize: bool = True
-) -> PreparedData:
-    """Split banks, fit the pipeline from summed per-bank statistics, build feature matrices.
-
-    ``standardize=False`` keeps numeric features as they are (e.g. to reproduce a paper that
-    trains on raw features); categorical columns are one-hot encoded either way.
-    """
-    schema = dataset.schema
+def split_banks(dataset: FederatedDataset, val_fraction: float, seed: int) -> list[BankSplit]:
+    """Each bank's train/validation split, exactly as a bank node splits its file."""
     if not dataset.banks:
         raise FraudflError(f"{dataset.root}: the dataset has no bank files")
-    splits = {}
-    for i, (bank_id, frame) in enumerate(dataset.banks.items()):
-        train, val = train_val_split(frame, schema, val_fraction, seed=seed * 1_000_003 + i)
+    out = []
+    for bank_id, frame in dataset.banks.items():
+        train, val = train_val_split(frame, dataset.schema, val_fraction, seed=seed)
         if len(train) == 0:
             raise FraudflError(
                 f"{dataset.root}: bank '{bank_id}' has {len(frame)} row(s), too few to split "
                 f"off a validation set of {val_fraction:.0%}"
             )
-        splits[bank_id] = (train, val)
-    per_bank = [compute_stats(train, schema, source=b) for b, (train, _) in splits.items()]
-    stats = per_bank[0]
-    for other in per_bank[1:]:
-        stats = stats + other
-    pipeline = FeaturePipeline.fit(stats)
-    if not standardize:
-        pipeline = replace(
-            pipeline, means=np.zeros_like(pipeline.means), stds=np.ones_like(pipeline.stds)
-        )
+        out.append(BankSplit(bank_id, train, val))
+    if len(out) < MIN_BANKS:
+        raise FraudflError(f"{dataset.root}: {len(out)} bank file(s); a federation needs at "
+                           f"least {MIN_BANKS}")
+    return out
+
+
+def transform_data(
+    dataset: FederatedDataset, splits: list[BankSplit], pipeline: FeaturePipeline
+) -> PreparedData:
+    """Every bank's matrices and the evaluation set under the federation's pipeline."""
     banks = []
-    for bank_id, (train, val) in splits.items():
-        X_train, y_train = pipeline.transform(train, source=f"{bank_id} (train)")
-        X_val, y_val = pipeline.transform(val, source=f"{bank_id} (validation)")
-        banks.append(BankData(bank_id, X_train, y_train, X_val, y_val))
+    for s in splits:
+        X_train, y_train = pipeline.transform(s.train, source=f"{s.bank_id} (train)")
+        X_val, y_val = pipeline.transform(s.val, source=f"{s.bank_id} (validation)")
+        banks.append(BankData(s.bank_id, X_train, y_train.astype(np.int64), X_val,
+                              y_val.astype(np.int64)))
     if dataset.test is not None and len(dataset.test):
         X_test, y_test = pipeline.transform(dataset.test, source="test")
         test_source = "test"
@@ -268,13 +378,8 @@ def prepare_data(
                 "nothing to evaluate the global model on"
             )
     return PreparedData(
-        task=schema.task,
-        num_classes=schema.num_classes,
-        pipeline=pipeline,
-        banks=banks,
-        X_test=X_test,
-        y_test=y_test,
-        test_source=test_source,
+        task=pipeline.task, num_classes=pipeline.num_classes, pipeline=pipeline, banks=banks,
+        X_test=X_test, y_test=y_test.astype(np.int64), test_source=test_source,
     )
 
 
@@ -285,28 +390,186 @@ def straggler_work_fraction(rng: np.random.Generator, cfg: SimulationConfig) -> 
     return 1.0 - float(rng.uniform(0.0, 1.0))  # in (0, 1]
 
 
-@dataclass
-class _RoundPlan:
-    participants: list[int]
-    work_fractions: dict[int, float]  # stragglers only
-
-
-def plan_round(
-    server_round: int, num_banks: int, cfg: SimulationConfig
-) -> _RoundPlan:
-    """Which banks take part and which of them straggle, from the seed and round alone."""
+def plan_stragglers(
+    server_round: int, selected: list[str], cfg: SimulationConfig
+) -> dict[str, float]:
+    """Which of the round's selected banks straggle, and the share of work each does; from
+    the seed and round alone, so every strategy sees the same stragglers."""
     rng = np.random.default_rng([cfg.seed, 1, server_round])
-    k = min(cfg.banks_per_round, num_banks)
-    chosen = sorted(int(i) for i in rng.choice(num_banks, size=k, replace=False))
+    k = len(selected)
     # As the paper's code: round(k * (1 - fraction)) banks finish, the rest straggle.
     n_stragglers = k - round(k * (1.0 - cfg.straggler_fraction))
-    stragglers = sorted(int(i) for i in rng.choice(chosen, size=n_stragglers, replace=False))
-    return _RoundPlan(chosen, {i: straggler_work_fraction(rng, cfg) for i in stragglers})
+    chosen = sorted(rng.choice(sorted(selected), size=n_stragglers, replace=False).tolist())
+    return {b: straggler_work_fraction(rng, cfg) for b in chosen}
 
 
-def _evaluate_banks(model: nn.Module, data: PreparedData) -> dict[str, Metrics]:
-    """Metrics on each bank's validation split (banks without one, val_fraction 0, are left
-    out)."""
+def privacy_state_path(state_dir: Path, bank_id: str) -> Path:
+    return state_dir / f"{bank_id}.privacy.json"
+
+
+class Simulation:
+    """One federation on the in-memory grid, observed round by round."""
+
+    def __init__(
+        self, dataset: FederatedDataset, config: SimulationConfig, *,
+        on_round: Callable[[RoundRecord], None] | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.config = config
+        self.on_round = on_round
+        self.splits = split_banks(dataset, config.val_fraction, config.seed)
+        # Weights min(1, examples / weight_scale) are then examples / largest bank: the whole
+        # quantisation range is used, and the ratio of weights is the ratio of examples.
+        weight_scale = float(max(len(s.train) for s in self.splits))
+        self.settings = config.federation_settings(len(self.splits), weight_scale)
+        self.state_dir = None
+        if config.privacy is not None and config.privacy.state_dir is not None:
+            self.state_dir = Path(config.privacy.state_dir)
+            try:
+                self.state_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise FraudflError(f"{self.state_dir}: cannot create the privacy state "
+                                   f"directory: {exc.strerror}") from exc
+        aggregator = Identity.generate(AGGREGATOR_ID)
+        identities = {s.bank_id: Identity.generate(s.bank_id) for s in self.splits}
+        allowlist = Allowlist()
+        for ident in (aggregator, *identities.values()):
+            allowlist.enroll(ident.participant_id, ident.public_bytes)
+        self.orchestrator = Orchestrator(self.settings, aggregator, allowlist, dataset.schema)
+        self.index = {s.bank_id: i for i, s in enumerate(self.splits)}
+        self.participants: dict[str, BankParticipant] = {}
+        for s in self.splits:
+            bank = config.bank_settings(s.bank_id)
+            self.participants[s.bank_id] = BankParticipant(
+                bank, identities[s.bank_id], allowlist, s.train, dataset.schema,
+                self._accountant(bank, len(s.train)), source=f"{s.bank_id} (train)",
+                rng=self._bank_rng(s.bank_id), work_fraction=self._work_fraction(s.bank_id),
+            )
+        self.grid = InMemoryGrid(self.orchestrator, self.participants, absent=self._absent,
+                                 on_model=self._on_model)
+        self.data: PreparedData | None = None
+        self.spec: ModelSpec | None = None
+        self.params: npt.NDArray[np.float32] | None = None
+        self.records: list[RoundRecord] = []
+        self._round_started = time.perf_counter()
+        self._stragglers: dict[int, dict[str, float]] = {}
+
+    # -- per-bank hooks ----------------------------------------------------------------------
+
+    def _accountant(self, bank: BankSettings, num_train: int) -> PrivacyAccountant:
+        privacy = bank.privacy
+        budget = PrivacyBudget(
+            privacy.epsilon_budget,
+            privacy.delta if privacy.delta is not None else default_delta(num_train),
+        )
+        if self.state_dir is None or not privacy.enabled:
+            return PrivacyAccountant(privacy.accountant, budget=budget, label=bank.bank_id)
+        return PrivacyAccountant.load_or_create(
+            privacy_state_path(self.state_dir, bank.bank_id), privacy.accountant,
+            budget=budget, label=bank.bank_id,
+        )
+
+    def _bank_rng(self, bank_id: str) -> Callable[[int], np.random.Generator]:
+        index = self.index[bank_id]
+        seed = self.config.seed
+        return lambda rnd: np.random.default_rng([seed, 2, rnd, index])
+
+    def _round_stragglers(self, rnd: int) -> dict[str, float]:
+        plan = self._stragglers.get(rnd)
+        if plan is None:
+            current = self.orchestrator.current
+            selected = [] if current is None or current.round != rnd else current.selected
+            plan = plan_stragglers(rnd, list(selected), self.config)
+            self._stragglers[rnd] = plan
+        return plan
+
+    def _work_fraction(self, bank_id: str) -> Callable[[int], float]:
+        return lambda rnd: self._round_stragglers(rnd).get(bank_id, 1.0)
+
+    def _absent(self, bank_id: str, rnd: int) -> bool:
+        """A straggler misses a round whose strategy refuses partial work (FedAvg drops it)."""
+        if rnd == 0 or self.config.straggler_fraction == 0.0:
+            return False
+        strategy = self.orchestrator.strategy
+        return not strategy.accept_partial_work and bank_id in self._round_stragglers(rnd)
+
+    # -- observation -------------------------------------------------------------------------
+
+    def _on_model(self, info: ModelInfo, params: npt.NDArray[np.float32]) -> None:
+        self.params = params
+        if info.version == 0:
+            pipeline = FeaturePipeline.from_dict(info.pipeline)
+            self.data = transform_data(self.dataset, self.splits, pipeline)
+            self.spec = ModelSpec.from_dict(info.spec)
+            self._eval_model = self.spec.build()
+            self._X_train = np.concatenate([b.X_train for b in self.data.banks])
+            self._y_train = np.concatenate([b.y_train for b in self.data.banks])
+            self._round_started = time.perf_counter()
+            return
+        assert self.data is not None
+        set_flat_params(self._eval_model, params)
+        metrics = evaluate(self._eval_model, self.data.X_test, self.data.y_test, self.data.task)
+        metrics["train_loss"] = loss_only(self._eval_model, self._X_train, self._y_train,
+                                          self.data.task)
+        history = {r.round: r for r in self.orchestrator.history}
+        rec = history.get(info.round)
+        selected = [] if rec is None else list(rec.selected)
+        stragglers = sorted(self._stragglers.get(info.round, {}))
+        record = RoundRecord(
+            round=len(self.records) + 1,
+            global_metrics=metrics,
+            banks=_evaluate_banks(self._eval_model, self.data),
+            seconds=time.perf_counter() - self._round_started,
+            participants=selected,
+            stragglers=stragglers,
+            dropped=list(info.dropouts),
+            declined=list(info.declined),
+        )
+        record.privacy = self._privacy_report(info)
+        self._save_accountants()
+        self.records.append(record)
+        self._round_started = time.perf_counter()
+        if self.on_round is not None:
+            self.on_round(record)
+
+    def _privacy_report(self, info: ModelInfo) -> dict[str, Any]:
+        opts = self.config.privacy
+        if opts is None or not opts.enabled:
+            return {}
+        report: dict[str, Any] = {"declined": list(info.declined)}
+        if opts.record_level:
+            report["epsilon"] = self.epsilons()
+        if opts.bank_level:
+            report["federation_epsilon"] = info.federation_epsilon or 0.0
+        return report
+
+    def epsilons(self) -> dict[str, float]:
+        """Record-level epsilon spent so far by every bank."""
+        return {b: (p.accountant.epsilon() if p.accountant.history else 0.0)
+                for b, p in sorted(self.participants.items())}
+
+    def _save_accountants(self) -> None:
+        if self.state_dir is None:
+            return
+        for bank_id, p in self.participants.items():
+            if p.config.privacy.enabled:
+                p.accountant.save(privacy_state_path(self.state_dir, bank_id))
+
+    def run(self) -> None:
+        self.grid.run()
+        completed = sum(1 for r in self.orchestrator.history
+                        if r.kind == "train" and r.status == "completed")
+        if self.orchestrator.history and self.orchestrator.history[0].status != "completed":
+            reason = self.orchestrator.history[0].reason
+            raise FraudflError(f"the statistics round failed: {reason}")
+        if completed < self.config.rounds:
+            last = self.orchestrator.history[-1]
+            log.warning("the federation stopped after %d of %d rounds: %s", completed,
+                        self.config.rounds, last.reason or "no banks left")
+
+
+def _evaluate_banks(model: torch.nn.Module, data: PreparedData) -> dict[str, Metrics]:
+    """Metrics on each bank's validation split (banks without one are left out)."""
     return {
         b.bank_id: evaluate(model, b.X_val, b.y_val, data.task)
         for b in data.banks
@@ -314,208 +577,61 @@ def _evaluate_banks(model: nn.Module, data: PreparedData) -> dict[str, Metrics]:
     }
 
 
-def _global_metrics(model: nn.Module, data: PreparedData, X_train_all: np.ndarray,
-                    y_train_all: np.ndarray) -> Metrics:
-    metrics = evaluate(model, data.X_test, data.y_test, data.task)
-    metrics["train_loss"] = loss_only(model, X_train_all, y_train_all, data.task)
-    return metrics
-
-
 def run_simulation(
     dataset: FederatedDataset,
     config: SimulationConfig,
     *,
-    progress: bool = True,
-    strategy: Strategy | None = None,
-    aggregator: Aggregator | None = None,
-    trainer: LocalTrainer | None = None,
-    privacy: FederationPrivacy | None = None,
     on_round: Callable[[RoundRecord], None] | None = None,
-    console: Console | None = None,
 ) -> SimulationResult:
-    """Run a federated simulation; see the module docstring for what happens in a round.
-
-    ``strategy``, ``aggregator`` and ``trainer`` default to the configured strategy, the plain
-    sum and non-private training; wrappers (secure aggregation, DP) are passed in here.
-    With DP in ``config.privacy`` the run builds its :class:`FederationPrivacy` unless one is
-    passed as ``privacy``; its private trainer is the default trainer. A caller's own
-    ``trainer`` under record-level DP must train through ``privacy.trainer`` (e.g. a FedPer
-    wrapper around it) and come with that ``privacy``: it is never silently replaced.
-    """
+    """Run a federated simulation; see the module docstring for what happens around a round."""
     started = time.perf_counter()
     threads_before = torch.get_num_threads()
     if config.torch_threads is not None:
         # Tiny models: thread hand-off costs more than it saves (measured in benchmarks/).
         torch.set_num_threads(config.torch_threads)
     try:
-        return _run(dataset, config, started, progress, strategy, aggregator, trainer,
-                    privacy, on_round, console)
+        sim = Simulation(dataset, config, on_round=on_round)
+        startup = time.perf_counter() - started
+        sim.run()
+        if sim.data is None or sim.spec is None or sim.params is None:
+            raise FraudflError("the federation published no model")
+        if not sim.records:
+            raise FraudflError("no training round completed: "
+                               + (sim.orchestrator.history[-1].reason or "no banks left"))
+        final: dict[str, Any] = dict(sim.records[-1].global_metrics)
+        baselines = _run_baselines(sim.data, config, sim.spec, sim.orchestrator)
+        if baselines:
+            final["baselines"] = baselines
+        personal: dict[str, npt.NDArray[np.float32]] = {}
+        if config.personalization != "none":
+            report, personal = _personalize(sim, dataset)
+            final["personalization"] = report
+        config_dict = {
+            **config.to_dict(),
+            "data": str(dataset.root),
+            "task": sim.data.task,
+            "num_banks": len(sim.data.banks),
+            "num_features": sim.data.num_features,
+            "eval_set": sim.data.test_source,
+            "model_spec": sim.spec.to_dict(),
+        }
+        return SimulationResult(config_dict, sim.data.task, sim.records, final, startup,
+                                sim.params, sim.spec, sim.data.pipeline, personal)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _run(
-    dataset: FederatedDataset,
-    config: SimulationConfig,
-    started: float,
-    progress: bool,
-    strategy: Strategy | None,
-    aggregator: Aggregator | None,
-    trainer: LocalTrainer | None,
-    privacy: FederationPrivacy | None,
-    on_round: Callable[[RoundRecord], None] | None,
-    console: Console | None,
-) -> SimulationResult:
-    data = prepare_data(dataset, config.val_fraction, config.seed,
-                        standardize=config.standardize)
-    spec = ModelSpec(config.model, data.num_features, data.num_classes,  # type: ignore[arg-type]
-                     config.hidden)
-    strategy = strategy or make_strategy(
-        config.strategy,
-        mu=config.mu,
-        server_lr=config.server_lr,
-        server_momentum=config.server_momentum,
-        eta=config.eta,
-        beta1=config.beta1,
-        beta2=config.beta2,
-        tau=config.tau,
-        fit_config={"local_epochs": config.local_epochs},
-    )
-    aggregator = aggregator or PlainAggregator()
-    if privacy is None and config.privacy is not None and config.privacy.enabled:
-        if config.privacy.record_level and trainer is not None:
-            raise ValueError("record-level DP with a caller's trainer: pass the "
-                             "FederationPrivacy whose trainer it wraps as `privacy`")
-        from fraudfl.privacy.federation import FederationPrivacy  # imports Opacus (seconds)
-
-        privacy = FederationPrivacy(config.privacy, rounds=config.rounds,
-                                    num_banks=len(data.banks),
-                                    banks_per_round=config.banks_per_round, seed=config.seed)
-    if privacy is not None:
-        aggregator = privacy.wrap(aggregator)
-        trainer = trainer or privacy.trainer
-    trainer = trainer or plain_trainer
-    model = spec.build(seed=config.seed)
-    eval_model = spec.build(seed=config.seed)
-    initial = get_flat_params(model)
-    global_params = initial.copy()
-    X_train_all = np.concatenate([b.X_train for b in data.banks])
-    y_train_all = np.concatenate([b.y_train for b in data.banks])
-    startup = time.perf_counter() - started
-    log.info(
-        "simulation: %d banks, %d features, task %s, evaluation on %s (%d rows); start-up %.2fs",
-        len(data.banks), data.num_features, data.task, data.test_source, len(data.y_test), startup,
-    )
-
-    records: list[RoundRecord] = []
-    bar = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
-        console=console or Console(stderr=True), transient=True, disable=not progress,
-    )
-    with bar:
-        task_id = bar.add_task(f"{strategy.name} rounds", total=config.rounds, status="")
-        for server_round in range(1, config.rounds + 1):
-            t0 = time.perf_counter()
-            record = _one_round(server_round, global_params, data, config, strategy,
-                                aggregator, trainer, model)
-            global_params = record.pop("params")
-            set_flat_params(eval_model, global_params)
-            global_metrics = _global_metrics(eval_model, data, X_train_all, y_train_all)
-            rec = RoundRecord(
-                round=server_round,
-                global_metrics=global_metrics,
-                banks=_evaluate_banks(eval_model, data),
-                seconds=time.perf_counter() - t0,
-                **record,
-            )
-            if privacy is not None:
-                rec.privacy = privacy.round_report(rec.declined)
-            records.append(rec)
-            if on_round is not None:
-                on_round(rec)
-            headline = "auprc" if data.task == "binary" else "accuracy"
-            bar.update(task_id, advance=1,
-                       status=f"{headline} {global_metrics[headline]:.4f}")
-
-    final: dict[str, Any] = dict(records[-1].global_metrics)
-    baselines = _run_baselines(data, config, spec, initial)
-    if baselines:
-        final["baselines"] = baselines
-    config_dict = {
-        **config.to_dict(),
-        "data": str(dataset.root),
-        "task": data.task,
-        "num_banks": len(data.banks),
-        "num_features": data.num_features,
-        "eval_set": data.test_source,
-        "model_spec": spec.to_dict(),
-    }
-    return SimulationResult(config_dict, data.task, records, final, startup, global_params)
-
-
-def _one_round(
-    server_round: int,
-    global_params: np.ndarray,
-    data: PreparedData,
-    config: SimulationConfig,
-    strategy: Strategy,
-    aggregator: Aggregator,
-    trainer: LocalTrainer,
-    model: nn.Module,
-) -> dict[str, Any]:
-    instructions = strategy.configure_round(server_round, global_params)
-    mu = float(instructions.config.get("mu", 0.0))
-    local_epochs = int(instructions.config.get("local_epochs", config.local_epochs))
-    train_cfg = config.train_config(data.task, mu=mu, local_epochs=local_epochs)
-    plan = plan_round(server_round, len(data.banks), config)
-    contributions: list[Contribution] = []
-    participants, stragglers, dropped, declined = [], [], [], []
-    for index in plan.participants:
-        bank = data.banks[index]
-        participants.append(bank.bank_id)
-        work_fraction = plan.work_fractions.get(index, 1.0)
-        if index in plan.work_fractions:
-            stragglers.append(bank.bank_id)
-            if not instructions.accept_partial_work:
-                dropped.append(bank.bank_id)
-                continue
-        try:
-            result = trainer(
-                bank.bank_id, model, global_params, bank.X_train, bank.y_train, train_cfg,
-                rng=np.random.default_rng([config.seed, 2, server_round, index]),
-                work_fraction=work_fraction,
-            )
-        except BudgetExhausted:
-            declined.append(bank.bank_id)  # the bank logged why; the round goes on without it
-            continue
-        contributions.append(
-            Contribution(
-                bank_id=bank.bank_id,
-                weight=float(result.num_examples),
-                update=result.params - global_params,
-                partial=not result.completed,
-            )
-        )
-    summed = aggregator.sum(server_round, contributions, dim=global_params.shape[0])
-    new_params = strategy.aggregate(server_round, global_params, summed)
-    return {
-        "params": new_params,
-        "participants": participants,
-        "stragglers": stragglers,
-        "dropped": dropped,
-        "declined": declined,
-    }
-
-
 def _run_baselines(
-    data: PreparedData, config: SimulationConfig, spec: ModelSpec, initial: np.ndarray
+    data: PreparedData, config: SimulationConfig, spec: ModelSpec, orchestrator: Orchestrator
 ) -> dict[str, Any]:
     """Local-only and pooled training with the same total local work as the federation."""
     out: dict[str, Any] = {}
     if config.baseline == "none":
         return out
+    from fraudfl.models import get_flat_params
+
     model = spec.build(seed=config.seed)
+    initial = get_flat_params(model)
     total_epochs = config.rounds * config.local_epochs
     steps = None if config.max_steps is None else config.rounds * config.max_steps
     cfg = TrainConfig(
@@ -549,6 +665,119 @@ def _run_baselines(
     return out
 
 
+def _personalize(
+    sim: Simulation, dataset: FederatedDataset
+) -> tuple[dict[str, Any], dict[str, npt.NDArray[np.float32]]]:
+    """Each bank's personal model (the bank node's own personalisation), compared with the
+    global model on the bank's validation split.
+
+    FedPer's global head is never trained, so FedPer banks are compared with the global model
+    of the same federation run without personal layers (a second engine run)."""
+    assert sim.data is not None and sim.params is not None and sim.spec is not None
+    config = sim.config
+    reference = sim.params
+    if config.fedper_layers:
+        from dataclasses import replace
+
+        plain_config = replace(config, personalization="none", personal_layers=0,
+                               privacy=None if config.privacy is None
+                               else replace(config.privacy, state_dir=None))
+        ref = Simulation(dataset, plain_config)
+        ref.grid.run()
+        assert ref.params is not None
+        reference = ref.params
+    comparisons: list[BankComparison] = []
+    declined: list[str] = []
+    personal: dict[str, npt.NDArray[np.float32]] = {}
+    model = sim.spec.build()
+    for bank in sim.data.banks:
+        participant = sim.participants[bank.bank_id]
+        try:
+            result = participant.personalize(bank.X_val, bank.y_val)
+        except BudgetExhausted:  # the accountant logged why
+            result = None
+            declined.append(bank.bank_id)
+        params = sim.params if result is None else result.params
+        personal[bank.bank_id] = np.asarray(params, dtype=np.float32)
+        comparisons.append(compare_on_bank(model, bank.bank_id, reference, params, bank.X_val,
+                                           bank.y_val, sim.data.task))
+    sim._save_accountants()
+    report = PersonalizationReport(config.personalization, comparisons, declined).to_dict()
+    if config.privacy is not None and config.privacy.record_level:
+        report["epsilon"] = sim.epsilons()
+    return report, personal
+
+
+@dataclass(frozen=True)
+class PersonalizationReport:
+    """Per bank: global vs personalised metrics on the bank's validation split."""
+
+    method: str
+    banks: list[BankComparison]
+    # Banks whose personal training would have exceeded their privacy budget: they keep the
+    # global model (their "personal" metrics are the global ones).
+    declined: list[str] = field(default_factory=list)
+
+    def mean(self, which: str, metric: str = "auprc") -> float:
+        values = [getattr(b, f"{which}_metrics").get(metric, math.nan) for b in self.banks]
+        finite = [v for v in values if math.isfinite(v)]
+        return float(np.mean(finite)) if finite else math.nan
+
+    def mean_gain(self, metric: str = "auprc") -> float:
+        """Mean over banks of the relative gain (personal / global - 1)."""
+        gains = [b.gain(metric) for b in self.banks]
+        finite = [g for g in gains if math.isfinite(g)]
+        return float(np.mean(finite)) if finite else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "mean_global_auprc": self.mean("global"),
+            "mean_personal_auprc": self.mean("personal"),
+            "mean_relative_gain": self.mean_gain(),
+            "banks": [b.to_dict() for b in self.banks],
+            "declined": list(self.declined),
+        }
+
+
+def save_models(result: SimulationResult, directory: Path, dataset: FederatedDataset,
+                config: SimulationConfig) -> list[Path]:
+    """Write the final global model (and each bank's personal model under ``DIR/<bank>/``) as
+    the scoring artifacts a bank node writes; thresholds are chosen on validation splits."""
+    from fraudfl.scoring.artifact import TARGET_FPR, build_artifact, save_artifact
+
+    if result.spec is None or result.pipeline is None:
+        raise FraudflError("no model to save")
+    if result.spec.num_classes != 2:
+        raise FraudflError("--save-model: scoring artifacts are for binary fraud models")
+    data = transform_data(dataset, split_banks(dataset, config.val_fraction, config.seed),
+                          result.pipeline)
+    X_val = np.concatenate([b.X_val for b in data.banks])
+    y_val = np.concatenate([b.y_val for b in data.banks])
+    if len(y_val) == 0:
+        raise FraudflError("--save-model needs validation rows (--val-fraction > 0) to choose "
+                           "the decision threshold")
+    version = len(result.rounds)
+    written = []
+    model = result.spec.build()
+    set_flat_params(model, result.final_params)
+    artifact = build_artifact(model, result.spec, result.pipeline, X_val, y_val,
+                              target_fpr=TARGET_FPR, version=version, round=version,
+                              metrics=result.rounds[-1].global_metrics)
+    written.append(save_artifact(artifact, directory))
+    for bank in data.banks:
+        params = result.personal_params.get(bank.bank_id)
+        if params is None or not len(bank.y_val):
+            continue
+        set_flat_params(model, params)
+        artifact = build_artifact(model, result.spec, result.pipeline, bank.X_val, bank.y_val,
+                                  target_fpr=TARGET_FPR, version=version, round=version,
+                                  bank_id=bank.bank_id,
+                                  personalization=config.personalization)
+        written.append(save_artifact(artifact, directory / bank.bank_id))
+    return written
+
+
 def smallest_bank_comparison(result: SimulationResult) -> dict[str, Any] | None:
     """Federated global AUPRC (or accuracy) vs the smallest bank's local-only model, both on
     the global evaluation set; None unless the local baseline ran."""
@@ -563,4 +792,3 @@ def smallest_bank_comparison(result: SimulationResult) -> dict[str, Any] | None:
         "federated": result.final[metric],
         "smallest_bank_local": local["banks"][bank]["global"][metric],
     }
-

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 
@@ -81,41 +81,6 @@ def sum_updates(
 def _apply_step(global_params: np.ndarray, step: np.ndarray) -> np.ndarray:
     new: np.ndarray = (global_params.astype(np.float64) + step).astype(np.float32)
     return new
-
-
-@dataclass(frozen=True)
-class Contribution:
-    """One bank's result as the aggregation layer sees it (the strategy never does)."""
-
-    bank_id: str
-    weight: float
-    update: np.ndarray
-    partial: bool = False
-
-
-class Aggregator(Protocol):
-    """The aggregation seam: turns a round's contributions into their sum.
-
-    The plain aggregator adds them up; a secure-aggregation implementation reveals the same
-    sum without any individual update.
-    """
-
-    def sum(
-        self, server_round: int, contributions: Sequence[Contribution], dim: int
-    ) -> SummedUpdate: ...
-
-
-class PlainAggregator:
-    """Non-secure aggregation: the sum computed in the clear."""
-
-    def sum(
-        self, server_round: int, contributions: Sequence[Contribution], dim: int
-    ) -> SummedUpdate:
-        return sum_updates(
-            ((c.weight, c.update) for c in contributions),
-            dim=dim,
-            num_partial=sum(c.partial for c in contributions),
-        )
 
 
 class Strategy(ABC):

@@ -13,11 +13,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from fraudfl.config import TrainingSettings
 from fraudfl.errors import FraudflError
 from fraudfl.strategy import STRATEGY_NAMES
 
 BASELINE_CHOICES = ("none", "local", "centralized", "all")
+_TRAINING = TrainingSettings()
+_DEFAULT_HIDDEN = ",".join(str(h) for h in _TRAINING.hidden)
 
 
 def _columns(value: str) -> list[str]:
@@ -47,14 +51,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="columns to ignore, comma-separated (ids, timestamps)")
     p.add_argument("--task", choices=["binary", "multiclass"],
                    help="override the task inferred from the labels")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="a TOML file with the services' sections (rounds, training, strategy, "
+                   "secagg, bank_dp, features, privacy, personal_training); flags override it")
 
     fed = p.add_argument_group("federation")
-    fed.add_argument("--strategy", choices=STRATEGY_NAMES, default="fedprox",
+    fed.add_argument("--strategy", choices=STRATEGY_NAMES, default=None,
                      help="server strategy (default: fedprox)")
     fed.add_argument("--mu", type=float, default=None,
                      help="FedProx proximal coefficient (default: 0.01; FedProx only)")
-    fed.add_argument("--rounds", type=int, default=10, help="federated rounds (default: 10)")
-    fed.add_argument("--banks-per-round", type=int, default=10,
+    fed.add_argument("--rounds", type=int, default=None, help="federated rounds (default: 10)")
+    fed.add_argument("--banks-per-round", type=int, default=None,
                      help="banks sampled per round, capped at the number of banks (default: 10)")
     fed.add_argument("--straggler-fraction", type=float, default=0.0,
                      help="fraction of each round's banks that straggle (default: 0)")
@@ -70,26 +77,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                      help="FedAdam/FedYogi beta2 (default: 0.99)")
     fed.add_argument("--tau", type=float, default=None,
                      help="FedAdam/FedYogi adaptivity (default: 0.001)")
-    fed.add_argument("--secure-aggregation", action="store_true",
-                     help="sum the updates with SecAgg (quantised, masked) instead of in the clear")
+    fed.add_argument("--secure-aggregation", action="store_true", default=None,
+                     help="run the real SecAgg protocol; without it the same quantised sum is "
+                     "computed in the clear (faster, bit-identical)")
     fed.add_argument("--secagg-neighbours", type=int, default=None, metavar="K",
                      help="with --secure-aggregation: SecAgg+ degree k (default 0: full graph)")
 
     loc = p.add_argument_group("local training")
-    loc.add_argument("--model", choices=["logistic", "mlp"], default="mlp",
+    loc.add_argument("--model", choices=["logistic", "mlp"], default=None,
                      help="model (default: mlp)")
-    loc.add_argument("--hidden", type=_hidden, default=(64, 32), metavar="N[,N...]",
-                     help="MLP hidden layer sizes (default: 64,32)")
-    loc.add_argument("--local-epochs", type=int, default=1,
+    loc.add_argument("--hidden", type=_hidden, default=None, metavar="N[,N...]",
+                     help=f"MLP hidden layer sizes (default: {_DEFAULT_HIDDEN})")
+    loc.add_argument("--local-epochs", type=int, default=None,
                      help="local epochs per round (default: 1)")
     loc.add_argument("--max-steps", type=int,
                      help="local mini-batch steps per round instead of epochs")
-    loc.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
-    loc.add_argument("--lr", type=float, default=0.05, help="local SGD learning rate (0.05)")
+    loc.add_argument("--batch-size", type=int, default=None,
+                     help=f"batch size (default: {_TRAINING.batch_size})")
+    loc.add_argument("--lr", type=float, default=None,
+                     help=f"local SGD learning rate (default: {_TRAINING.lr})")
     loc.add_argument("--pos-weight", type=float,
                      help="weight of positive (fraud) examples in the loss")
     loc.add_argument("--focal-gamma", type=float, help="focal-loss gamma (class imbalance)")
-    loc.add_argument("--no-standardize", action="store_true",
+    loc.add_argument("--no-standardize", action="store_true", default=None,
                      help="train on raw numeric features (no mean/std scaling)")
     loc.add_argument("--val-fraction", type=float, default=0.2,
                      help="share of each bank held out for validation (default: 0.2)")
@@ -129,15 +139,51 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     help="bank-level delta (default: 0.1 / number of banks)")
 
     out = p.add_argument_group("output")
-    out.add_argument("--seed", type=int, default=0, help="seed of the whole run (default: 0)")
+    out.add_argument("--seed", type=int, default=None,
+                     help="seed of the whole run (default: 0)")
     out.add_argument("--baseline", choices=BASELINE_CHOICES, default="none",
                      help="also train local-only and/or centralised baselines (default: none)")
     out.add_argument("--out", type=Path, help="write the results JSON here")
     out.add_argument("--plot", type=Path, help="write PNG convergence plots here")
+    out.add_argument("--save-model", type=Path, metavar="DIR",
+                     help="write the final global model (and each bank's personal model under "
+                     "DIR/<bank>/) as scoring artifacts for `fraudfl score` / `fraudfl serve`")
     out.add_argument("--threads", type=int, default=1,
                      help="torch CPU threads (default: 1, fastest for small models)")
     out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
+
+
+class SimulationProgress:
+    """A rich progress bar over the rounds, fed by the simulation's per-round callback."""
+
+    def __init__(self, rounds: int, strategy: str, *, enabled: bool, console: Any) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
+            console=console, transient=True, disable=not enabled,
+        )
+        self.task = self.bar.add_task(f"{strategy} rounds", total=rounds, status="")
+
+    def __enter__(self) -> SimulationProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+    def advance(self, record: Any) -> None:
+        metrics = record.global_metrics
+        headline = "auprc" if "auprc" in metrics else "accuracy"
+        self.bar.update(self.task, advance=1, status=f"{headline} {metrics[headline]:.4f}")
 
 
 def _record_level(args: argparse.Namespace) -> bool:
@@ -178,9 +224,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from fraudfl.cli.console import output_console
-    from fraudfl.data import load_dataset
-    from fraudfl.privacy.options import PrivacyOptions
-    from fraudfl.reporting import (
+    from fraudfl.cli.reporting import (
         check_plot_path,
         check_results_path,
         plot_convergence,
@@ -188,8 +232,12 @@ def run(args: argparse.Namespace) -> int:
         summary_lines,
         write_results,
     )
-    from fraudfl.simulation import SimulationConfig, run_simulation
+    from fraudfl.cli.simulate_config import apply_config_file
+    from fraudfl.data import load_dataset
+    from fraudfl.privacy.options import PrivacyOptions
+    from fraudfl.simulation import SimulationConfig, run_simulation, save_models
 
+    apply_config_file(args)
     _apply_dependent_flags(args)
     if not args.data.is_dir():
         raise FraudflError(f"{args.data}: not a directory (expected a dataset directory)")
@@ -197,6 +245,8 @@ def run(args: argparse.Namespace) -> int:
         check_results_path(args.out)
     if args.plot is not None:
         check_plot_path(args.plot)
+    if args.save_model is not None and args.save_model.exists() and not args.save_model.is_dir():
+        raise FraudflError(f"--save-model {args.save_model}: exists and is not a directory")
     privacy = PrivacyOptions(
         target_epsilon=args.target_epsilon, delta=args.delta,
         noise_multiplier=args.noise_multiplier, max_grad_norm=args.max_grad_norm,
@@ -205,6 +255,8 @@ def run(args: argparse.Namespace) -> int:
         bank_dp_clip=args.bank_dp_clip, bank_dp_noise=args.bank_dp_noise,
         bank_dp_delta=args.bank_dp_delta,
     )
+    if args.secagg_neighbours is not None and not args.secure_aggregation:
+        raise FraudflError("--secagg-neighbours needs --secure-aggregation")
     config = SimulationConfig(
         strategy=args.strategy, mu=args.mu, rounds=args.rounds,
         banks_per_round=args.banks_per_round, local_epochs=args.local_epochs,
@@ -216,37 +268,28 @@ def run(args: argparse.Namespace) -> int:
         server_momentum=args.server_momentum, eta=args.eta, beta1=args.beta1,
         beta2=args.beta2, tau=args.tau, torch_threads=args.threads,
         privacy=privacy if privacy.enabled else None,
+        secure_aggregation=bool(args.secure_aggregation),
+        secagg_neighbours=args.secagg_neighbours or 0,
+        personalization=args.personalization, personal_epochs=args.personal_epochs,
+        ditto_lambda=args.ditto_lambda,
     )
     dataset = load_dataset(
         args.data, label_column=args.label_column, drop_columns=args.drop_columns,
         task=args.task,
     )
-    aggregator = None
-    if args.secagg_neighbours is not None and not args.secure_aggregation:
-        raise FraudflError("--secagg-neighbours needs --secure-aggregation")
-    if args.secure_aggregation:
-        from fraudfl.secagg import SecureSumConfig
-        from fraudfl.secagg.aggregator import SecureAggregator
-
-        aggregator = SecureAggregator(SecureSumConfig(neighbours=args.secagg_neighbours or 0))
     console = output_console()
-    if args.personalization != "none":
-        from fraudfl.personalization import PersonalizationConfig
-        from fraudfl.personalization.simulation import report_table, run_personalized
+    with SimulationProgress(config.rounds, config.strategy, enabled=not args.no_progress,
+                            console=Console(stderr=True)) as progress:
+        result = run_simulation(dataset, config, on_round=progress.advance)
+    personalization = result.final.get("personalization")
+    if personalization is not None:
+        from fraudfl.cli.reporting import personalization_table
 
-        pcfg = PersonalizationConfig(method=args.personalization, epochs=args.personal_epochs,
-                                     lam=args.ditto_lambda)
-        result, report = run_personalized(dataset, config, pcfg, aggregator=aggregator,
-                                          progress=not args.no_progress,
-                                          console=Console(stderr=True))
-        console.print(report_table(report))
-        epsilons = result.final["personalization"].get("epsilon")
+        console.print(personalization_table(personalization))
+        epsilons = personalization.get("epsilon")
         if epsilons:
             console.print("record-level epsilon after personal training: " + ", ".join(
                 f"{bank} {eps:.4f}" for bank, eps in epsilons.items()))
-    else:
-        result = run_simulation(dataset, config, progress=not args.no_progress,
-                                console=Console(stderr=True), aggregator=aggregator)
     console.print(rounds_table(result))
     for line in summary_lines(result):
         console.print(line)
@@ -256,4 +299,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         plot_convergence(result, args.plot)
         console.print(f"plots written to {args.plot}")
+    if args.save_model is not None:
+        for path in save_models(result, args.save_model, dataset, config):
+            console.print(f"scoring artifact written to {path.parent}")
     return 0

@@ -63,8 +63,9 @@ class FeaturePipeline:
         return len(self.feature_names)
 
     @classmethod
-    def fit(cls, stats: FeatureStats) -> FeaturePipeline:
-        """Fit from (summed) statistics: mean and population std per numeric column."""
+    def fit(cls, stats: FeatureStats, *, standardize: bool = True) -> FeaturePipeline:
+        """Fit from (summed) statistics: mean and population std per numeric column
+        (``standardize=False``: numeric features pass unscaled)."""
         schema = stats.schema
         if stats.count <= 0:
             raise FraudflError("cannot fit the feature pipeline on statistics of zero rows")
@@ -73,6 +74,8 @@ class FeaturePipeline:
         variances = np.maximum(mean_squares - np.square(means), 0.0)
         constant = variances <= _VARIANCE_NOISE_FLOOR * mean_squares
         stds = np.where(constant, 1.0, np.sqrt(variances))
+        if not standardize:
+            means, stds = np.zeros_like(means), np.ones_like(stds)
         vocabularies = {
             col: list(schema.categories.get(col) or sorted(stats.category_counts[col]))
             for col in schema.categorical

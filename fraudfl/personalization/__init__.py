@@ -1,15 +1,13 @@
 """Personalisation per bank (fine-tuning, FedPer, Ditto); see ``docs/personalization.md``.
 
-The simulator driver lives in :mod:`fraudfl.personalization.simulation` (imported on demand).
+The simulator personalises through each bank's own participant (``fraudfl.simulation``).
 """
 
 from fraudfl.personalization.methods import (
     METHODS,
     BankComparison,
-    FedPerAggregator,
     FedPerBank,
     FedPerStrategy,
-    FedPerTrainer,
     Method,
     ParamPartition,
     PersonalizationConfig,
@@ -24,10 +22,8 @@ from fraudfl.training.local import LocalTrainer, plain_trainer
 __all__ = [
     "METHODS",
     "BankComparison",
-    "FedPerAggregator",
     "FedPerBank",
     "FedPerStrategy",
-    "FedPerTrainer",
     "LocalTrainer",
     "Method",
     "ParamPartition",

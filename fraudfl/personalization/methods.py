@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -36,7 +36,7 @@ from torch import nn
 
 from fraudfl.errors import FraudflError
 from fraudfl.models import Task, set_flat_params
-from fraudfl.strategy import Aggregator, Contribution, RoundInstructions, Strategy, SummedUpdate
+from fraudfl.strategy import RoundInstructions, Strategy, SummedUpdate
 from fraudfl.training.evaluation import evaluate
 from fraudfl.training.local import LocalResult, LocalTrainer, TrainConfig, plain_trainer
 
@@ -218,63 +218,6 @@ class FedPerBank:
         except (KeyError, TypeError, ValueError) as exc:
             raise FraudflError(f"FedPer state: missing or invalid field {exc}") from None
         return cls(partition, None if head is None else np.asarray(head, dtype=np.float32))
-
-
-class FedPerTrainer:
-    """Wraps a :data:`LocalTrainer` for FedPer rounds in the simulator.
-
-    Each bank trains from the global body plus its own head; the head it ends with is kept here
-    (at the bank), and the result handed back carries the *global* head, so the round's update
-    is exactly zero on head coordinates even before :class:`FedPerAggregator` drops them.
-    """
-
-    def __init__(self, inner: LocalTrainer, partition: ParamPartition) -> None:
-        self.inner = inner
-        self.partition = partition
-        self.banks: dict[str, FedPerBank] = {}
-
-    def bank(self, bank_id: str) -> FedPerBank:
-        return self.banks.setdefault(bank_id, FedPerBank(self.partition))
-
-    def __call__(
-        self,
-        bank_id: str,
-        model: nn.Module,
-        global_params: np.ndarray,
-        X: np.ndarray,
-        y: np.ndarray,
-        cfg: TrainConfig,
-        *,
-        rng: np.random.Generator,
-        work_fraction: float,
-    ) -> LocalResult:
-        state = self.bank(bank_id)
-        result = self.inner(bank_id, model, state.start_params(global_params), X, y, cfg,
-                            rng=rng, work_fraction=work_fraction)
-        body_update = state.finish_round(result.params, global_params)
-        outgoing = self.partition.merge(
-            self.partition.shared(global_params) + body_update,
-            self.partition.personal(global_params),
-        )
-        return replace(result, params=outgoing)
-
-
-class FedPerAggregator:
-    """Aggregation seam for FedPer: only the body coordinates reach the inner aggregator
-    (plain sum or secure aggregation), so no head parameter is ever carried."""
-
-    def __init__(self, inner: Aggregator, partition: ParamPartition) -> None:
-        self.inner = inner
-        self.partition = partition
-
-    def sum(
-        self, server_round: int, contributions: Sequence[Contribution], dim: int
-    ) -> SummedUpdate:
-        if dim != self.partition.size:
-            raise FraudflError(f"FedPer aggregation of {dim} parameters, expected "
-                               f"{self.partition.size}")
-        body_only = [replace(c, update=self.partition.shared(c.update)) for c in contributions]
-        return self.inner.sum(server_round, body_only, self.partition.shared_size)
 
 
 class FedPerStrategy(Strategy):

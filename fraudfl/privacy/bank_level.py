@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from fraudfl.errors import FraudflError
-from fraudfl.privacy.accountant import Mechanism, PrivacyAccountant, PrivacyBudget
-from fraudfl.strategy import Aggregator, Contribution, SummedUpdate
+from fraudfl.privacy.accountant import Mechanism, PrivacyAccountant
 
 
 def secure_generator() -> np.random.Generator:
@@ -124,59 +122,3 @@ def degraded_epsilon(
     return acc.epsilon(delta)
 
 
-class FederationAccountant:
-    """Bank-level (user-level) privacy of the federation: one Gaussian mechanism per round."""
-
-    def __init__(self, cfg: BankDPConfig, delta: float, mechanism: Mechanism = "rdp") -> None:
-        self.cfg = cfg
-        self.delta = delta
-        self.accountant = PrivacyAccountant(
-            mechanism, budget=PrivacyBudget(math.inf, delta), label="federation"
-        )
-
-    def record_round(self, noising: int) -> None:
-        """Charge a round whose sum held ``noising`` banks' noise shares."""
-        if noising == 0:
-            return  # nothing was released about any bank
-        sigma = effective_noise_multiplier(self.cfg.noise_multiplier, self.cfg.n_expected,
-                                           noising)
-        self.accountant.charge(sigma, self.cfg.sample_rate, 1)
-
-    def epsilon(self) -> float:
-        return self.accountant.epsilon()
-
-
-class BankDPAggregator:
-    """Aggregation seam for simulations: applies each bank's clip-and-noise to its contribution
-    (as the bank does on its side before masking) and sums with weight 1 through ``inner``.
-
-    Equal weights keep the sum's sensitivity at ``C``; sample-count weights would multiply it
-    by the largest bank's size. The sum is handed on with ``weight_sum = n_expected``, DP-FedAvg's
-    fixed-denominator estimator (McMahan et al. 2018): dividing by the realised number of banks
-    instead would make the released model depend on how many banks took part, which the
-    accounted mechanism (the noised sum) does not cover; a constant is free post-processing.
-    """
-
-    def __init__(
-        self,
-        inner: Aggregator,
-        cfg: BankDPConfig,
-        accountant: FederationAccountant,
-        rng: np.random.Generator,
-    ) -> None:
-        self.inner = inner
-        self.cfg = cfg
-        self.accountant = accountant
-        self.rng = rng
-
-    def sum(
-        self, server_round: int, contributions: Sequence[Contribution], dim: int
-    ) -> SummedUpdate:
-        noised = [
-            Contribution(c.bank_id, 1.0, privatize_update(c.update, self.cfg, self.rng),
-                         c.partial)
-            for c in contributions
-        ]
-        summed = self.inner.sum(server_round, noised, dim)
-        self.accountant.record_round(len(noised))
-        return replace(summed, weight_sum=float(self.cfg.n_expected))

@@ -44,6 +44,11 @@ class TrainInstructions(_Header):
     batch_size: int = Field(ge=1)
     lr: float = Field(gt=0)
     mu: float = Field(ge=0)
+    # At most this many optimiser steps per round (None: whole epochs).
+    max_steps: int | None = Field(default=None, ge=1)
+    # Class-imbalance options of the loss (fraudfl.training.local.TrainConfig).
+    pos_weight: float | None = Field(default=None, gt=0)
+    focal_gamma: float | None = Field(default=None, ge=0)
     accept_partial_work: bool = False
 
 
@@ -68,6 +73,9 @@ class Announcement(_Header):
     round: int = Field(ge=0)
     kind: Literal["stats", "train"]
     participants: tuple[str, ...]
+    # False: the round sums in the clear (fraudfl.secagg.plain); banks refuse it unless their
+    # own settings allow it.
+    secure: bool = True
     model_version: int | None = None
     model_sha256: str | None = None
     train: TrainInstructions | None = None
@@ -81,7 +89,7 @@ class Announcement(_Header):
     personal_layers: int = Field(default=0, ge=0)
 
 
-DeclineReason = Literal["privacy_budget", "no_data", "error"]
+DeclineReason = Literal["privacy_budget", "policy", "no_data", "error"]
 
 
 class Decline(_Header):

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from fraudfl.config import AggregatorConfig
+from fraudfl.config import FederationSettings
 from fraudfl.data.pipeline import FeaturePipeline
 from fraudfl.data.schema import Schema
 from fraudfl.data.stats import FeatureStats
@@ -72,6 +72,7 @@ from fraudfl.secagg.messages import (
     STAGE_SHARE,
     STAGE_UNMASK,
 )
+from fraudfl.secagg.plain import PlainSumServer
 from fraudfl.secagg.server import Outgoing, SecAggServer, ServerStatus
 from fraudfl.strategy import Strategy, SummedUpdate, make_strategy
 
@@ -135,7 +136,7 @@ class Orchestrator:
 
     def __init__(
         self,
-        config: AggregatorConfig,
+        config: FederationSettings,
         identity: Identity,
         allowlist: Allowlist,
         schema: Schema,
@@ -156,7 +157,7 @@ class Orchestrator:
         if len(self.banks) < config.rounds.min_banks:
             # No round could ever start: refuse at start-up instead of aborting round 0.
             raise FraudflError(
-                f"{config.allowlist}: {len(self.banks)} bank(s) enrolled, fewer than "
+                f"allowlist: {len(self.banks)} bank(s) enrolled, fewer than "
                 f"rounds.min_banks = {config.rounds.min_banks}"
             )
         self.strategy: Strategy = make_strategy(
@@ -164,6 +165,10 @@ class Orchestrator:
             mu=config.training.mu,
             server_lr=config.strategy.server_lr,
             server_momentum=config.strategy.momentum,
+            eta=config.strategy.eta,
+            beta1=config.strategy.beta1,
+            beta2=config.strategy.beta2,
+            tau=config.strategy.tau,
             fit_config={
                 "local_epochs": config.training.local_epochs,
                 "batch_size": config.training.batch_size,
@@ -171,7 +176,7 @@ class Orchestrator:
             },
         )
         self.round = -1
-        self.server: SecAggServer | None = None
+        self.server: SecAggServer | PlainSumServer | None = None
         self.current: RoundRecord | None = None
         self.history: list[RoundRecord] = []
         self.exhausted: set[str] = set()
@@ -357,7 +362,8 @@ class Orchestrator:
             # FedPer: the banks' heads never leave them, only the body is summed.
             vector_length = len(self.params) if partition is None else partition.shared_size
             clip, weighted, bits = sa.clip_range, True, sa.bits
-        self.server = SecAggServer.create(
+        server_cls = SecAggServer if sa.enabled else PlainSumServer
+        self.server = server_cls.create(
             self.identity, self.allowlist, self.federation, round_number, selected,
             threshold=self.threshold(len(selected)), vector_length=vector_length,
             neighbours=sa.neighbours, weighted=weighted, bits=bits, clip=clip, weight_max=1.0,
@@ -374,7 +380,7 @@ class Orchestrator:
         if kind == "stats":
             return Announcement(
                 round=self.round, kind="stats", participants=tuple(selected),
-                stats_frac_bits=exact_sum.DEFAULT_FRAC_BITS,
+                secure=self.config.secagg.enabled, stats_frac_bits=exact_sum.DEFAULT_FRAC_BITS,
                 planned_rounds=self.config.rounds.rounds,
             )
         assert self.params is not None
@@ -383,12 +389,16 @@ class Orchestrator:
         dp = self.config.bank_dp
         return Announcement(
             round=self.round, kind="train", participants=tuple(selected),
-            model_version=self.model_version, model_sha256=params_digest(self.params),
+            secure=self.config.secagg.enabled, model_version=self.model_version,
+            model_sha256=params_digest(self.params),
             train=TrainInstructions(
                 local_epochs=int(cfg.get("local_epochs", self.config.training.local_epochs)),
                 batch_size=int(cfg.get("batch_size", self.config.training.batch_size)),
                 lr=float(cfg.get("lr", self.config.training.lr)),
                 mu=float(cfg.get("mu", 0.0)),
+                max_steps=self.config.training.max_steps,
+                pos_weight=self.config.training.pos_weight,
+                focal_gamma=self.config.training.focal_gamma,
                 accept_partial_work=instructions.accept_partial_work,
             ),
             bank_dp=BankDPInstructions(
@@ -490,12 +500,12 @@ class Orchestrator:
         )
         return [self._model_message(rec), *self._next_round(now)]
 
-    def _fit_initial_model(self, server: SecAggServer) -> None:
+    def _fit_initial_model(self, server: SecAggServer | PlainSumServer) -> None:
         n = server.params.n
         ring_sum = server.params.quantizer().decode(server.result)
         totals = exact_sum.decode(ring_sum, n, 32)
         stats = FeatureStats.from_vector(self.schema, totals)
-        self.pipeline = FeaturePipeline.fit(stats)
+        self.pipeline = FeaturePipeline.fit(stats, standardize=self.config.features.standardize)
         t = self.config.training
         self.spec = ModelSpec(
             kind=t.model,
@@ -508,7 +518,7 @@ class Orchestrator:
                  stats.count, len(server.survivors), len(self.params))
 
     def _apply_strategy(
-        self, server: SecAggServer, rec: RoundRecord
+        self, server: SecAggServer | PlainSumServer, rec: RoundRecord
     ) -> npt.NDArray[np.float32] | str:
         """The new global parameters, or why the unmasked sum is refused."""
         assert self.params is not None
@@ -656,8 +666,9 @@ class Orchestrator:
         self.server = None
         if header["server"] is not None and self.current is not None:
             try:
-                self.server = SecAggServer.from_dict(header["server"], self.identity,
-                                                     self.allowlist)
+                server_cls = PlainSumServer if "plain_version" in header["server"] else SecAggServer
+                self.server = server_cls.from_dict(header["server"], self.identity,
+                                                   self.allowlist)
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("round %d cannot resume (%s); aborting it", self.round, exc)
                 rec = self.current

@@ -165,6 +165,10 @@ def predict_proba(model: torch.nn.Module, X: npt.NDArray[np.float32]) -> npt.NDA
     return NumpyModel(model).predict_proba(X)
 
 
+# The false-positive rate at which a served model's decision threshold is set.
+TARGET_FPR = 0.01
+
+
 def build_artifact(
     model: torch.nn.Module,
     spec: ModelSpec,

@@ -292,6 +292,16 @@ class MaskedInput:
 
 
 @dataclass(frozen=True)
+class PlainInput(MaskedInput):
+    """Plain-sum rounds only, bank to server, answering the setup: the quantised input in the
+    clear (same layout as :class:`MaskedInput`). A bank sends it only when its own settings
+    allow rounds without masking (``fraudfl simulate``)."""
+
+    TYPE: ClassVar[int] = 12
+    STAGE: ClassVar[int] = STAGE_ADVERTISE
+
+
+@dataclass(frozen=True)
 class SurvivorList:
     """Stage 4, server to U3: ``U3 indices`` — the banks whose masked inputs are in the sum."""
 
@@ -400,7 +410,7 @@ _TYPES: dict[int, Any] = {
     cls.TYPE: cls
     for cls in (
         RoundSetup, AdvertiseKeys, KeyList, ShareKeys, ShareRouting, MaskedInput,
-        SurvivorList, SurvivorConfirm, UnmaskRequest, UnmaskShares, Abort,
+        SurvivorList, SurvivorConfirm, UnmaskRequest, UnmaskShares, Abort, PlainInput,
     )
 }
 

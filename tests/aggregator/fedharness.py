@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from bank_node.participant import BankParticipant, Reply
+from fraudfl.rounds.participant import BankParticipant, Reply
 from fraudfl.config import AggregatorConfig, BankNodeConfig
 from fraudfl.data.generators.banks import generate_bank_data
 from fraudfl.data.loading import find_data_files, load_bank_file

@@ -6,7 +6,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from bank_node.participant import BankParticipant, Reply
+from fraudfl.rounds.participant import BankParticipant, Reply
 from fraudfl.data.stats import FeatureStats, compute_stats
 from fraudfl.rounds.messages import MODEL, SECAGG
 from fraudfl.rounds.orchestrator import Outbound

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bank_node.noise import CALIBRATION_FILE, NoiseCalibration
-from bank_node.participant import BankParticipant, Reply
+from fraudfl.rounds.noise import CALIBRATION_FILE, NoiseCalibration
+from fraudfl.rounds.participant import BankParticipant, Reply
 from fraudfl.errors import FraudflError
 from fraudfl.privacy.accountant import PrivacyAccountant
 from fraudfl.rounds.messages import MODEL, decode_model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bank_node.participant import BankParticipant
+from fraudfl.rounds.participant import BankParticipant
 from fraudfl.rounds.messages import ANNOUNCE, MODEL
 from fraudfl.rounds.orchestrator import Outbound
 from tests.aggregator.fedharness import make_federation

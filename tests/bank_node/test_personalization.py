@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from aggregator.service import AggregatorService
-from bank_node.participant import Reply
+from fraudfl.rounds.participant import Reply
 from bank_node.service import BankNodeService
 from fraudfl.cli.init import FederationPlan, write_federation
 from fraudfl.config import AggregatorConfig, BankNodeConfig, load_config

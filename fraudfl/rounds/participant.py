@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +24,7 @@ import numpy.typing as npt
 import pandas as pd
 from torch import nn
 
-from bank_node.noise import NoiseCalibration, NoisePlan
-from fraudfl.config import BankNodeConfig
+from fraudfl.config import BankSettings
 from fraudfl.data.pipeline import FeaturePipeline
 from fraudfl.data.schema import Schema
 from fraudfl.data.stats import compute_stats
@@ -61,9 +60,11 @@ from fraudfl.rounds.messages import (
     decode_model,
     encode,
 )
+from fraudfl.rounds.noise import NoiseCalibration, NoisePlan
 from fraudfl.secagg.client import ClientStage, SecAggClient
 from fraudfl.secagg.errors import MessageRejected, SecAggError
 from fraudfl.secagg.messages import decode as decode_secagg
+from fraudfl.secagg.plain import PlainSumClient
 from fraudfl.training.local import LocalResult, TrainConfig, train_local
 from fraudfl.training.private import DPConfig, dp_planned_steps, dp_sample_rate, train_private
 
@@ -104,15 +105,30 @@ class BankParticipant:
 
     def __init__(
         self,
-        config: BankNodeConfig,
+        config: BankSettings,
         identity: Identity,
         allowlist: Allowlist,
         frame: pd.DataFrame,
         schema: Schema,
         accountant: PrivacyAccountant,
         calibration: NoiseCalibration | None = None,
+        *,
+        source: str = "bank data",
+        rng: Callable[[int], np.random.Generator] | None = None,
+        work_fraction: Callable[[int], float] | None = None,
     ) -> None:
+        """``source`` names the data in error messages. ``rng(round)`` gives the generator of
+        a round's batch sampling and noise: unpredictable by default (``secure_generator``);
+        a simulation passes a seeded one. ``work_fraction(round)`` is the share of the planned
+        local work the bank completes in a round (a simulated straggler; 1.0 by default).
+
+        ``on_input(round, update, weight)``, when set, sees each training round's contribution
+        before it is masked (it stays in the process; tests compare the secure sum with it)."""
         self.config = config
+        self.source = source
+        self._rng = rng or (lambda _round: secure_generator())
+        self._work_fraction = work_fraction or (lambda _round: 1.0)
+        self.on_input: Callable[[int, npt.NDArray[np.float64], float], None] | None = None
         self.bank_id = config.bank_id
         self.identity = identity
         self.allowlist = allowlist
@@ -120,6 +136,8 @@ class BankParticipant:
         self.schema = schema
         self.accountant = accountant
         self.client = SecAggClient(identity, allowlist, config.federation_id, config.aggregator_id)
+        self.plain = PlainSumClient(identity, allowlist, config.federation_id,
+                                    config.aggregator_id)
         self.model_info: ModelInfo | None = None
         self.params: npt.NDArray[np.float32] | None = None
         self.pending: bytes | None = None
@@ -220,12 +238,19 @@ class BankParticipant:
         if ann.round == self.handled_round:
             # A re-sent announcement (aggregator restart, duplicate delivery): the client
             # answers an identical setup with its original reply, and nothing is retrained.
-            return self._setup(ann.round, setup) if self.client.last_round == ann.round else []
+            client = self.client if ann.secure else self.plain
+            if client.last_round != ann.round:
+                return []
+            return self._setup(ann.round, setup, ann.secure)
         if ann.round < self.handled_round or ann.round <= self.closed_round:
             # A round that is already over, read while catching up (a bank started late or
             # down for a while): training for it would spend privacy budget for nothing.
             log.info("%s: skipping stale announcement of round %d", self.bank_id, ann.round)
             return []
+        if not ann.secure and not self.config.allow_plain_sum:
+            self.handled_round = ann.round
+            return self._decline(ann.round, "policy",
+                                 "the round would send this bank's input unmasked")
         if ann.kind == "stats":
             self.handled_round = ann.round
             return self._stats_round(ann, setup)
@@ -243,9 +268,9 @@ class BankParticipant:
 
     # -- local work --------------------------------------------------------------------------
 
-    def _setup(self, round_number: int, setup: bytes) -> list[Reply]:
+    def _setup(self, round_number: int, setup: bytes, secure: bool = True) -> list[Reply]:
         try:
-            replies = self.client.receive(setup)
+            replies = (self.client if secure else self.plain).receive(setup)
         except (MessageRejected, SecAggError) as exc:
             self._reject("secagg_setup", str(exc))
             return []
@@ -260,18 +285,18 @@ class BankParticipant:
         return [Reply(round_number, "announce", DECLINE, encode(body))]
 
     def _stats_round(self, ann: Announcement, setup: bytes) -> list[Reply]:
-        stats = compute_stats(self.frame, self.schema, source=str(self.config.data))
+        stats = compute_stats(self.frame, self.schema, source=self.source)
         frac = ann.stats_frac_bits or exact_sum.DEFAULT_FRAC_BITS
         digits = exact_sum.encode(stats.to_vector(), len(ann.participants), 32, frac)
-        self.client.set_input(digits)
+        (self.client if ann.secure else self.plain).set_input(digits)
         self.last_report = RoundReport(ann.round, "stats", examples=stats.count)
-        return self._setup(ann.round, setup)
+        return self._setup(ann.round, setup, ann.secure)
 
     def training_data(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         if self._data is None:
             assert self.model_info is not None
             pipeline = FeaturePipeline.from_dict(self.model_info.pipeline)
-            X, y = pipeline.transform(self.frame, source=str(self.config.data))
+            X, y = pipeline.transform(self.frame, source=self.source)
             self._data = (X, y.astype(np.int64))
         return self._data
 
@@ -290,7 +315,10 @@ class BankParticipant:
         fedper = self._fedper_state(model, ann.personal_layers)
         # FedPer: train the global body with this bank's own head, which never leaves it.
         start = self.params if fedper is None else fedper.start_params(self.params)
-        rng = secure_generator()
+        rng = self._rng(ann.round)
+        work_fraction = 1.0
+        if ann.train.accept_partial_work:
+            work_fraction = self._work_fraction(ann.round)
         privacy = self.config.privacy
         epsilon = 0.0
         result: LocalResult
@@ -304,7 +332,8 @@ class BankParticipant:
                 # is touched, if it would exceed the budget: then the bank declines.
                 private = train_private(
                     model, start, X, y, cfg, rng=rng, accountant=self.accountant,
-                    dp=DPConfig(noise, privacy.max_grad_norm),
+                    dp=DPConfig(noise, privacy.max_grad_norm, privacy.engine),
+                    work_fraction=work_fraction,
                 )
             except BudgetExhausted as exc:
                 return self._decline(ann.round, "privacy_budget", str(exc))
@@ -314,7 +343,7 @@ class BankParticipant:
                     update={"rounds_trained": self.calibration.rounds_trained + 1}
                 )
         else:
-            result = train_local(model, start, X, y, cfg, rng=rng)
+            result = train_local(model, start, X, y, cfg, rng=rng, work_fraction=work_fraction)
         if fedper is None:
             update = result.params.astype(np.float64) - self.params.astype(np.float64)
         else:
@@ -329,22 +358,23 @@ class BankParticipant:
             ).astype(np.float64)
             # DP-FedAvg sums clipped updates with weight 1: the sum's sensitivity is C.
             weight = 1.0
-        if self.config.record_plain_updates:
-            self._record_plain(ann.round, update, weight)
-        self.client.set_input(update, weight)
+        if self.on_input is not None:
+            self.on_input(ann.round, update, weight)
+        (self.client if ann.secure else self.plain).set_input(update, weight)
         self.last_report = RoundReport(
             ann.round, "train", examples=result.num_examples, loss=result.loss
         )
         log.info("%s: round %d trained on %d examples, loss %.4f, epsilon %.3f", self.bank_id,
                  ann.round, result.num_examples, result.loss, epsilon)
-        return self._setup(ann.round, setup)
+        return self._setup(ann.round, setup, ann.secure)
 
     @staticmethod
     def _train_config(spec: ModelSpec, train: TrainInstructions) -> TrainConfig:
         task: Task = "binary" if spec.num_classes == 2 else "multiclass"
         return TrainConfig(
-            task=task, local_epochs=train.local_epochs, batch_size=train.batch_size,
-            lr=train.lr, mu=train.mu,
+            task=task, local_epochs=train.local_epochs, max_steps=train.max_steps,
+            batch_size=train.batch_size, lr=train.lr, mu=train.mu, pos_weight=train.pos_weight,
+            focal_gamma=train.focal_gamma,
         )
 
     def _personalization_config(self, method: Method) -> PersonalizationConfig:
@@ -358,7 +388,7 @@ class BankParticipant:
 
         A calibration is kept (and persisted by the service) with its plan and reused while the
         plan holds, across restarts too; a changed plan is recalibrated for the rounds still
-        ahead of it on top of the spent history (``bank_node.noise``)."""
+        ahead of it on top of the spent history (``fraudfl.rounds.noise``)."""
         privacy = self.config.privacy
         if privacy.noise_multiplier is not None:
             return privacy.noise_multiplier
@@ -368,7 +398,7 @@ class BankParticipant:
             steps += dp_planned_steps(personal.train_config(cfg), num_examples)
         assert self.accountant.budget is not None  # a bank's accountant always has its budget
         plan = NoisePlan(
-            target_epsilon=privacy.target_epsilon, delta=self.accountant.budget.delta,
+            target_epsilon=privacy.epsilon_budget, delta=self.accountant.budget.delta,
             mechanism=self.accountant.mechanism,
             sample_rate=dp_sample_rate(num_examples, cfg.batch_size),
             steps_per_round=steps, planned_rounds=privacy.planned_rounds,
@@ -431,20 +461,14 @@ class BankParticipant:
         ))
         trainer = plain_trainer
         if privacy.enabled and method != "fedper":
-            dp = DPConfig(self._noise_multiplier(base, len(y)), privacy.max_grad_norm)
+            dp = DPConfig(self._noise_multiplier(base, len(y)), privacy.max_grad_norm,
+                          privacy.engine)
             trainer = private_trainer({self.bank_id: self.accountant}, dp)
         return personalize_for_bank(
             self._personalization_config(method), bank_id=self.bank_id, model=spec.build(),
             global_params=params, X_train=X, y_train=y, X_val=X_val, y_val=y_val,
-            base_cfg=base, trainer=trainer, rng=secure_generator(), fedper=self.fedper,
+            base_cfg=base, trainer=trainer, rng=self._rng(info.round), fedper=self.fedper,
         )
-
-    def _record_plain(self, round_number: int, update: npt.NDArray[np.float64], w: float) -> None:
-        # Test-only evidence for comparing the secure result with plain FedAvg; stays local.
-        directory = self.config.state_dir / "plain_updates"
-        directory.mkdir(parents=True, exist_ok=True)
-        np.save(directory / f"round_{round_number:06d}.npy",
-                np.concatenate([update, [w]]), allow_pickle=False)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -455,6 +479,7 @@ class BankParticipant:
             "handled_round": self.handled_round,
             "closed_round": self.closed_round,
             "client": self.client.to_dict(),
+            "plain": self.plain.to_dict(),
             "model_info": None if self.model_info is None else self.model_info.model_dump(),
             "accountant": self.accountant.to_dict(),
             "rejections": self.rejections,
@@ -474,6 +499,11 @@ class BankParticipant:
         self.handled_round = int(header["handled_round"])
         self.closed_round = int(header.get("closed_round", -1))
         self.client = SecAggClient.from_dict(header["client"], self.identity, self.allowlist)
+        if "plain" in header:
+            self.plain = PlainSumClient.from_dict(
+                header["plain"], self.identity, self.allowlist, self.config.federation_id,
+                self.config.aggregator_id,
+            )
         if header["model_info"] is not None:
             self.model_info = ModelInfo.model_validate(header["model_info"])
             self.params = np.frombuffer(blobs["params"], dtype="<f4").astype(np.float32)

@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
@@ -195,3 +196,25 @@ def result_curves(result: SimulationResult) -> tuple[list[int], dict[str, list[f
     curves = {n: [r.global_metrics[n] for r in result.rounds] for n in names}
     return [r.round for r in result.rounds], curves
 
+
+
+def personalization_table(report: Mapping[str, Any]) -> Table:
+    """Per-bank AUPRC of the global and the personalised model on each bank's validation
+    split (``final["personalization"]`` of a simulation's results)."""
+    table = Table(
+        title=f"personalisation ({report['method']}): AUPRC on each bank's validation"
+    )
+    for name in ("bank", "val rows", "val frauds", "global", "personal", "change"):
+        table.add_column(name, justify="left" if name == "bank" else "right")
+    for b in report["banks"]:
+        g = b["global"].get("auprc", math.nan)
+        p = b["personal"].get("auprc", math.nan)
+        gain = p / g - 1 if g and math.isfinite(g) and math.isfinite(p) else math.nan
+        table.add_row(b["bank_id"], str(b["num_val"]), str(b["num_val_fraud"]), _fmt(g), _fmt(p),
+                      f"{gain:+.1%}")
+    table.add_row("mean", "", "", _fmt(report["mean_global_auprc"]),
+                  _fmt(report["mean_personal_auprc"]), f"{report['mean_relative_gain']:+.1%}")
+    if report["declined"]:
+        table.caption = ("over their privacy budget, kept the global model: "
+                         + ", ".join(report["declined"]))
+    return table
