@@ -38,6 +38,7 @@ from fraudfl.privacy.accountant import (
     PrivacyAccountant,
     PrivacyBudget,
     default_delta,
+    warn_if_vacuous,
 )
 from fraudfl.rounds.messages import ANNOUNCE, MODEL
 from fraudfl.rounds.noise import CALIBRATION_FILE, NoiseCalibration
@@ -103,6 +104,8 @@ class BankNodeService:
         budget = PrivacyBudget(
             privacy.epsilon_budget, privacy.delta or default_delta(len(self.train_frame))
         )
+        if privacy.enabled:
+            warn_if_vacuous(budget.delta, len(self.train_frame), config.bank_id)
         accountant = PrivacyAccountant.load_or_create(
             self.accountant_path, privacy.accountant, budget=budget, label=config.bank_id
         )

@@ -29,9 +29,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from fraudfl.cli.reporting import plot_comparison, result_curves
 from fraudfl.data import load_dataset
 from fraudfl.data.generators.fedprox_synthetic import generate_fedprox_synthetic
-from fraudfl.cli.reporting import plot_comparison, result_curves
 from fraudfl.simulation import SimulationConfig, SimulationResult, run_simulation
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -99,7 +99,7 @@ def main() -> int:
                     seed=args.seed, model="logistic", val_fraction=0.0, standardize=False,
                 )
                 started = time.perf_counter()
-                result = run_simulation(dataset, config, progress=True)
+                result = run_simulation(dataset, config)
                 name = f"{label} @ {fraction:.0%} stragglers"
                 runs[name] = {
                     "strategy": strategy, "mu": mu, "straggler_fraction": fraction,

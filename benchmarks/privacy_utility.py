@@ -46,7 +46,7 @@ def run_one(dataset: Any, args: argparse.Namespace, epsilon: float) -> dict[str,
             pos_weight=args.pos_weight, privacy=privacy,
         )
         t0 = time.perf_counter()
-        result: SimulationResult = run_simulation(dataset, config, progress=False)
+        result: SimulationResult = run_simulation(dataset, config)
         seconds = time.perf_counter() - t0
         # The banks' saved accountants: what each one spent, with which calibrated noise.
         states = [PrivacyAccountant.load(p) for p in Path(state_dir).glob("*.json")]

@@ -47,7 +47,7 @@ config = SimulationConfig(
 )
 dataset = load_dataset(Path(sys.argv[2]))
 began = time.time()
-result = run_simulation(dataset, config, progress=False)
+result = run_simulation(dataset, config)
 print(json.dumps({
     "spawned": spawned,
     "process_start": process_start,

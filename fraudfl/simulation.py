@@ -62,6 +62,7 @@ from fraudfl.privacy.accountant import (
     PrivacyAccountant,
     PrivacyBudget,
     default_delta,
+    warn_if_vacuous,
 )
 from fraudfl.privacy.options import PrivacyOptions
 from fraudfl.rounds.engine import InMemoryGrid
@@ -383,6 +384,20 @@ def transform_data(
     )
 
 
+def prepare_data(dataset: FederatedDataset, val_fraction: float, seed: int, *,
+                 standardize: bool = True) -> PreparedData:
+    """The banks' matrices under the pipeline fitted from the *sum* of their training
+    statistics, as the statistics round fits it (benchmarks and baselines outside a run)."""
+    from fraudfl.data.stats import compute_stats
+
+    splits = split_banks(dataset, val_fraction, seed)
+    stats = [compute_stats(s.train, dataset.schema, source=s.bank_id) for s in splits]
+    total = stats[0]
+    for other in stats[1:]:
+        total = total + other
+    return transform_data(dataset, splits, FeaturePipeline.fit(total, standardize=standardize))
+
+
 def straggler_work_fraction(rng: np.random.Generator, cfg: SimulationConfig) -> float:
     """A straggler's share of the planned work, following the FedProx paper where it applies."""
     if cfg.max_steps is None and cfg.local_epochs >= 2:
@@ -462,6 +477,8 @@ class Simulation:
             privacy.epsilon_budget,
             privacy.delta if privacy.delta is not None else default_delta(num_train),
         )
+        if privacy.enabled:
+            warn_if_vacuous(budget.delta, num_train, bank.bank_id)
         if self.state_dir is None or not privacy.enabled:
             return PrivacyAccountant(privacy.accountant, budget=budget, label=bank.bank_id)
         return PrivacyAccountant.load_or_create(

@@ -47,6 +47,14 @@ def default_delta(n_records: int) -> float:
     return DEFAULT_DELTA_FACTOR / n_records
 
 
+def warn_if_vacuous(delta: float, n_records: int, label: str) -> None:
+    """(epsilon, delta) with delta >= 1/n allows releasing a record in the clear: say so."""
+    if n_records > 0 and delta >= 1.0 / n_records:
+        log.warning("%s: delta %.3g is not below 1/records (%d records): the guarantee is "
+                    "vacuous; use a delta well below %.3g", label, delta, n_records,
+                    1.0 / n_records)
+
+
 @dataclass(frozen=True)
 class PrivacyBudget:
     """The (epsilon, delta) a bank promises its customers over the federation's whole life."""

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from fraudfl.rounds.participant import BankParticipant, Reply
 from fraudfl.config import AggregatorConfig, BankNodeConfig
 from fraudfl.data.generators.banks import generate_bank_data
 from fraudfl.data.loading import find_data_files, load_bank_file
@@ -19,6 +18,7 @@ from fraudfl.identity import Allowlist, Identity
 from fraudfl.privacy.accountant import PrivacyAccountant, PrivacyBudget
 from fraudfl.rounds.messages import MODEL, decode_model
 from fraudfl.rounds.orchestrator import Orchestrator, Outbound
+from fraudfl.rounds.participant import BankParticipant, Reply
 
 
 @dataclass
@@ -37,6 +37,14 @@ class Federation:
     drop: dict[str, Callable[[Reply], bool]] = field(default_factory=dict)
     dead: set[str] = field(default_factory=set)
     transcript: list[Outbound] = field(default_factory=list)
+    # (bank, round) -> the bank's plain contribution, recorded in the test process only.
+    inputs: dict[tuple[str, int], tuple[np.ndarray, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for bank_id, participant in self.banks.items():
+            def record(rnd: int, update: np.ndarray, weight: float, bank: str = bank_id) -> None:
+                self.inputs[(bank, rnd)] = (update.copy(), weight)
+            participant.on_input = record
 
     def new_orchestrator(self) -> Orchestrator:
         schema = load_schema(self.agg_config.schema_file)
@@ -82,12 +90,7 @@ class Federation:
         raise AssertionError("federation did not finish")
 
     def plain_updates(self, bank_id: str, round_number: int) -> tuple[np.ndarray, float] | None:
-        directory = self.bank_configs[bank_id].state_dir / "plain_updates"
-        path = directory / f"round_{round_number:06d}.npy"
-        if not path.exists():
-            return None
-        vec = np.load(path, allow_pickle=False)
-        return vec[:-1], float(vec[-1])
+        return self.inputs.get((bank_id, round_number))
 
 
 def make_federation(
@@ -146,7 +149,6 @@ def make_federation(
             "bank_id": bank_id,
             "data": path,
             "state_dir": tmp_path / bank_id,
-            "record_plain_updates": True,
             "privacy": {
                 "enabled": privacy,
                 "target_epsilon": target_epsilon,
@@ -161,7 +163,7 @@ def make_federation(
             budget=PrivacyBudget(target_epsilon, 1e-4), label=bank_id
         )
         banks[bank_id] = BankParticipant(
-            cfg, identities[bank_id], allow, frame, schema, accountant
+            cfg, identities[bank_id], allow, frame, schema, accountant, source=str(path)
         )
     orch = Orchestrator(agg_config, agg_identity, allow, schema)
     return Federation(

@@ -6,10 +6,10 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from fraudfl.rounds.participant import BankParticipant, Reply
 from fraudfl.data.stats import FeatureStats, compute_stats
 from fraudfl.rounds.messages import MODEL, SECAGG
 from fraudfl.rounds.orchestrator import Outbound
+from fraudfl.rounds.participant import BankParticipant, Reply
 from fraudfl.secagg.messages import MaskedInput, UnmaskShares
 from fraudfl.secagg.messages import decode as decode_secagg
 from fraudfl.secagg.quantize import Quantizer

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from fraudfl.rounds.noise import CALIBRATION_FILE, NoiseCalibration
-from fraudfl.rounds.participant import BankParticipant, Reply
 from fraudfl.errors import FraudflError
 from fraudfl.privacy.accountant import PrivacyAccountant
 from fraudfl.rounds.messages import MODEL, decode_model
+from fraudfl.rounds.noise import CALIBRATION_FILE, NoiseCalibration
 from fraudfl.rounds.orchestrator import Outbound
+from fraudfl.rounds.participant import BankParticipant, Reply
 from tests.aggregator.fedharness import Federation, make_federation
 
 TARGET = 3.0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fraudfl.rounds.participant import BankParticipant
 from fraudfl.rounds.messages import ANNOUNCE, MODEL
 from fraudfl.rounds.orchestrator import Outbound
+from fraudfl.rounds.participant import BankParticipant
 from tests.aggregator.fedharness import make_federation
 
 

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from aggregator.service import AggregatorService
-from fraudfl.rounds.participant import Reply
 from bank_node.service import BankNodeService
 from fraudfl.cli.init import FederationPlan, write_federation
 from fraudfl.config import AggregatorConfig, BankNodeConfig, load_config
@@ -22,6 +21,7 @@ from fraudfl.monitoring import AggregatorMetrics, BankMetrics, new_registry
 from fraudfl.personalization import ParamPartition
 from fraudfl.privacy.accountant import BudgetExhausted, PrivacyAccountant, PrivacyBudget
 from fraudfl.rounds.messages import ANNOUNCE, SECAGG, Announcement, decode
+from fraudfl.rounds.participant import Reply
 from fraudfl.scoring.artifact import load_artifact
 from fraudfl.secagg.messages import MaskedInput
 from fraudfl.secagg.messages import decode as decode_secagg

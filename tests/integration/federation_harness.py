@@ -42,6 +42,20 @@ SendHook = Callable[[str, bytes | None, bytes], int]
 STOP_TIMEOUT_S = 120.0
 
 
+def record_inputs(service: BankNodeService) -> BankNodeService:
+    """Keep each training round's plain contribution in the bank's state directory (it never
+    leaves the test process) so a test can recompute the federation's model in the clear."""
+    directory = service.config.state_dir / "plain_updates"
+
+    def record(round_number: int, update: np.ndarray, weight: float) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        np.save(directory / f"round_{round_number:06d}.npy",
+                np.concatenate([update, [weight]]), allow_pickle=False)
+
+    service.participant.on_input = record
+    return service
+
+
 class Crash(BaseException):
     """Simulated process death (BaseException, so no service code catches it)."""
 
@@ -95,7 +109,6 @@ class ThreadFederation:
         for section, values in (aggregator or {}).items():
             agg_over.setdefault(section, {}).update(values)
         bank_over: dict[str, dict[str, Any]] = {
-            "": {"record_plain_updates": True},
             "privacy": {"noise_multiplier": 1.0, "target_epsilon": 50.0},
         }
         for section, values in (bank or {}).items():
@@ -151,7 +164,7 @@ class ThreadFederation:
 
     def start_bank(self, bank_id: str, hook: SendHook | None = None) -> Runner:
         cfg = self.bank_configs[bank_id]
-        return self._start(bank_id, lambda t: BankNodeService(cfg, t), hook)
+        return self._start(bank_id, lambda t: record_inputs(BankNodeService(cfg, t)), hook)
 
     def start_banks(self, hooks: Mapping[str, SendHook] | None = None) -> None:
         for b in self.bank_ids:

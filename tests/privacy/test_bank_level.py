@@ -6,21 +6,15 @@ import math
 
 import numpy as np
 import pytest
-from opacus.accountants import RDPAccountant
 from scipy import stats
 
 from fraudfl.errors import FraudflError
 from fraudfl.privacy.bank_level import (
-    BankDPAggregator,
     BankDPConfig,
-    FederationAccountant,
     clip_update,
-    degraded_epsilon,
-    effective_noise_multiplier,
     privatize_update,
     secure_generator,
 )
-from fraudfl.strategy import Contribution, PlainAggregator
 
 CFG = BankDPConfig(clip_norm=0.5, noise_multiplier=1.2, n_expected=5, total_banks=20)
 DELTA = 1e-3
@@ -76,47 +70,6 @@ def test_noised_update_is_clipped_update_plus_noise() -> None:
     assert np.std(residual) == pytest.approx(CFG.noise_std, rel=0.05)
 
 
-def test_federation_epsilon_matches_opacus_and_degrades_with_fewer_noising_banks() -> None:
-    acc = FederationAccountant(CFG, DELTA)
-    independent = RDPAccountant()
-    previous = 0.0
-    for _ in range(4):
-        acc.record_round(CFG.n_expected)
-        independent.step(noise_multiplier=CFG.noise_multiplier, sample_rate=CFG.sample_rate)
-        eps = acc.epsilon()
-        assert eps > previous
-        previous = eps
-    assert eps == pytest.approx(independent.get_epsilon(delta=DELTA), rel=1e-9)
-    assert degraded_epsilon(CFG, 4, DELTA) == pytest.approx(eps, rel=1e-9)
-
-    assert effective_noise_multiplier(1.2, 5, 2) == pytest.approx(1.2 * math.sqrt(2 / 5))
-    fewer = degraded_epsilon(CFG, 4, DELTA, honest=2)
-    degraded = RDPAccountant()
-    for _ in range(4):
-        degraded.step(noise_multiplier=1.2 * math.sqrt(2 / 5), sample_rate=CFG.sample_rate)
-    assert fewer == pytest.approx(degraded.get_epsilon(delta=DELTA), rel=1e-9)
-    assert fewer > eps
-    assert degraded_epsilon(CFG, 4, DELTA, honest=0) == math.inf
-
-
-def test_aggregator_sums_noised_updates_with_equal_weights_and_charges_the_round() -> None:
-    accountant = FederationAccountant(CFG, DELTA)
-    agg = BankDPAggregator(PlainAggregator(), CFG, accountant, np.random.default_rng(4))
-    dim = 50_000
-    contributions = [Contribution(f"b{i}", 1000.0 * (i + 1), np.full(dim, 0.01 * (i + 1)))
-                     for i in range(3)]
-    summed = agg.sum(1, contributions, dim)
-    # DP-FedAvg's fixed denominator: the expected number of banks, not the three that came.
-    assert summed.weight_sum == CFG.n_expected and summed.num_participants == 3
-    clipped_sum = sum(clip_update(c.update, CFG.clip_norm) for c in contributions)
-    residual = summed.weighted_update_sum - clipped_sum
-    # Three banks' shares, not the expected five: variance 3 sigma^2 C^2 / 5.
-    assert np.var(residual) == pytest.approx(3 * CFG.noise_std**2, rel=0.05)
-    only = FederationAccountant(CFG, DELTA)
-    only.accountant.charge(effective_noise_multiplier(1.2, 5, 3), CFG.sample_rate, 1)
-    assert accountant.epsilon() == pytest.approx(only.epsilon())
-
-
 def test_secure_generator_is_unseeded() -> None:
     a, b = secure_generator(), secure_generator()
     assert not np.array_equal(a.normal(size=8), b.normal(size=8))
@@ -129,13 +82,3 @@ def test_invalid_config_is_a_user_error() -> None:
         BankDPConfig(clip_norm=0.0, noise_multiplier=1.0, n_expected=3, total_banks=20)
 
 
-def test_strategy_divides_the_noised_sum_by_the_expected_number_of_banks() -> None:
-    from fraudfl.strategy import FedAvg
-
-    accountant = FederationAccountant(CFG, DELTA)
-    agg = BankDPAggregator(PlainAggregator(), CFG, accountant, np.random.default_rng(5))
-    dim = 1000
-    contributions = [Contribution(f"b{i}", 1.0, np.full(dim, 1e-4)) for i in range(2)]
-    summed = agg.sum(1, contributions, dim)
-    new = FedAvg().aggregate(1, np.zeros(dim, np.float32), summed)
-    np.testing.assert_allclose(new, summed.weighted_update_sum / CFG.n_expected, rtol=1e-6)
