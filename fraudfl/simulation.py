@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import torch
+from pydantic import ValidationError
 
 from fraudfl.config import (
     BankDPSettings,
@@ -216,8 +217,11 @@ class SimulationConfig:
                 bank_dp=bank_dp,
                 features=FeatureSettings(standardize=self.standardize),
             )
-        except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            raise FraudflError(f"simulation settings: {exc}".splitlines()[0]) from exc
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise FraudflError(f"simulation settings: {exc.title}.{where}: {err['msg']} "
+                               f"(got {err.get('input')!r})") from exc
 
     def bank_settings(self, bank_id: str) -> BankSettings:
         """One bank's settings (what its bank-node TOML file would hold)."""
