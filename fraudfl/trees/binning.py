@@ -33,12 +33,22 @@ EDGES_FORMAT = "fraudfl.trees.bin_edges"
 EDGES_VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BinEdges:
     """Cut points per feature and the number of value bins (the missing bin is ``max_bin``)."""
 
     edges: tuple[FloatArray, ...]
     max_bin: int
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, BinEdges)
+            and self.max_bin == other.max_bin
+            and len(self.edges) == len(other.edges)
+            and all(np.array_equal(a, b) for a, b in zip(self.edges, other.edges, strict=True))
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.max_bin < 2:

@@ -81,7 +81,7 @@ def traverse(
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TreeEnsemble:
     """A trained (or growing) ensemble: ``n_outputs`` trees per boosting round.
 

@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from fraudfl.errors import FraudflError
 from fraudfl.privacy.accountant import PrivacyAccountant
+from fraudfl.secagg.inmemory import InMemoryFederation, SecureSumConfig
 from fraudfl.secagg.quantize import Quantizer
 from fraudfl.trees.bank import TreeBank
 from fraudfl.trees.binning import BinEdges, BinnedArray
@@ -63,6 +64,24 @@ def quantized_sum(clip: float, bits: int = 32) -> SumFn:
         q = Quantizer(clip=clip, bits=bits, max_summands=len(vectors))
         total = reduce(lambda a, b: (a + b).astype(q.dtype), (q.encode(v) for v in vectors))
         return q.decode(total)
+
+    return run
+
+
+def secure_sum(config: SecureSumConfig, n_banks: int) -> SumFn:
+    """Each sum by the real secure-aggregation protocol (in memory), one SecAgg round per step.
+
+    The aggregator learns only the decoded sum, within ``config.quantizer(n).error_bound()``
+    of the plain sum of the clipped vectors. Every step runs the full key agreement here; how a
+    job can reuse it across steps is in ``docs/trees.md``.
+    """
+    fed = InMemoryFederation([f"bank-{i:04d}" for i in range(n_banks)])
+    names = sorted(fed.banks)
+
+    def run(vectors: Sequence[FloatArray]) -> FloatArray:
+        inputs = {name: (v, None) for name, v in zip(names, vectors, strict=True)}
+        outcome = fed.run_round(inputs, config)
+        return outcome.quantizer.decode(outcome.total)
 
     return run
 
