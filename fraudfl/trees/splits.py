@@ -52,24 +52,29 @@ def find_splits(hist: FloatArray, features: IntArray, params: GBDTParams) -> Spl
     missing = hist[:, :, -1, :]
     cum = np.cumsum(values, axis=2)
     total = cum[:, :, -1, :] + missing
-    # (nodes, features, value bins, direction, stats): direction 0 = missing right.
-    left = np.stack([cum, cum + missing[:, :, None, :]], axis=3)
-    right = total[:, :, None, None, :] - left
-    gl, hl, cl = left[..., 0], np.maximum(left[..., 1], 0.0), left[..., 2]
-    gr, hr, cr = right[..., 0], np.maximum(right[..., 1], 0.0), right[..., 2]
-    g, h = total[..., 0], np.maximum(total[..., 1], 0.0)
-    valid = (
-        (hl >= params.min_child_weight)
-        & (hr >= params.min_child_weight)
-        & (cl >= params.min_child_samples)
-        & (cr >= params.min_child_samples)
-        & (hl + lam > 0)
-        & (hr + lam > 0)
-    )
+    g, h = total[..., 0:1], np.maximum(total[..., 1:2], 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        parent = (g * g / (h + lam))[:, :, None, None]
-        gain = 0.5 * (gl * gl / (hl + lam) + gr * gr / (hr + lam) - parent) - params.gamma
-    gain = np.where(valid & np.isfinite(gain), gain, -np.inf)
+        parent = g * g / (h + lam)
+    gains = []
+    # Direction 0 sends the missing bin right, direction 1 left.
+    for left in (cum, cum + missing[:, :, None, :]):
+        gl, hl, cl = left[..., 0], np.maximum(left[..., 1], 0.0), left[..., 2]
+        gr = total[:, :, None, 0] - gl
+        hr = np.maximum(total[:, :, None, 1] - left[..., 1], 0.0)
+        cr = total[:, :, None, 2] - cl
+        valid = (
+            (hl >= params.min_child_weight)
+            & (hr >= params.min_child_weight)
+            & (cl >= params.min_child_samples)
+            & (cr >= params.min_child_samples)
+            & (hl + lam > 0)
+            & (hr + lam > 0)
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gain = 0.5 * (gl * gl / (hl + lam) + gr * gr / (hr + lam) - parent) - params.gamma
+        gains.append(np.where(valid & np.isfinite(gain), gain, -np.inf))
+    # (nodes, features, value bins, direction): the candidate order of the module docstring.
+    gain = np.stack(gains, axis=3)
     n_nodes = hist.shape[0]
     flat = gain.reshape(n_nodes, -1)
     best = flat.max(axis=1)
