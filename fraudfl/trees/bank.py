@@ -141,7 +141,7 @@ class TreeBank:
         counts: FloatArray = np.bincount(self.y, minlength=task.num_class).astype(np.float64)
         return counts
 
-    def _start_round(self, task: LevelTask) -> None:
+    def _start_round(self, task: LevelTask | LeafTask) -> None:
         """Sample the round's rows and compute their gradients; charge the accountant first."""
         if self.noise is not None:
             assert self.accountant is not None
@@ -201,7 +201,12 @@ class TreeBank:
 
     def _leaves(self, task: LeafTask) -> FloatArray:
         if task.round != self._round:
-            raise TaskRefused(f"{self.label}: leaves of round {task.round}, current {self._round}")
+            if self.params.splitter != "random":
+                raise TaskRefused(
+                    f"{self.label}: leaves of round {task.round}, current {self._round}"
+                )
+            # Random splits: the leaf sums are the round's only task.
+            self._start_round(task)
         t = task.trees
         self._advance(t, self.params.max_depth, task.ensemble.edges.missing_bin)
         tree, node = t.leaves()

@@ -7,6 +7,8 @@ bins, so a binned feature fits one byte with the missing bin as code 255).
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fraudfl.errors import FraudflError
@@ -36,6 +38,11 @@ class GBDTParams(BaseModel):
         description="prior probability (binary); None: from the summed label counts",
     )
     seed: int = Field(default=0, ge=0, description="column sampling and the simulation's rows")
+    splitter: Literal["best", "random"] = Field(
+        default="best",
+        description="best: split search on summed histograms; random: random splits (public "
+        "randomness), only the leaf sums are computed from data",
+    )
 
     @property
     def n_outputs(self) -> int:
@@ -44,8 +51,9 @@ class GBDTParams(BaseModel):
 
     @property
     def steps_per_tree(self) -> int:
-        """Sums per boosting round: one per level, plus the leaf sums."""
-        return self.max_depth + 1
+        """Data-dependent sums per boosting round: one per level and the leaf sums (best), or
+        the leaf sums alone (random)."""
+        return 1 if self.splitter == "random" else self.max_depth + 1
 
     @classmethod
     def parse(cls, values: dict[str, object], source: str = "gbdt parameters") -> GBDTParams:

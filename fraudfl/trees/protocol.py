@@ -169,6 +169,30 @@ def column_sample(params: GBDTParams, n_features: int, round_: int) -> IntArray:
     return np.sort(rng.choice(n_features, size=k, replace=False)).astype(np.int64)
 
 
+def random_trees(
+    trees: GrowingTrees, features: IntArray, edges: BinEdges, params: GBDTParams, round_: int
+) -> GrowingTrees:
+    """Complete trees of random splits (Geurts et al.'s extremely randomised trees, as used for
+    DP boosting by Maddock et al. 2022): at every node above the last level a random sampled
+    feature with at least one cut point, a random cut (equal-count bins make it a random
+    quantile) and a random missing direction. Drawn from the job's public seed: no data is
+    looked at, so no privacy is spent on structure."""
+    usable = np.array([f for f in features if len(edges.edges[f]) > 0], dtype=np.int64)
+    if len(usable) == 0:
+        return trees
+    rng = np.random.default_rng([params.seed, round_, 1])
+    n_split = heap_size(params.max_depth - 1)
+    shape = (trees.feature.shape[0], n_split)
+    f = usable[rng.integers(0, len(usable), shape)]
+    n_cuts = np.array([len(e) for e in edges.edges], dtype=np.int64)[f]
+    t = np.floor(rng.random(shape) * n_cuts).astype(np.int64)
+    tree, node = np.nonzero(np.ones(shape, dtype=np.bool_))
+    return trees.with_splits(
+        tree.astype(np.int64), node.astype(np.int64), f.reshape(-1), t.reshape(-1),
+        (rng.random(shape) < 0.5).reshape(-1),
+    )
+
+
 def prior_margin(counts: FloatArray, num_class: int) -> FloatArray:
     """Base margin from class counts: log-odds (binary) or log priors (softmax)."""
     c = np.maximum(np.asarray(counts, dtype=np.float64), 0.0)
@@ -236,15 +260,16 @@ class TreeBuilder:
     def done(self) -> bool:
         return self._task is None
 
-    def _start_round(self) -> LevelTask:
+    def _start_round(self) -> LevelTask | LeafTask:
         self._levels = 0
-        return LevelTask(
-            round=self.ensemble.n_rounds,
-            depth=0,
-            ensemble=self.ensemble,
-            trees=GrowingTrees.new(self.params.n_outputs, self.params.max_depth),
-            features=column_sample(self.params, self.edges.n_features, self.ensemble.n_rounds),
-        )
+        r = self.ensemble.n_rounds
+        features = column_sample(self.params, self.edges.n_features, r)
+        trees = GrowingTrees.new(self.params.n_outputs, self.params.max_depth)
+        if self.params.splitter == "random":
+            self._levels = self.params.max_depth
+            trees = random_trees(trees, features, self.edges, self.params, r)
+            return LeafTask(round=r, ensemble=self.ensemble, trees=trees)
+        return LevelTask(round=r, depth=0, ensemble=self.ensemble, trees=trees, features=features)
 
     def _after_round(self) -> Task | None:
         if self.params.early_stopping_rounds is not None:
