@@ -6,6 +6,11 @@ An artifact is a directory::
       artifact.json                 # metadata, the commit point
       params-<sha256[:16]>.npy      # flat float32 parameter vector (numpy .npy, no pickle)
 
+``kind`` says what the parameters are: ``"neural"`` (the default when absent) is a
+:class:`~fraudfl.models.ModelSpec` (``model_spec``) and its flat float32 parameters; ``"gbdt"``
+is a :class:`~fraudfl.trees.TreeEnsemble`: its metadata (bin edges, depth, base margin) under
+``trees`` and its float64 node array (trees x heap nodes x 4) as the parameter file.
+
 ``artifact.json`` holds the :class:`~fraudfl.models.ModelSpec`, the fitted
 :class:`~fraudfl.data.FeaturePipeline`, the decision threshold (chosen on the bank's validation
 data for a target false-positive rate), the model's version and round, its validation metrics,
@@ -30,7 +35,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -41,11 +46,13 @@ from fraudfl.data import FeaturePipeline
 from fraudfl.errors import FraudflError
 from fraudfl.models import ModelSpec, get_flat_params, set_flat_params
 from fraudfl.scoring.inference import NumpyModel
+from fraudfl.trees.ensemble import NODE_FIELDS, TreeEnsemble, heap_size
 
 log = logging.getLogger(__name__)
 
 ARTIFACT_FORMAT = "fraudfl.model_artifact"
 ARTIFACT_VERSION = 1
+KINDS = ("neural", "gbdt")
 METADATA_FILE = "artifact.json"
 _PARAMS_PREFIX = "params-"
 # Refuse absurd files before reading them: the largest model here is a few MB.
@@ -87,12 +94,19 @@ class Threshold:
         return cls(**values)
 
 
+class Predictor(Protocol):
+    def predict_proba(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]: ...
+
+
 @dataclass(frozen=True)
 class ModelArtifact:
-    """A servable model: architecture, parameters, features, threshold and provenance."""
+    """A servable model: architecture, parameters, features, threshold and provenance.
 
-    spec: ModelSpec
-    params: npt.NDArray[np.float32]
+    A tree ensemble has ``spec = None``, ``trees`` set and ``params`` its node array.
+    """
+
+    spec: ModelSpec | None
+    params: npt.NDArray[np.floating[Any]]
     pipeline: FeaturePipeline
     threshold: Threshold
     version: int
@@ -101,13 +115,33 @@ class ModelArtifact:
     bank_id: str = ""
     personalization: str = "none"
     created_at: float = field(default_factory=time.time)
+    trees: TreeEnsemble | None = None
+
+    @property
+    def kind(self) -> str:
+        return "neural" if self.trees is None else "gbdt"
+
+    def predictor(self) -> Predictor:
+        """What scores: the NumPy copy of the network, or the tree ensemble itself."""
+        if self.trees is not None:
+            return self.trees
+        return NumpyModel(self.build_model())
 
     def build_model(self) -> torch.nn.Module:
         """The torch model with this artifact's parameters, in eval mode."""
+        if self.spec is None:
+            raise FraudflError("a tree-ensemble artifact has no torch model")
         model = self.spec.build()
         set_flat_params(model, self.params)
         model.eval()
         return model
+
+    def _model_summary(self) -> dict[str, Any]:
+        if self.trees is not None:
+            return {"kind": "gbdt", "num_class": self.trees.num_class,
+                    "trees": self.trees.n_trees, "max_depth": self.trees.max_depth}
+        assert self.spec is not None
+        return self.spec.to_dict()
 
     def describe(self) -> dict[str, Any]:
         """Provenance for ``GET /model`` and logs (no parameters)."""
@@ -117,7 +151,8 @@ class ModelArtifact:
             "bank_id": self.bank_id,
             "personalization": self.personalization,
             "created_at": self.created_at,
-            "model": self.spec.to_dict(),
+            "kind": self.kind,
+            "model": self._model_summary(),
             "num_features": self.pipeline.num_features,
             # JSON has no NaN: an undefined metric (one class in the validation data) is null.
             "metrics": {k: (v if math.isfinite(v) else None) for k, v in self.metrics.items()},
@@ -209,6 +244,46 @@ def build_artifact(
     )
 
 
+def build_tree_artifact(
+    ensemble: TreeEnsemble,
+    pipeline: FeaturePipeline,
+    X_val: npt.NDArray[np.float32],
+    y_val: npt.NDArray[np.int64],
+    *,
+    target_fpr: float,
+    version: int,
+    round: int,
+    bank_id: str = "",
+    personalization: str = "none",
+    metrics: Mapping[str, float] | None = None,
+) -> ModelArtifact:
+    """Package a binary tree ensemble over ``pipeline``'s features, as :func:`build_artifact`."""
+    _check_trees(ensemble, pipeline, FraudflError)
+    threshold = choose_threshold(ensemble.predict_proba(X_val), y_val, target_fpr)
+    return ModelArtifact(
+        spec=None,
+        params=ensemble.node_array(),
+        pipeline=pipeline,
+        threshold=threshold,
+        version=version,
+        round=round,
+        metrics={k: float(v) for k, v in (metrics or {}).items()},
+        bank_id=bank_id,
+        personalization=personalization,
+        trees=ensemble,
+    )
+
+
+def _check_trees(ensemble: TreeEnsemble, pipeline: FeaturePipeline, fail: Any) -> None:
+    if ensemble.num_class != 2:
+        raise fail("the scoring service serves binary fraud models only")
+    if ensemble.edges.n_features != pipeline.num_features:
+        raise fail(
+            f"feature pipeline produces {pipeline.num_features} features, the tree ensemble "
+            f"expects {ensemble.edges.n_features}"
+        )
+
+
 def metadata_path(path: Path) -> Path:
     """``artifact.json`` of an artifact given as its directory or as that file."""
     return path if path.name == METADATA_FILE else path / METADATA_FILE
@@ -216,12 +291,19 @@ def metadata_path(path: Path) -> Path:
 
 def save_artifact(artifact: ModelArtifact, directory: Path) -> Path:
     """Publish ``artifact`` into ``directory`` atomically; returns the metadata file's path."""
-    params = np.ascontiguousarray(artifact.params, dtype=np.float32).reshape(-1)
-    if params.shape[0] != artifact.spec.num_params:
-        raise FraudflError(
-            f"model artifact: {params.shape[0]} parameters, the spec needs "
-            f"{artifact.spec.num_params}"
-        )
+    params: npt.NDArray[Any]
+    if artifact.trees is not None:
+        params = artifact.trees.node_array().reshape(-1)
+        model_entry: dict[str, Any] = {"kind": "gbdt", "trees": artifact.trees.metadata()}
+    else:
+        assert artifact.spec is not None
+        params = np.ascontiguousarray(artifact.params, dtype=np.float32).reshape(-1)
+        if params.shape[0] != artifact.spec.num_params:
+            raise FraudflError(
+                f"model artifact: {params.shape[0]} parameters, the spec needs "
+                f"{artifact.spec.num_params}"
+            )
+        model_entry = {"model_spec": artifact.spec.to_dict()}
     buf = io.BytesIO()
     np.save(buf, params, allow_pickle=False)
     blob = buf.getvalue()
@@ -240,7 +322,7 @@ def save_artifact(artifact: ModelArtifact, directory: Path) -> Path:
         "bank_id": artifact.bank_id,
         "personalization": artifact.personalization,
         "created_at": artifact.created_at,
-        "model_spec": artifact.spec.to_dict(),
+        **model_entry,
         "feature_pipeline": artifact.pipeline.to_dict(),
         "threshold": artifact.threshold.to_dict(),
         "metrics": {k: (v if math.isfinite(v) else None) for k, v in artifact.metrics.items()},
@@ -306,19 +388,23 @@ def _decode(data: Any, meta_file: Path) -> ModelArtifact:
     created_at = data.get("created_at")
     if isinstance(created_at, bool) or not isinstance(created_at, int | float):
         raise fail("'created_at' must be a number")
+    kind = data.get("kind", "neural")
+    if kind not in KINDS:
+        raise fail(f"'kind' must be one of {list(KINDS)}, got {kind!r}")
     try:
-        spec = ModelSpec.from_dict(_obj(data, "model_spec", fail))
         pipeline = FeaturePipeline.from_dict(_obj(data, "feature_pipeline", fail))
         threshold = Threshold.from_dict(data.get("threshold"))
+        spec = None if kind == "gbdt" else ModelSpec.from_dict(_obj(data, "model_spec", fail))
     except FraudflError as exc:
         raise fail(str(exc)) from None
-    if spec.num_classes != 2:
-        raise fail("the scoring service serves binary fraud models only")
-    if pipeline.num_features != spec.num_features:
-        raise fail(
-            f"feature pipeline produces {pipeline.num_features} features, the model expects "
-            f"{spec.num_features}"
-        )
+    if spec is not None:
+        if spec.num_classes != 2:
+            raise fail("the scoring service serves binary fraud models only")
+        if pipeline.num_features != spec.num_features:
+            raise fail(
+                f"feature pipeline produces {pipeline.num_features} features, the model "
+                f"expects {spec.num_features}"
+            )
     metrics_raw = _obj(data, "metrics", fail)
     metrics: dict[str, float] = {}
     for name, value in metrics_raw.items():
@@ -328,7 +414,21 @@ def _decode(data: Any, meta_file: Path) -> ModelArtifact:
             metrics[name] = float(value)
         else:
             raise fail(f"metric '{name}' must be a number or null")
-    params = _load_params(_obj(data, "params", fail), meta_file, spec, fail)
+    trees = None
+    if spec is None:
+        meta = _obj(data, "trees", fail)
+        params = _load_params(_obj(data, "params", fail), meta_file, _node_count(meta), fail,
+                              np.float64)
+        try:
+            trees = TreeEnsemble.from_parts(
+                meta, params.reshape(_node_shape(meta)), source="'trees'"
+            )
+        except FraudflError as exc:
+            raise fail(str(exc)) from None
+        _check_trees(trees, pipeline, fail)
+    else:
+        params = _load_params(_obj(data, "params", fail), meta_file, spec.num_params, fail,
+                              np.float32)
     return ModelArtifact(
         spec=spec,
         params=params,
@@ -340,6 +440,7 @@ def _decode(data: Any, meta_file: Path) -> ModelArtifact:
         bank_id=data["bank_id"],
         personalization=data["personalization"],
         created_at=float(created_at),
+        trees=trees,
     )
 
 
@@ -350,16 +451,32 @@ def _obj(data: dict[str, Any], key: str, fail: Any) -> dict[str, Any]:
     return value
 
 
+def _node_shape(meta: dict[str, Any]) -> tuple[int, int, int]:
+    """Shape of a tree node array from unchecked metadata (checked by ``from_parts``)."""
+    n_trees, depth = meta.get("n_trees"), meta.get("max_depth")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1 << 20
+               for v in (n_trees, depth)) or not 1 <= depth <= 16:  # type: ignore[operator]
+        return (0, 0, 0)
+    assert isinstance(n_trees, int) and isinstance(depth, int)
+    return (n_trees, heap_size(depth), len(NODE_FIELDS))
+
+
+def _node_count(meta: dict[str, Any]) -> int:
+    a, b, c = _node_shape(meta)
+    return a * b * c
+
+
 def _load_params(
-    entry: dict[str, Any], meta_file: Path, spec: ModelSpec, fail: Any
-) -> npt.NDArray[np.float32]:
+    entry: dict[str, Any], meta_file: Path, expected: int, fail: Any,
+    dtype: type[np.floating[Any]],
+) -> npt.NDArray[np.floating[Any]]:
     name, digest, count = entry.get("file"), entry.get("sha256"), entry.get("count")
     if not isinstance(name, str) or os.sep in name or not name.startswith(_PARAMS_PREFIX):
         raise fail("'params.file' must name a params-*.npy file next to the metadata")
     if not isinstance(digest, str) or not isinstance(count, int):
         raise fail("'params' needs 'sha256' (string) and 'count' (integer)")
-    if count != spec.num_params:
-        raise fail(f"'params.count' is {count}, the model spec needs {spec.num_params}")
+    if count != expected:
+        raise fail(f"'params.count' is {count}, the model needs {expected}")
     params_file = meta_file.parent / name
     try:
         if params_file.stat().st_size > _MAX_PARAMS_BYTES:
@@ -370,11 +487,13 @@ def _load_params(
     if hashlib.sha256(blob).hexdigest() != digest:
         raise fail(f"{name} does not match its SHA-256 (corrupt or replaced)")
     try:
-        params: npt.NDArray[np.float32] = np.load(io.BytesIO(blob), allow_pickle=False)
+        params: npt.NDArray[np.floating[Any]] = np.load(io.BytesIO(blob), allow_pickle=False)
     except ValueError as exc:
         raise fail(f"{name} is not a .npy array: {exc}") from exc
-    if params.dtype != np.float32 or params.shape != (count,):
-        raise fail(f"{name} holds {params.dtype}{params.shape}, expected float32 ({count},)")
+    if params.dtype != dtype or params.shape != (count,):
+        raise fail(
+            f"{name} holds {params.dtype}{params.shape}, expected {np.dtype(dtype)} ({count},)"
+        )
     if not np.all(np.isfinite(params)):
         raise fail(f"{name} contains NaN or infinite values")
     return params

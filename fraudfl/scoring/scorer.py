@@ -15,7 +15,6 @@ import numpy.typing as npt
 import pandas as pd
 
 from fraudfl.scoring.artifact import ModelArtifact
-from fraudfl.scoring.inference import NumpyModel
 from fraudfl.scoring.records import DEFAULT_ID_FIELD, RecordEncoder, TransactionValidator
 
 
@@ -40,7 +39,7 @@ class Scorer:
         self.version = artifact.version
         self.threshold = artifact.threshold.value
         self.id_field = id_field
-        self._model = NumpyModel(artifact.build_model())
+        self._model = artifact.predictor()
         self.validator = TransactionValidator(artifact.pipeline, id_field)
         self.encoder = RecordEncoder(artifact.pipeline)
 
