@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,10 +45,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from fraudfl.errors import FraudflError
-from fraudfl.models import get_flat_params, make_loss, set_flat_params
+from fraudfl.models import BinaryLoss, get_flat_params, make_loss, set_flat_params
 from fraudfl.privacy.accountant import PrivacyAccountant
 from fraudfl.privacy.options import DP_ENGINES, DPEngine
-from fraudfl.training.local import LocalResult, TrainConfig, _as_tensors, add_proximal_gradient
+from fraudfl.training.local import (
+    LocalResult,
+    SGDStepper,
+    TrainConfig,
+    _as_tensors,
+    add_proximal_gradient,
+)
 
 log = logging.getLogger(__name__)
 
@@ -196,15 +202,7 @@ def _run_dp_sgd(
     work.train()
     params = [p for p in work.parameters() if p.requires_grad]
     anchor = [p.detach().clone() for p in params]
-    optimizer = torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
-    loader = DataLoader(
-        _BatchedTensors(X_t, y_t),
-        batch_size=cfg.batch_size,
-        collate_fn=_already_batched,
-        generator=_torch_generator(rng),
-    )
+    sample_generator = _torch_generator(rng)
     noise_generator = _torch_generator(rng)
 
     def after_noise(noise_multiplier: float) -> None:
@@ -213,48 +211,61 @@ def _run_dp_sgd(
         add_proximal_gradient(params, anchor, cfg.mu)
 
     if dp.engine == "vectorized":
-        step_fn, dp_loader, close = _vectorized_engine(
-            work, params, optimizer, cfg, dp, loader, noise_generator, after_noise
+        step_fn, batches, close = _vectorized_engine(
+            work, params, anchor, X_t, y_t, cfg, dp, sample_rate, steps, sample_generator,
+            noise_generator, after_noise,
         )
     else:
-        step_fn, dp_loader, close = _opacus_engine(
-            work, optimizer, cfg, dp, accountant, loader, noise_generator, after_noise
+        step_fn, batches, close = _opacus_engine(
+            work, params, X_t, y_t, cfg, dp, accountant, sample_rate, steps, sample_generator,
+            noise_generator, after_noise,
         )
-    if abs(dp_loader.sample_rate - sample_rate) > 1e-12:
-        raise RuntimeError(f"Opacus samples at {dp_loader.sample_rate}, accounted {sample_rate}")
-    done = 0
     nonempty = 0
     loss_sum = 0.0
     try:
-        while done < steps:
-            for xb, yb in dp_loader:
-                loss = step_fn(xb, yb)
-                if len(yb):  # an empty Poisson batch still takes a (pure-noise) step
-                    loss_sum += loss
-                    nonempty += 1
-                done += 1
-                if done >= steps:
-                    break
+        for xb, yb in batches:
+            loss = step_fn(xb, yb)
+            if len(yb):  # an empty Poisson batch still takes a (pure-noise) step
+                loss_sum += loss
+                nonempty += 1
     finally:
         close()
     return get_flat_params(work), loss_sum / max(1, nonempty)
 
 
-_Engine = tuple[Callable[[torch.Tensor, torch.Tensor], float], DPDataLoader, Callable[[], None]]
+# (one step on a batch -> its mean loss, exactly the round's batches, clean-up)
+_Engine = tuple[
+    Callable[[torch.Tensor, torch.Tensor], float],
+    Iterator[tuple[torch.Tensor, torch.Tensor]],
+    Callable[[], None],
+]
 
 
 def _opacus_engine(
     work: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    params: Sequence[nn.Parameter],
+    X_t: torch.Tensor,
+    y_t: torch.Tensor,
     cfg: TrainConfig,
     dp: DPConfig,
     accountant: PrivacyAccountant,
-    loader: DataLoader[Any],
+    sample_rate: float,
+    steps: int,
+    sample_generator: torch.Generator,
     noise_generator: torch.Generator,
     after_noise: Callable[[float], None],
 ) -> _Engine:
     """Opacus ``PrivacyEngine.make_private`` in the configured grad-sample mode."""
     criterion = make_loss(cfg.task, cfg.pos_weight, cfg.focal_gamma, reduction="mean")
+    optimizer = torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    loader = DataLoader(
+        _BatchedTensors(X_t, y_t),
+        batch_size=cfg.batch_size,
+        collate_fn=_already_batched,
+        generator=sample_generator,
+    )
     engine = PrivacyEngine(accountant=accountant.mechanism)
     private: tuple[Any, ...] = engine.make_private(
         module=work,
@@ -283,7 +294,22 @@ def _opacus_engine(
         dp_optimizer.step()
         return float(loss.item()) if len(yb) else 0.0
 
-    return step, dp_loader, dp_model._close
+    if abs(dp_loader.sample_rate - sample_rate) > 1e-12:
+        raise RuntimeError(f"Opacus samples at {dp_loader.sample_rate}, accounted {sample_rate}")
+    return step, _loader_batches(dp_loader, steps), dp_model._close
+
+
+def _loader_batches(
+    loader: DPDataLoader, steps: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``steps`` batches from passes over ``loader``."""
+    done = 0
+    while True:
+        for xb, yb in loader:
+            yield xb, yb
+            done += 1
+            if done >= steps:
+                return
 
 
 class _PerSampleClipper:
@@ -296,6 +322,12 @@ class _PerSampleClipper:
     ``g_i``. The clipped sum over the batch is then one matmul per layer: the ghost-clipping
     identity (Li et al. 2022, Bu et al. 2023) without materialising per-sample gradients and
     without the second backward pass and hook machinery that dominate a DP step on small models.
+
+    The backward pass is written out with ATen's own backward kernels (``mm``,
+    ``native_layer_norm_backward``, ``threshold_backward``): autograd's graph building and
+    engine cost more than the arithmetic at these sizes, and only the loss (any of
+    :func:`fraudfl.models.make_loss`'s) and parameter-free layers other than ReLU go through
+    autograd, one node at a time.
     """
 
     def __init__(self, model: nn.Module, max_grad_norm: float) -> None:
@@ -303,14 +335,10 @@ class _PerSampleClipper:
             raise FraudflError("the vectorized DP engine needs an nn.Sequential model")
         self.layers = list(model)
         self.max_grad_norm = max_grad_norm
-        self.param_layers: list[nn.Linear | nn.LayerNorm] = []
         covered: list[nn.Parameter] = []
         for layer in self.layers:
             own = list(layer.parameters())
-            if isinstance(layer, nn.Linear) or (
-                isinstance(layer, nn.LayerNorm) and layer.elementwise_affine
-            ):
-                self.param_layers.append(layer)
+            if isinstance(layer, nn.Linear | nn.LayerNorm):
                 covered += own
             elif own:
                 raise FraudflError(
@@ -321,75 +349,179 @@ class _PerSampleClipper:
             raise FraudflError("the vectorized DP engine needs layers in parameter order")
 
     def clipped_grad_sum(
-        self, xb: torch.Tensor, yb: torch.Tensor, loss_fn: nn.Module
-    ) -> tuple[list[torch.Tensor], float]:
-        """Sum over the batch of per-sample gradients clipped to ``max_grad_norm`` (flat), in
-        ``model.parameters()`` order, and the batch's mean loss."""
-        inputs: list[torch.Tensor] = []
-        outputs: list[torch.Tensor] = []
-        h = xb
-        for layer in self.layers:
-            out = layer(h)
-            if any(layer is p for p in self.param_layers):
-                inputs.append(h.detach())
-                outputs.append(out)
-            h = out
-        loss = loss_fn(h, yb)  # reduction="sum": d loss / d out_i is sample i's own gradient
-        backprops = torch.autograd.grad(loss, outputs)
+        self, xb: torch.Tensor, yb: torch.Tensor, loss_fn: nn.Module,
+        out: Sequence[torch.Tensor],
+    ) -> float:
+        """Write the sum over the batch of per-sample gradients clipped to ``max_grad_norm``
+        into ``out`` (one tensor per parameter, in ``model.parameters()`` order and shapes);
+        return the batch's mean loss."""
         with torch.no_grad():
-            sq_norms = torch.zeros(xb.shape[0], dtype=xb.dtype)
-            features: list[torch.Tensor] = []
-            for layer, a, g in zip(self.param_layers, inputs, backprops, strict=True):
-                g_sq = g.pow(2).sum(1)
+            saved: list[tuple[torch.Tensor, ...]] = []  # what each layer's backward needs
+            h = xb
+            for layer in self.layers:
                 if isinstance(layer, nn.Linear):
-                    feat = a
-                    sq_norms += g_sq * a.pow(2).sum(1)
+                    saved.append((h,))
+                    h = F.linear(h, layer.weight, layer.bias)
+                elif isinstance(layer, nn.LayerNorm):
+                    normed, mean, rstd = torch.native_layer_norm(
+                        h, layer.normalized_shape, layer.weight, layer.bias, layer.eps
+                    )
+                    saved.append((h, mean, rstd))
+                    h = normed
+                elif isinstance(layer, nn.ReLU):
+                    h = torch.relu(h)
+                    saved.append((h,))
                 else:
-                    feat = F.layer_norm(a, layer.normalized_shape, eps=layer.eps)
-                    sq_norms += (g * feat).pow(2).sum(1)
-                if layer.bias is not None:
-                    sq_norms += g_sq
-                features.append(feat)
+                    with torch.enable_grad():
+                        a = h.detach().requires_grad_()
+                        h = layer(a)
+                    saved.append((a, h))
+                    h = h.detach()
+        loss, g = _loss_and_logit_gradient(loss_fn, h, yb)
+        with torch.no_grad():
+            n = xb.shape[0]
+            sq_norms = torch.zeros(n, dtype=xb.dtype)
+            # Per parameter layer, in reverse: (layer, output gradients, their weight feature).
+            parts: list[tuple[nn.Linear | nn.LayerNorm, torch.Tensor, torch.Tensor]] = []
+            for i in range(len(self.layers) - 1, -1, -1):
+                layer = self.layers[i]
+                if isinstance(layer, nn.Linear):
+                    (a,) = saved[i]
+                    a_sq = torch.linalg.vecdot(a, a)
+                    if layer.bias is not None:
+                        a_sq += 1.0
+                    sq_norms.addcmul_(torch.linalg.vecdot(g, g), a_sq)
+                    parts.append((layer, g, a))
+                    if i:
+                        g = g.mm(layer.weight)
+                elif isinstance(layer, nn.LayerNorm):
+                    a, mean, rstd = saved[i]
+                    if layer.elementwise_affine:
+                        g_xhat = g * ((a - mean) * rstd)  # per-sample weight gradients
+                        sq_norms += torch.linalg.vecdot(g_xhat, g_xhat)
+                        if layer.bias is not None:
+                            sq_norms += torch.linalg.vecdot(g, g)
+                        parts.append((layer, g, g_xhat))
+                    g = torch.ops.aten.native_layer_norm_backward(
+                        g, a, layer.normalized_shape, mean, rstd, layer.weight, layer.bias,
+                        [True, False, False],
+                    )[0]
+                elif isinstance(layer, nn.ReLU):
+                    g = torch.ops.aten.threshold_backward(g, saved[i][0], 0)
+                else:
+                    a, y_out = saved[i]
+                    with torch.enable_grad():
+                        (g,) = torch.autograd.grad(y_out, a, g)
             # The same clip factor as Opacus' DPOptimizer.
-            factor = (self.max_grad_norm / (sq_norms.sqrt() + 1e-6)).clamp(max=1.0)
-            sums: list[torch.Tensor] = []
-            for layer, feat, g in zip(self.param_layers, features, backprops, strict=True):
-                gf = g * factor.unsqueeze(1)
-                sums.append(gf.T @ feat if isinstance(layer, nn.Linear) else (gf * feat).sum(0))
+            factor = (self.max_grad_norm / (sq_norms.sqrt_() + 1e-6)).clamp_(max=1.0)
+            slots = iter(out)
+            for layer, g, feat in reversed(parts):
+                if isinstance(layer, nn.Linear):
+                    torch.mm(g.T, feat * factor.unsqueeze(1), out=next(slots))
+                else:
+                    torch.mv(feat.T, factor, out=next(slots))
                 if layer.bias is not None:
-                    sums.append(gf.sum(0))
-        n = max(1, int(xb.shape[0]))
-        return sums, float(loss.detach()) / n
+                    torch.mv(g.T, factor, out=next(slots))
+        return loss / max(1, n)
+
+
+def _loss_and_logit_gradient(
+    loss_fn: nn.Module, logits: torch.Tensor, y: torch.Tensor
+) -> tuple[float, torch.Tensor]:
+    """The summed loss and its gradient w.r.t. ``logits`` (row i is sample i's own gradient).
+
+    Class-weighted BCE, the fraud MLP's loss, in closed form, ``w_i (sigmoid(z_i) - y_i)``
+    (what autograd computes through :class:`~fraudfl.models.BinaryLoss`, without building a
+    graph for it each step); other losses through autograd."""
+    if isinstance(loss_fn, BinaryLoss) and loss_fn.focal_gamma is None:
+        with torch.no_grad():
+            z = logits.view(-1)
+            t = y.to(z.dtype)
+            w = None if loss_fn.pos_weight is None else t * (loss_fn.pos_weight - 1.0) + 1.0
+            loss = F.binary_cross_entropy_with_logits(z, t, weight=w, reduction="sum")
+            g = torch.sigmoid(z).sub_(t)
+            if w is not None:
+                g.mul_(w)
+            return float(loss), g.unsqueeze(1)
+    with torch.enable_grad():
+        z = logits.detach().requires_grad_()
+        loss = loss_fn(z, y)  # reduction="sum": d loss / d z_i is sample i's own gradient
+        (g,) = torch.autograd.grad(loss, z)
+    return float(loss.detach()), g
+
+
+def _poisson_batches(
+    X: torch.Tensor, y: torch.Tensor, sample_rate: float, generator: torch.Generator,
+    steps: int,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches Opacus' ``DPDataLoader`` over a ``DataLoader`` with ``generator`` yields,
+    draw for draw: per pass of ``int(1 / q)`` batches, the DataLoader's base-seed draw, then per
+    batch ``torch.rand(n) < q``. The uniforms go into one reused buffer and rows are gathered
+    with index tensors: the loader's per-batch Python lists, collation and calls cost more
+    than the rest of a step of the fraud MLP, and drawing the masks of many steps at once is
+    slower (out of cache)."""
+    per_pass = int(1 / sample_rate)
+    uniforms = torch.empty(int(X.shape[0]))
+    view = uniforms.numpy()
+    done = 0
+    while done < steps:
+        torch.empty((), dtype=torch.int64).random_(generator=generator)
+        for _ in range(min(per_pass, steps - done)):
+            uniforms.uniform_(generator=generator)  # the same stream as torch.rand(n)
+            idx = torch.from_numpy(np.flatnonzero(view < sample_rate))
+            yield X.index_select(0, idx), y.index_select(0, idx)
+        done += per_pass
 
 
 def _vectorized_engine(
     work: nn.Module,
     params: Sequence[nn.Parameter],
-    optimizer: torch.optim.Optimizer,
+    anchor: Sequence[torch.Tensor],
+    X_t: torch.Tensor,
+    y_t: torch.Tensor,
     cfg: TrainConfig,
     dp: DPConfig,
-    loader: DataLoader[Any],
+    sample_rate: float,
+    steps: int,
+    sample_generator: torch.Generator,
     noise_generator: torch.Generator,
     after_noise: Callable[[float], None],
 ) -> _Engine:
-    """DP-SGD with :class:`_PerSampleClipper`, Opacus' Poisson loader and Opacus' noise recipe
-    (``N(0, (sigma C)^2)`` per parameter, in parameter order, then division by the expected
-    batch size), so that it reproduces Opacus' hooks mode step for step."""
+    """DP-SGD with :class:`_PerSampleClipper`, Opacus' Poisson sampling
+    (:func:`_poisson_batches`) and Opacus' noise recipe (``N(0, (sigma C)^2)`` per parameter,
+    in parameter order, then division by the expected batch size), so that it reproduces
+    Opacus' hooks mode step for step. The SGD update is :class:`SGDStepper`'s, written like
+    ``torch.optim.SGD`` without its per-call bookkeeping."""
     clipper = _PerSampleClipper(work, dp.max_grad_norm)
     loss_fn = make_loss(cfg.task, cfg.pos_weight, cfg.focal_gamma, reduction="sum")
-    dp_loader = DPDataLoader.from_data_loader(loader)
-    expected_batch_size = int(len(loader.dataset) * dp_loader.sample_rate)  # type: ignore[arg-type]
+    update = SGDStepper(work, anchor, cfg).apply_update
+    expected_batch_size = int(int(X_t.shape[0]) * sample_rate)
     std = dp.noise_multiplier * dp.max_grad_norm
+    # Gradients and noise live in two flat buffers viewed per parameter: noise is still drawn
+    # per parameter (Opacus' stream), but adding and scaling it are one operation each.
+    grad_flat = torch.empty(sum(p.numel() for p in params))
+    noise_flat = torch.empty_like(grad_flat)
+    grads, noises = _views(grad_flat, params), _views(noise_flat, params)
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> float:
-        sums, loss = clipper.clipped_grad_sum(xb, yb, loss_fn)
-        with torch.no_grad():
-            for p, s in zip(params, sums, strict=True):
-                noise = torch.normal(0.0, std, size=p.shape, generator=noise_generator,
-                                     dtype=p.dtype)
-                p.grad = (s.reshape(p.shape) + noise) / expected_batch_size
+        loss = clipper.clipped_grad_sum(xb, yb, loss_fn, grads)
+        for p, noise in zip(params, noises, strict=True):
+            torch.normal(0.0, std, size=p.shape, generator=noise_generator, out=noise)
+        grad_flat.add_(noise_flat).div_(expected_batch_size)
         after_noise(dp.noise_multiplier)
-        optimizer.step()
+        update()
         return loss
 
-    return step, dp_loader, lambda: None
+    batches = _poisson_batches(X_t, y_t, sample_rate, sample_generator, steps)
+    return step, batches, lambda: None
+
+
+def _views(flat: torch.Tensor, params: Sequence[nn.Parameter]) -> list[torch.Tensor]:
+    """``flat`` cut into tensors shaped like ``params``, sharing its memory."""
+    views, offset = [], 0
+    for p in params:
+        views.append(flat[offset : offset + p.numel()].view(p.shape))
+        offset += p.numel()
+    return views
