@@ -42,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", required=True, type=Path, help="dataset directory (see docs/data.md)")
-    p.add_argument("--label-column", help="label column (overrides schema.toml; needed without)")
+    p.add_argument("--label-column",
+                   help="label column (overrides schema.toml; without one, the schema is "
+                   "inferred, printed and written to DIR/schema.toml)")
     p.add_argument("--drop-columns", type=_columns, default=[], metavar="COL[,COL...]",
                    help="columns to ignore, comma-separated (ids, timestamps)")
     p.add_argument("--task", choices=["binary", "multiclass"],
@@ -178,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from fraudfl.cli.console import output_console
+    from fraudfl.cli.schema_inference import infer_and_write, needs_inference
     from fraudfl.data import load_dataset
     from fraudfl.privacy.options import PrivacyOptions
     from fraudfl.reporting import (
@@ -217,6 +220,9 @@ def run(args: argparse.Namespace) -> int:
         beta2=args.beta2, tau=args.tau, torch_threads=args.threads,
         privacy=privacy if privacy.enabled else None,
     )
+    console = output_console()
+    if needs_inference(args.data, args.label_column):
+        infer_and_write(args.data, args.label_column, args.drop_columns, args.task, console)
     dataset = load_dataset(
         args.data, label_column=args.label_column, drop_columns=args.drop_columns,
         task=args.task,
@@ -229,7 +235,6 @@ def run(args: argparse.Namespace) -> int:
         from fraudfl.secagg.aggregator import SecureAggregator
 
         aggregator = SecureAggregator(SecureSumConfig(neighbours=args.secagg_neighbours or 0))
-    console = output_console()
     if args.personalization != "none":
         from fraudfl.personalization import PersonalizationConfig
         from fraudfl.personalization.simulation import report_table, run_personalized

@@ -127,7 +127,7 @@ def bin_edges(
     return {col: quantile_edges(counts, max_bins) for col, counts in histograms.items()}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BinMapper:
     """Maps numeric columns to ``uint8`` bin indices: bin ``k`` holds ``edges[k-1] <= x <
     edges[k]``, so a column with ``e`` edges uses bins ``0..e``; a missing value goes to

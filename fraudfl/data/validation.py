@@ -23,6 +23,7 @@ from fraudfl.errors import FraudflError
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+_EPOCH = pd.Timestamp(0, tz="UTC")
 
 
 def _first(mask: npt.NDArray[np.bool_]) -> int:
@@ -196,7 +197,7 @@ def time_column(
         text = series.astype(str).where(~missing, None)
         numbers = pd.to_numeric(text, errors="coerce")
         if bool(numbers.notna().to_numpy()[~missing].all()):
-            values = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+            values = numbers.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
         else:
             stamps = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
             values = _unix_seconds(stamps)
@@ -212,9 +213,9 @@ def time_column(
 
 
 def _unix_seconds(stamps: pd.Series[Any]) -> FloatArray:
-    nanoseconds = stamps.astype("int64").to_numpy(dtype=np.float64)
-    nanoseconds[stamps.isna().to_numpy()] = np.nan
-    return nanoseconds / 1e9
+    # Through a timedelta: the datetime unit (ns, us, s) depends on the input.
+    seconds = (stamps - _EPOCH) / pd.Timedelta(seconds=1)
+    return np.array(seconds.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
 
 
 def label_column(
