@@ -250,6 +250,7 @@ def _run_demo(args: argparse.Namespace, root: Path) -> int:
                 },
                 bank_overrides={"privacy": {"target_epsilon": args.epsilon}},
                 personalization=method,
+                messy=True,
             )
         )
         console.print(

@@ -70,6 +70,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(default: %(default)s)",
     )
     banks.add_argument(
+        "--messy",
+        action="store_true",
+        help="real-export style: per-bank and informative missing values, high-cardinality "
+        "merchant/device ids, heavy-tailed amounts, an ISO timestamp as the time column",
+    )
+    banks.add_argument(
         "--ring-locality",
         type=float,
         default=0.9,
@@ -155,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             file_format=args.file_format,
             overwrite=args.overwrite,
+            messy=args.messy,
         )
     elif args.kind == "fedprox-synthetic":
         generate_fedprox_synthetic(

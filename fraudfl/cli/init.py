@@ -50,6 +50,8 @@ class FederationPlan:
     # The model each bank serves: the global one, or fine-tuned, Ditto or FedPer (a property of
     # the federation: the aggregator's `[training] personal_layers`).
     personalization: str = "none"
+    # Real-export style data: missing values, hashed ids, heavy tails, a time column.
+    messy: bool = False
     # Extra settings per TOML section, merged over the defaults below.
     aggregator_overrides: dict[str, dict[str, TomlValue]] = field(default_factory=dict)
     bank_overrides: dict[str, dict[str, TomlValue]] = field(default_factory=dict)
@@ -148,6 +150,7 @@ def write_federation(plan: FederationPlan) -> Federation:
         total_transactions=plan.transactions,
         seed=plan.seed,
         size_power_law=plan.size_power_law,
+        messy=plan.messy,
     )
     bank_files, test_file = find_data_files(data_dir)
     keys = root / "keys"

@@ -46,7 +46,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", required=True, type=Path, help="dataset directory (see docs/data.md)")
-    p.add_argument("--label-column", help="label column (overrides schema.toml; needed without)")
+    p.add_argument("--label-column",
+                   help="label column (overrides schema.toml; without one, the schema is "
+                   "inferred, printed and written to DIR/schema.toml)")
     p.add_argument("--drop-columns", type=_columns, default=[], metavar="COL[,COL...]",
                    help="columns to ignore, comma-separated (ids, timestamps)")
     p.add_argument("--task", choices=["binary", "multiclass"],
@@ -232,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
         summary_lines,
         write_results,
     )
+    from fraudfl.cli.schema_inference import infer_and_write, needs_inference
     from fraudfl.cli.simulate_config import apply_config_file
     from fraudfl.data import load_dataset
     from fraudfl.privacy.options import PrivacyOptions
@@ -273,11 +276,13 @@ def run(args: argparse.Namespace) -> int:
         personalization=args.personalization, personal_epochs=args.personal_epochs,
         ditto_lambda=args.ditto_lambda,
     )
+    console = output_console()
+    if needs_inference(args.data, args.label_column):
+        infer_and_write(args.data, args.label_column, args.drop_columns, args.task, console)
     dataset = load_dataset(
         args.data, label_column=args.label_column, drop_columns=args.drop_columns,
         task=args.task,
     )
-    console = output_console()
     with SimulationProgress(config.rounds, config.strategy, enabled=not args.no_progress,
                             console=Console(stderr=True)) as progress:
         result = run_simulation(dataset, config, on_round=progress.advance)

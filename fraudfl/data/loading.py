@@ -15,13 +15,13 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from fraudfl.data.infer import infer_schema
 from fraudfl.data.schema import (
     MIN_CLASSES,
     SCHEMA_FILE,
     TASKS,
     Schema,
     Task,
-    infer_schema,
     load_schema,
 )
 from fraudfl.data.validation import validate_frame
@@ -37,7 +37,8 @@ TEST_STEM = "test"
 class FederatedDataset:
     """A validated dataset: one frame per bank (sorted by bank id) and an optional test frame.
 
-    Frames hold the schema's columns only (numeric float64, categorical str, label int64).
+    Frames hold the schema's columns only (numeric float64 with NaN where missing, categorical
+    str or None, the time column as Unix seconds, label int64).
     """
 
     root: Path
@@ -136,19 +137,24 @@ def apply_overrides(
     """
     label = schema.label
     numeric, categorical, drop = list(schema.numeric), list(schema.categorical), list(schema.drop)
+    time = schema.time
     if label_column is not None and label_column != label:
         numeric = [c for c in numeric if c != label_column]
         categorical = [c for c in categorical if c != label_column]
         drop = [c for c in drop if c != label_column] + [label]
+        time = None if time == label_column else time
         label = label_column
     for col in drop_columns:
         if col == label:
             raise FraudflError(f"--drop-columns: cannot drop the label column '{col}'")
         numeric = [c for c in numeric if c != col]
         categorical = [c for c in categorical if c != col]
+        time = None if time == col else time
         if col not in drop:
             drop.append(col)
+    features = {*numeric, *categorical, *([time] if time else [])}
     categories = {c: v for c, v in schema.categories.items() if c in categorical}
+    hashed = {c: v for c, v in schema.hashed.items() if c in categorical}
     new_task = task or schema.task
     # A task switched to multiclass gets its class count from the labels (load_dataset); the
     # smallest valid one stands in until then.
@@ -162,6 +168,12 @@ def apply_overrides(
         task=new_task,
         num_classes=num_classes,
         categories=categories,
+        required=[c for c in schema.required if c in features],
+        transforms={c: v for c, v in schema.transforms.items() if c in numeric},
+        impute={c: v for c, v in schema.impute.items() if c in numeric},
+        hashed=hashed,
+        hash_key=schema.hash_key if hashed else None,
+        time=time,
     )
 
 
@@ -200,9 +212,9 @@ def load_dataset(
     """Load and validate a dataset directory.
 
     With a ``schema.toml`` the overrides adjust it; without one ``label_column`` is required and
-    the schema is inferred from the first bank file (numbers -> numeric, text -> categorical; the
-    task from the labels of all banks). Categorical columns without a declared vocabulary get the
-    sorted union of the banks' values, so every bank's statistics share one layout.
+    the schema is inferred from all bank files (:mod:`fraudfl.data.infer`; the task from the
+    labels of all banks). One-hot columns without a declared vocabulary get the sorted union of
+    the banks' values, so every bank's statistics share one layout.
     """
     if task is not None and task not in TASKS:
         raise FraudflError(f"task must be one of {list(TASKS)}, got {task!r}")
@@ -234,7 +246,8 @@ def load_dataset(
         assert label_column is not None
         # Column roles from the first bank; the task from every bank's labels.
         schema = infer_schema(
-            raw[first_id], label_column, drop_columns, task="binary", source=str(files[first_id])
+            {str(files[b]): frame for b, frame in raw.items()}, label_column, drop_columns,
+            task="binary",
         )
     needs_num_classes = task == "multiclass" and (
         file_schema is None or file_schema.task != "multiclass"
@@ -259,11 +272,13 @@ def load_dataset(
         test = validate_frame(
             read_table(test_path, schema), schema, str(test_path), check_vocabulary=False
         )
-    undeclared = [c for c in schema.categorical if not schema.categories.get(c)]
+    undeclared = [c for c in schema.one_hot if not schema.categories.get(c)]
     if undeclared:
         schema = schema.with_categories(
             {
-                col: sorted(set().union(*(set(frame[col].unique()) for frame in banks.values())))
+                col: sorted(
+                    set().union(*(set(frame[col].dropna().unique()) for frame in banks.values()))
+                )
                 for col in undeclared
             }
         )

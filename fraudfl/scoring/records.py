@@ -1,14 +1,18 @@
 """Transactions in a bank's schema: validation of JSON input and a pandas-free feature encoder.
 
 The HTTP API and the streaming scorer receive transactions as JSON objects whose fields are the
-feature pipeline's columns: numeric columns take JSON numbers, categorical columns strings. An
-optional id field (``transaction_id`` by default) is echoed back; any other field (timestamps,
-the label, ...) is ignored. Validation is one pydantic-core pass over the raw bytes, and its
-errors name the field (and, in a batch, the transaction's index).
+feature pipeline's columns: numeric columns take JSON numbers, categorical columns strings, the
+time column (if any) Unix seconds or an ISO 8601 string. A column that is not ``required`` may be
+``null`` or absent when the pipeline handles missing values (a version-2 pipeline); it is then
+encoded exactly as a missing cell in training. An optional id field (``transaction_id`` by
+default) is echoed back; any other field (the label, ...) is ignored. Validation is one
+pydantic-core pass over the raw bytes, and its errors name the field (and, in a batch, the
+transaction's index).
 
 :class:`RecordEncoder` turns validated records into the same matrix as
-:meth:`FeaturePipeline.transform_features` without building a DataFrame, which for one
-transaction would cost more than the model itself. A test pins the two to the same output.
+:meth:`FeaturePipeline.transform_features`; for a plain pipeline (standardised numerics and
+one-hot categoricals, nothing missing) without building a DataFrame, which for one transaction
+would cost more than the model itself. A test pins the two to the same output.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Annotated, Any, NotRequired
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 from pydantic import AllowInfNan, ConfigDict, Field, Strict, StrictInt, StrictStr, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 from typing_extensions import TypedDict
@@ -69,6 +74,14 @@ class TransactionValidator:
         self.id_field = id_field
         fields: dict[str, Any] = {col: _Number for col in pipeline.numeric}
         fields.update({col: StrictStr for col in pipeline.categorical})
+        if pipeline.time is not None:
+            fields[pipeline.time] = StrictStr | _Number
+        if not pipeline.is_plain:
+            # Missing is data: null or absent, except in required columns.
+            fields = {
+                col: kind if col in pipeline.required else NotRequired[kind | None]
+                for col, kind in fields.items()
+            }
         if id_field not in fields:
             fields[id_field] = NotRequired[TransactionId]
         # The fields are only known at run time; pydantic needs typing_extensions' TypedDict on
@@ -131,6 +144,7 @@ class RecordEncoder:
     """Feature matrix of validated records, equal to ``pipeline.transform_features``."""
 
     def __init__(self, pipeline: FeaturePipeline) -> None:
+        self.pipeline = pipeline
         self.numeric = list(pipeline.numeric)
         self.means = np.asarray(pipeline.means, dtype=np.float64)
         self.stds = np.asarray(pipeline.stds, dtype=np.float64)
@@ -138,13 +152,21 @@ class RecordEncoder:
         self._scale = [(float(m), float(s)) for m, s in zip(self.means, self.stds, strict=True)]
         self.categorical: list[tuple[str, dict[str, int]]] = []
         offset = len(self.numeric)
-        for col in pipeline.categorical:
+        for col in pipeline.categorical if pipeline.is_plain else ():
             vocab = pipeline.vocabularies[col]
             self.categorical.append((col, {v: offset + i for i, v in enumerate(vocab)}))
             offset += len(vocab)
 
     def encode(self, records: Sequence[Mapping[str, Any]]) -> npt.NDArray[np.float32]:
         n = len(records)
+        if not self.pipeline.is_plain:
+            # Missing values, quantile knots, hashing and time features: the pipeline itself,
+            # so that scoring encodes exactly as training did.
+            frame = pd.DataFrame(
+                {col: pd.Series([r.get(col) for r in records], dtype=object)
+                 for col in self.pipeline.inputs}
+            )
+            return self.pipeline.transform_features(frame, source="input")
         if n <= _SMALL_BATCH:
             return self._encode_rows(records)
         out = np.zeros((n, self.num_features), dtype=np.float64)

@@ -122,8 +122,10 @@ def test_privacy_state_dir_that_cannot_be_created(
 @pytest.mark.parametrize(("argv", "expected"), [
     (["generate-data", "fedprox-synthetic", "--devices", "2", "--alpha", "nan"],
      "alpha and beta must be >= 0"),
-    (["simulate", "--strategy", "fedavgm", "--server-lr", "nan"], "StrategySettings.server_lr: Input should be a finite number"),
-    (["simulate", "--strategy", "fedyogi", "--eta", "nan"], "StrategySettings.eta: Input should be a finite number"),
+    (["simulate", "--strategy", "fedavgm", "--server-lr", "nan"],
+     "StrategySettings.server_lr: Input should be a finite number"),
+    (["simulate", "--strategy", "fedyogi", "--eta", "nan"],
+     "StrategySettings.eta: Input should be a finite number"),
     (["simulate", "--noise-multiplier", "1", "--max-grad-norm", "inf"],
      "--max-grad-norm must be a finite number > 0"),
     (["serve", "--model", ".", "--poll-interval", "nan"], "--poll-interval must be a finite"),

@@ -128,16 +128,20 @@ def test_bad_schema_file_names_the_file_and_field(
     assert "schema.toml" in str(info.value) and expected in str(info.value)
 
 
-def test_plain_directory_reports_missing_and_bad_values(write: WriteFile, tmp_path: Path) -> None:
+def test_plain_directory_loads_missing_values_and_reports_bad_ones(
+    write: WriteFile, tmp_path: Path
+) -> None:
     write("a.csv", "amount,channel,Class\n1,pos,0\n,web,1\n")
-    with pytest.raises(FraudflError) as info:
-        load_dataset(tmp_path, label_column="Class")
-    assert "a.csv: row 2, column 'amount': missing value" in str(info.value)
-    write("a.csv", "amount,channel,Class\n1,pos,0\n2,web,1\n")
     write("b.csv", "amount,channel,Class\n1,pos,0\n2,,1\n")
+    ds = load_dataset(tmp_path, label_column="Class")
+    assert ds.banks["a"]["amount"].isna().tolist() == [False, True]
+    assert ds.banks["b"]["channel"].isna().tolist() == [False, True]
+    # The missing category is not a category of the vocabulary.
+    assert ds.schema.categories == {"channel": ["pos", "web"]}
+    write("b.csv", "amount,channel,Class\n1,pos,0\n2,web,\n")
     with pytest.raises(FraudflError) as info:
         load_dataset(tmp_path, label_column="Class")
-    assert "b.csv: row 2, column 'channel': missing category value" in str(info.value)
+    assert "b.csv: row 2, column 'Class': empty label" in str(info.value)
 
 
 def test_codes_keep_leading_zeros_when_declared_categorical(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -45,10 +46,22 @@ def test_non_numeric_value_names_row_column_and_value(write: WriteFile) -> None:
     assert "'amount'" in msg and "'12.x'" in msg and "non-numeric" in msg
 
 
-def test_missing_numeric_value_is_an_error_not_dropped(write: WriteFile) -> None:
+def test_missing_numeric_value_is_data_unless_required(write: WriteFile) -> None:
     path = write("bank_x.csv", HEADER + "1,10.5,3,pos,0\n2,,4,pos,0\n")
-    msg = error_of(path)
+    assert load_bank_file(path, SCHEMA)["amount"].isna().tolist() == [False, True]
+    msg = error_of(path, replace(SCHEMA, required=["amount"]))
     assert "bank_x.csv" in msg and "row 2" in msg and "'amount'" in msg and "missing value" in msg
+
+
+def test_missing_value_markers(write: WriteFile) -> None:
+    path = write("bank_x.csv", HEADER + "1,-999,3,pos,0\n2,5,4,unknown,0\n3,-999.0,NA,pos,1\n")
+    schema = replace(SCHEMA, missing_values=["-999", "unknown", "NA"])
+    frame = load_bank_file(path, schema)
+    assert frame["amount"].isna().tolist() == [True, False, True]
+    assert frame["hour"].isna().tolist() == [False, False, True]
+    assert frame["channel"].isna().tolist() == [False, True, False]
+    msg = error_of(path, replace(schema, required=["channel"]))
+    assert "bank_x.csv" in msg and "row 2" in msg and "'channel'" in msg
 
 
 def test_literal_na_is_a_value_not_missing(write: WriteFile) -> None:
@@ -121,7 +134,8 @@ def test_unknown_column_must_be_declared_or_dropped(write: WriteFile) -> None:
 
 def test_missing_category_value(write: WriteFile) -> None:
     path = write("bank_x.csv", HEADER + "1,1,1,pos,0\n2,1,1,,0\n")
-    msg = error_of(path)
+    assert load_bank_file(path, SCHEMA)["channel"].isna().tolist() == [False, True]
+    msg = error_of(path, replace(SCHEMA, required=["channel"]))
     assert "row 2" in msg and "'channel'" in msg and "missing category" in msg
 
 
@@ -157,7 +171,8 @@ def test_parquet_bank_file_with_typed_columns(tmp_path: Path) -> None:
     assert load_bank_file(tmp_path / "bank.parquet", SCHEMA)["Class"].tolist() == [0, 1]
     frame.loc[1, "amount"] = float("nan")
     frame.to_parquet(tmp_path / "bank_nan.parquet")
-    msg = error_of(tmp_path / "bank_nan.parquet")
+    assert load_bank_file(tmp_path / "bank_nan.parquet", SCHEMA)["amount"].isna().sum() == 1
+    msg = error_of(tmp_path / "bank_nan.parquet", replace(SCHEMA, required=["amount"]))
     assert "bank_nan.parquet" in msg and "row 2" in msg and "'amount'" in msg
 
 

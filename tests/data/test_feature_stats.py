@@ -16,6 +16,7 @@ from fraudfl.data import (
     sum_stats,
     train_val_split,
 )
+from fraudfl.data.sketch import GRID_BINS
 from fraudfl.errors import FraudflError
 
 SCHEMA = Schema(
@@ -94,7 +95,10 @@ def test_vector_round_trip_and_layout(banks: list[pd.DataFrame]) -> None:
     stats = compute_stats(banks[1], SCHEMA)
     vector = stats.to_vector()
     assert vector.dtype == np.float64
-    assert vector.shape == (FeatureStats.vector_size(SCHEMA),) == (1 + 2 * 3 + 3 + 3 + 2,)
+    n_features = 3 + 2  # three numeric, two categorical
+    assert vector.shape == (FeatureStats.vector_size(SCHEMA),) == (
+        1 + 2 * 3 + 2 * 3 + 2 + n_features + 3 * GRID_BINS,
+    )
     back = FeatureStats.from_vector(SCHEMA, vector)
     assert back.count == stats.count
     np.testing.assert_array_equal(back.sums, stats.sums)
@@ -102,7 +106,11 @@ def test_vector_round_trip_and_layout(banks: list[pd.DataFrame]) -> None:
     assert back.category_counts == stats.category_counts
     np.testing.assert_array_equal(back.label_counts, stats.label_counts)
     assert vector[0] == 700
-    assert vector[-2:].tolist() == stats.label_counts.tolist()
+    labels_at = 1 + 2 * 3 + 2 * 3
+    assert vector[labels_at : labels_at + 2].tolist() == stats.label_counts.tolist()
+    np.testing.assert_array_equal(back.missing_counts, stats.missing_counts)
+    np.testing.assert_array_equal(back.histograms, stats.histograms)
+    assert stats.histograms.sum() == 3 * 700
 
 
 def test_vector_needs_declared_vocabulary_and_matching_length() -> None:

@@ -27,6 +27,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from fraudfl.data.generators.common import FILE_FORMATS, prepare_output_dir, write_dataset
+from fraudfl.data.generators.messy import add_mess, messy_schema
 from fraudfl.data.schema import Schema
 from fraudfl.errors import FraudflError
 
@@ -336,7 +337,15 @@ def bank_sizes(n_banks: int, total: int, power: float) -> IntArray:
     return sizes
 
 
-def bank_schema() -> Schema:
+def bank_schema(*, messy: bool = False, hash_key: str | None = None) -> Schema:
+    if messy:
+        assert hash_key is not None
+        return messy_schema(
+            LABEL,
+            {"merchant_category": list(MERCHANTS), "channel": list(CHANNELS),
+             "card_type": list(CARD_TYPES)},
+            hash_key,
+        )
     return Schema(
         label=LABEL,
         numeric=list(NUMERIC),
@@ -402,11 +411,13 @@ def generate_bank_data(
     file_format: str = "csv",
     ring_locality: float = 0.9,
     overwrite: bool = False,
+    messy: bool = False,
 ) -> Path:
     """Write ``bank_00 .. bank_NN`` files, ``test`` and ``schema.toml`` into ``out_dir``.
 
     ``total_transactions`` counts all rows, the global test set (``test_fraction`` of every bank,
-    same fraud rate as that bank) included. Returns ``out_dir``.
+    same fraud rate as that bank) included. ``messy`` adds missing values, high-cardinality ids,
+    heavy tails and a time column (:mod:`fraudfl.data.generators.messy`). Returns ``out_dir``.
     """
     _check_args(
         n_banks,
@@ -442,6 +453,13 @@ def generate_bank_data(
         frame, _ = _bank_frame(
             rng, _profile(rng, feature_shift), n, fraud_train + fraud_test, ring_mix
         )
+        if messy:
+            # Own streams, so the clean columns are the same with and without --messy; the
+            # shared stream restarts for every bank (the same compromised merchants and devices).
+            frame = add_mess(
+                frame, frame[LABEL].to_numpy() == 1, k, np.random.default_rng([seed, 11, k]),
+                np.random.default_rng([seed, 7]),
+            )
         fraud_idx = rng.permutation(fraud_train + fraud_test)
         legit_idx = rng.permutation(np.arange(fraud_train + fraud_test, n))
         test_idx = np.concatenate([fraud_idx[:fraud_test], legit_idx[: n_test - fraud_test]])
@@ -454,6 +472,9 @@ def generate_bank_data(
         tests.append(frame.iloc[test_idx])
     test = pd.concat(tests).sort_values("timestamp", kind="stable").reset_index(drop=True)
     test["transaction_id"] = np.arange(next_id, next_id + len(test), dtype=np.int64)
-    write_dataset(out_dir, bank_schema(), banks, test, file_format)
+    # A synthetic dataset is reproducible from its seed, its hashing key included; a real
+    # federation's key comes from `secrets` (schema inference, `fraudfl init`).
+    hash_key = np.random.default_rng([seed, 13]).bytes(16).hex() if messy else None
+    write_dataset(out_dir, bank_schema(messy=messy, hash_key=hash_key), banks, test, file_format)
     log.info("wrote %d banks (%d transactions) to %s", n_banks, total_transactions, out_dir)
     return out_dir
