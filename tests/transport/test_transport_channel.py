@@ -90,7 +90,22 @@ def test_layout_names_and_partitions(broker: MemoryBroker) -> None:
         TopicLayout("fed.1")
     t = MemoryTransport(broker)
     layout.create(t, ["bank-a"])  # idempotent
-    assert layout.delete(t) and not broker.topics()
+    assert layout.ensure(t, ["bank-a"]) == []
+    assert layout.ensure(t, ["bank-a", "bank-z"]) == [layout.inbox("bank-z")]
+    assert len(broker.topics()) == 7
+    broker.create_topic("fraudfl.fed2.control", 3)
+    with pytest.raises(FraudflError, match=r"fraudfl\.fed2\.control has 3 partitions, expected 1"):
+        TopicLayout("fed2").ensure(t, ["bank-a"])
+
+    class SingleReplica(MemoryTransport):
+        """A broker reporting one replica per partition (Apache Kafka describes replicas)."""
+
+        def replication_of(self, topic: str) -> int | None:
+            return 1
+
+    with pytest.raises(FraudflError, match="replication factor 1, below .* = 3"):
+        layout.ensure(SingleReplica(broker), ["bank-a"], replication_factor=3)
+    assert layout.ensure(SingleReplica(broker), ["bank-a"], replication_factor=1) == []
 
 
 def test_large_sealed_message_chunked_end_to_end(
