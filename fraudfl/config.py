@@ -423,17 +423,25 @@ def _is_field_path(cls: type[BaseModel], keys: tuple[str, ...]) -> bool:
         fields = getattr(model, "model_fields", None)
         if fields is None or key not in fields:
             return False
-        model = fields[key].annotation
-        if i < len(keys) - 1 and not (isinstance(model, type) and issubclass(model, BaseModel)):
+        model = _section(fields[key].annotation)
+        if i < len(keys) - 1 and model is None:
             return False
     return True
 
 
+def _section(annotation: Any) -> type[BaseModel] | None:
+    """The table type of a field (``Section`` or ``Section | None``), else None."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def _field_annotation(cls: type[BaseModel], keys: tuple[str, ...]) -> Any:
     model: Any = cls
-    for key in keys:
-        model = model.model_fields[key].annotation
-    return model
+    for key in keys[:-1]:
+        model = _section(model.model_fields[key].annotation)
+    return model.model_fields[keys[-1]].annotation
 
 
 def _is_verbatim(cls: type[BaseModel], keys: tuple[str, ...]) -> bool:
