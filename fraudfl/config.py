@@ -311,6 +311,10 @@ class ScoringConfig(_Section):
     auth_tokens_file: Path | None = None
     limits: ScoringLimits = ScoringLimits()
     stream: StreamConfig | None = None
+    # A separate plain-HTTP /metrics port for Prometheus, so that the API port (TLS, tokens)
+    # can be closed to everyone but the bank; None: /metrics on the API port only.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
     log: LogSettings = LogSettings()
 
 

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from threadpoolctl import threadpool_limits
 
     from fraudfl.cli import configure_service_logging
-    from fraudfl.monitoring import ScoringMetrics
+    from fraudfl.monitoring import ScoringMetrics, start_metrics_server
     from fraudfl.scoring.api import create_app
     from fraudfl.scoring.artifact import load_artifact
     from fraudfl.scoring.holder import ModelHolder
@@ -168,6 +168,9 @@ def run(args: argparse.Namespace) -> int:
         streamer.start()
     app = create_app(holder, metrics=metrics, registry=metrics.registry, limits=config.limits,
                      tokens=tokens)
+    metrics_server = None if config.metrics_port is None else start_metrics_server(
+        config.metrics_port, config.metrics_host, metrics.registry
+    )
     port = int(sock.getsockname()[1])
     scheme = "http" if config.tls is None else "https"
     log.info("scoring API on %s://%s:%d (OpenAPI at /docs%s)", scheme, config.host, port,
@@ -181,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
             streamer.stop()
             streamer.transport.close()
         holder.stop_watching()
+        if metrics_server is not None:
+            metrics_server.stop()
     return 0
 
 

@@ -2,8 +2,9 @@
 
 One threaded WSGI server (prometheus-client's) per process. ``/metrics`` is the registry;
 ``/healthz`` and ``/readyz`` answer 200 or 503 from a :class:`~fraudfl.monitoring.health.Health`
-fed by the service's main loop, so a wedged loop or a lost broker shows (without a ``Health``
-both answer 503: nothing vouches for the service). Any other path is 404. The server can speak
+fed by the service's main loop, so a wedged loop or a lost broker shows (a server started
+without a ``Health``, e.g. the scoring service's separate metrics port, serves ``/metrics``
+only). Any other path is 404. The server can speak
 TLS, optionally requiring client certificates (Prometheus' ``tls_config``).
 """
 
@@ -95,11 +96,8 @@ def health_app(
         path = environ.get("PATH_INFO", "")
         if path in ("/metrics", "/metrics/"):
             return metrics(environ, start_response)  # type: ignore[no-any-return]
-        if path in ("/healthz", "/readyz"):
-            if health is None:
-                ok, body = False, {"detail": "no health state registered"}
-            else:
-                ok, body = health.live() if path == "/healthz" else health.ready()
+        if path in ("/healthz", "/readyz") and health is not None:
+            ok, body = health.live() if path == "/healthz" else health.ready()
             data = json.dumps(body, sort_keys=True).encode()
             start_response(
                 "200 OK" if ok else "503 Service Unavailable",
