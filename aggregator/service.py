@@ -8,6 +8,14 @@ then publishes them. After a crash it loads that checkpoint, re-reads from the s
 (already-seen message ids are dropped) and re-sends the last messages; every receiver
 deduplicates, so the round continues where it was, nothing is lost and no round is counted
 twice.
+
+The service runs until stopped (SIGTERM, ``fraudfl admin stop``), not until its rounds are
+done: a federation that completed its planned rounds is *finished* and keeps serving metrics,
+health and the admin endpoint, where ``fraudfl admin extend N`` plans more rounds (as does
+restarting it with a larger ``rounds.rounds``). Topics are created when missing and checked
+when present, never deleted: a fresh aggregator (no checkpoint) refuses to start over topics
+that already hold a federation's history unless told to begin a new run (``new_run``), whose
+id it announces to the banks (:mod:`fraudfl.rounds.run`).
 """
 
 from __future__ import annotations
@@ -18,22 +26,28 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from fraudfl.admin import AdminRefused, AdminRequest, AdminServer
 from fraudfl.checkpoint import load_checkpoint, save_checkpoint
 from fraudfl.config import AggregatorConfig
 from fraudfl.data.loading import load_bank_file
 from fraudfl.data.pipeline import FeaturePipeline
 from fraudfl.data.schema import Schema, load_schema
 from fraudfl.data.validation import IntArray
+from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.models import ModelSpec, set_flat_params
 from fraudfl.monitoring import AggregatorMetrics
+from fraudfl.monitoring.broker_probe import BrokerProbe
+from fraudfl.monitoring.health import Health
 from fraudfl.rounds.orchestrator import STAGE_LABELS, Orchestrator, Outbound, RoundRecord
+from fraudfl.rounds.run import RUN, RunRecord, new_marker
 from fraudfl.training.evaluation import evaluate
-from fraudfl.transport.base import Transport
+from fraudfl.transport.base import TopicPartition, Transport
 from fraudfl.transport.channel import Channel, ChannelState
 from fraudfl.transport.errors import RejectReason, TransportError
 from fraudfl.transport.sealing import EncryptionKey
@@ -45,10 +59,16 @@ CHECKPOINT_FILE = "aggregator.ckpt"
 ROUND_LOG_FILE = "rounds.jsonl"
 POLL_S = 0.2
 PUBLISH_ATTEMPTS = 30
+# How long a fresh aggregator looks for records in the control topic (an earlier run's history).
+HISTORY_PROBE_S = 3.0
+# Lag and position metrics are refreshed this often, not on every poll.
+PROGRESS_EVERY_S = 5.0
+MAX_EXTENSION = 10_000
 
 
 class AggregatorService:
-    """One aggregator; ``run()`` returns when the configured rounds are done or on ``stop``."""
+    """One aggregator; ``run()`` serves until ``stop`` is set or ``fraudfl admin stop`` (with
+    ``stay_up``, the long-running service), or until the federation is finished."""
 
     def __init__(
         self,
@@ -57,11 +77,23 @@ class AggregatorService:
         *,
         metrics: AggregatorMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        health: Health | None = None,
+        admin: AdminServer | None = None,
+        probe_transport: Transport | None = None,
+        new_run: str | None = None,
+        stay_up: bool = False,
     ) -> None:
         self.config = config
         self.transport = transport
         self.metrics = metrics
         self.clock = clock
+        self.health = health if health is not None else Health()
+        self.admin = admin
+        self.new_run = new_run
+        self.stay_up = stay_up
+        self.probe = None if probe_transport is None else BrokerProbe(
+            probe_transport.list_topics, self.health, metrics=metrics
+        )
         self.identity = Identity.load(config.aggregator_id, config.identity_key)
         self.allowlist = Allowlist.load(config.allowlist)
         encryption_key = EncryptionKey.load(config.aggregator_id, config.encryption_key)
@@ -91,6 +123,11 @@ class AggregatorService:
         self._stage_since = 0.0
         self._stage_dropouts = 0
         self._history_seen = 0
+        self.run_record: RunRecord | None = None
+        self._stopping = False
+        self._finished_logged = False
+        self._progress_at = -PROGRESS_EVERY_S
+        self.health.check("keys", True, "identity, encryption key and allowlist loaded")
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -123,68 +160,198 @@ class AggregatorService:
     # -- main loop ---------------------------------------------------------------------------
 
     def run(self, stop: threading.Event | None = None) -> int:
+        """Serve (see the class); returns the exit status: 1 when the federation finished
+        short of its planned rounds and the service was not asked to stay up, else 0."""
+        if self.probe is not None:
+            self.probe.expect_topics(s.name for s in self.layout.specs(self.orchestrator.banks))
+            self.probe.start()
+        try:
+            return self._serve(stop)
+        finally:
+            if self.probe is not None:
+                self.probe.stop()
+
+    def _serve(self, stop: threading.Event | None) -> int:
         orch = self.orchestrator
         saved = load_checkpoint(self.checkpoint_path)
+        created = self.layout.ensure(
+            self.transport, orch.banks, replication_factor=self.config.kafka.replication_factor
+        )
+        if created:
+            log.info("created %d missing topics: %s", len(created), ", ".join(created))
+        if self.probe is None:
+            self.health.check("topics", True, "present at start")
+        self.run_record = RunRecord.load(self.config.state_dir)
+        if saved is not None and self.new_run is not None:
+            raise FraudflError(
+                f"{self.checkpoint_path}: a new run ({self.new_run}) cannot start over this "
+                f"aggregator's checkpoint; move it away first (docs/operations.md)"
+            )
         if saved is None:
-            # A new federation: records left in its topics by an earlier run (same ids, same
-            # keys) would otherwise be read as this run's, so the topics start empty.
-            deleted = self.layout.delete(self.transport)
-            if deleted:
-                log.warning("fresh start: deleted %d topics of an earlier run", len(deleted))
-        self.layout.create(self.transport, orch.banks)
+            had_history = self._has_history()
+            if had_history and self.new_run is None:
+                raise FraudflError(
+                    f"the topics of federation {self.config.federation_id} already hold a "
+                    f"run's history but {self.checkpoint_path} is missing: restore the "
+                    f"checkpoint (docs/operations.md), or start a new run with --new-run RUN_ID"
+                )
         self.channel.listen([self.layout.to_aggregator])
         now = self.clock()
         if saved is None:
-            log.info("starting federation %s with banks %s", self.config.federation_id,
-                     orch.banks)
-            out = orch.start(now)
+            if had_history:
+                # Banks' replies to the earlier run would otherwise be read as this run's.
+                skipped = self._skip_history()
+                log.warning("new run %s over an earlier run's history: skipped %d messages",
+                            self.new_run, skipped)
+            marker = new_marker(self.new_run)
+            self.run_record = RunRecord.of(marker)
+            self.run_record.save(self.config.state_dir)
+            log.info("starting federation %s, run %s, with banks %s",
+                     self.config.federation_id, marker.run_id, orch.banks)
+            announce = Outbound("control", "*", 0, RUN, RUN, marker.encode(), ())
+            out = [announce, *orch.start(now)]
         else:
             header, blobs = saved
             orch.load_state(header["orchestrator"], blobs)
             self.channel.restore(ChannelState.from_bytes(blobs["channel"]))
-            resumed = orch.server is not None
-            log.warning(
-                "restarted from checkpoint: round %d, stage %s, %d rounds completed (%s)",
-                orch.round, orch.stage, orch.completed,
-                "resuming the round" if resumed else "the round in progress was aborted",
-            )
-            if self.metrics is not None:
-                self.metrics.recovered("resumed" if resumed else "round_aborted")
             self._history_seen = len(orch.history)
+            if orch.finished:
+                # Nothing was interrupted: restarting a finished federation is not a recovery.
+                log.info("restarted finished federation (%d rounds completed)", orch.completed)
+            else:
+                resumed = orch.server is not None
+                log.warning(
+                    "restarted from checkpoint: round %d, stage %s, %d rounds completed (%s)",
+                    orch.round, orch.stage, orch.completed,
+                    "resuming the round" if resumed else "the round in progress was aborted",
+                )
+                if self.metrics is not None:
+                    self.metrics.recovered("resumed" if resumed else "round_aborted")
             out = orch.restart(now)
+            more = self.config.rounds.rounds - orch.planned_rounds
+            if more > 0:
+                log.info("rounds.rounds raised to %d: planning %d more rounds",
+                         self.config.rounds.rounds, more)
+                out += orch.extend(more, now)
         self._dispatch(out, force_checkpoint=True)
-        while not orch.finished:
+        while not self._stopping and (self.stay_up or not orch.finished):
             if stop is not None and stop.is_set():
                 log.info("stopping on request at round %d, stage %s", orch.round, orch.stage)
                 return 0
-            deadline = orch.deadline()
-            wait = POLL_S if deadline is None else min(POLL_S, max(0.0, deadline - self.clock()))
-            batch: list[Outbound] = []
-            try:
-                messages = self.channel.receive(wait)
-            except TransportError as exc:
-                log.warning("receive failed (%s); retrying", exc)
-                if self.metrics is not None:
-                    self.metrics.kafka_error("receive_failed")
-                time.sleep(POLL_S)
-                continue
-            for msg in messages:
-                if self.metrics is not None:
-                    self.metrics.message_received(len(msg.payload))
-                batch += orch.receive(msg.sender, msg.round, msg.payload_type, msg.payload,
-                                      self.clock())
-            deadline = orch.deadline()
-            if deadline is not None and self.clock() >= deadline:
-                batch += orch.timeout(self.clock())
-                self._dispatch(batch, force_checkpoint=True)
-            else:
-                self._dispatch(batch)
-        if orch.completed < self.config.rounds.rounds:
-            log.error("federation stopped after %d of %d rounds", orch.completed,
-                      self.config.rounds.rounds)
+            self.health.beat()
+            self._handle_admin()
+            self._step()
+        if orch.finished and not self.stay_up and orch.completed < orch.planned_rounds:
             return 1
-        log.info("federation finished: %d rounds completed", orch.completed)
         return 0
+
+    def _step(self) -> None:
+        """One poll of the inbound topic and whatever it, or a deadline, triggers."""
+        orch = self.orchestrator
+        deadline = orch.deadline()
+        wait = POLL_S if deadline is None else min(POLL_S, max(0.0, deadline - self.clock()))
+        batch: list[Outbound] = []
+        try:
+            messages = self.channel.receive(wait)
+        except TransportError as exc:
+            log.warning("receive failed (%s); retrying", exc)
+            if self.metrics is not None:
+                self.metrics.kafka_error("receive_failed")
+            time.sleep(POLL_S)
+            return
+        self.health.polled()
+        for msg in messages:
+            if self.metrics is not None:
+                self.metrics.message_received(len(msg.payload))
+            batch += orch.receive(msg.sender, msg.round, msg.payload_type, msg.payload,
+                                  self.clock())
+        deadline = orch.deadline()
+        if deadline is not None and self.clock() >= deadline:
+            batch += orch.timeout(self.clock())
+            self._dispatch(batch, force_checkpoint=True)
+        else:
+            self._dispatch(batch)
+        self._report_progress()
+
+    def _has_history(self) -> bool:
+        """Whether the control topic holds records (of an earlier run)."""
+        control = TopicPartition(self.layout.control, 0)
+        self.transport.assign([control])
+        deadline = time.monotonic() + HISTORY_PROBE_S
+        while time.monotonic() < deadline:
+            if self.transport.poll(0.5):
+                return True
+        return False
+
+    def _skip_history(self) -> int:
+        skipped = 0
+        while batch := self.channel.receive(1.0):
+            skipped += len(batch)
+        return skipped
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        orch = self.orchestrator
+        return {
+            "federation": self.config.federation_id,
+            "run_id": None if self.run_record is None else self.run_record.run_id,
+            "state": orch.stage,
+            "finished": orch.finished,
+            "round": orch.round,
+            "completed_rounds": orch.completed,
+            "planned_rounds": orch.planned_rounds,
+            "model_version": orch.model_version,
+        }
+
+    def _handle_admin(self) -> None:
+        if self.admin is None:
+            return
+        for request in self.admin.pending():
+            try:
+                request.reply.set_result(self._admin_command(request))
+            except AdminRefused as exc:
+                request.reply.set_exception(exc)
+
+    def _admin_command(self, request: AdminRequest) -> dict[str, Any]:
+        if request.command == "stop":
+            log.warning("stopping on an admin request")
+            self._stopping = True
+            return {"stopping": True, **self.status()}
+        rounds = request.args.get("rounds")
+        if not isinstance(rounds, int) or isinstance(rounds, bool) or not (
+            1 <= rounds <= MAX_EXTENSION
+        ):
+            raise AdminRefused(f"rounds must be an integer from 1 to {MAX_EXTENSION}")
+        if self.orchestrator.round < 0:
+            raise AdminRefused("the federation has not started yet")
+        was_finished = self.orchestrator.finished
+        out = self.orchestrator.extend(rounds, self.clock())
+        log.warning("admin: extended by %d rounds to %d planned%s", rounds,
+                    self.orchestrator.planned_rounds, " (resuming)" if was_finished else "")
+        self._finished_logged = False
+        self._dispatch(out, force_checkpoint=True)
+        return self.status()
+
+    def _report_progress(self) -> None:
+        """Lag and position per topic, every PROGRESS_EVERY_S."""
+        now = self.clock()
+        if self.metrics is None or now - self._progress_at < PROGRESS_EVERY_S:
+            return
+        self._progress_at = now
+        try:
+            ends = self.transport.highwater()
+            positions = self.transport.position() if ends else {}
+        except TransportError as exc:
+            log.debug("no consumer progress: %s", exc)
+            return
+        per_topic: dict[str, tuple[int, int]] = {}
+        for tp, end in ends.items():
+            pos = positions.get(tp, 0)
+            have = per_topic.get(tp.topic, (0, 0))
+            per_topic[tp.topic] = (have[0] + pos, have[1] + max(0, end - pos))
+        for topic, (pos, lag) in per_topic.items():
+            self.metrics.set_consumer_progress(topic, position=pos, lag=lag)
 
     def _dispatch(self, out: list[Outbound], *, force_checkpoint: bool = False) -> None:
         """Checkpoint, then publish: a crash in between re-sends from the checkpoint."""
@@ -240,9 +407,20 @@ class AggregatorService:
                     fh.write(json.dumps(rec.to_dict(), sort_keys=True) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
+        status = self.status()
+        self.health.set_state(state=status["state"], finished=orch.finished,
+                              run_id=status["run_id"])
+        if self.admin is not None:
+            self.admin.publish_status(status)
+        if orch.finished and not self._finished_logged:
+            self._finished_logged = True
+            level = logging.INFO if orch.completed >= orch.planned_rounds else logging.ERROR
+            log.log(level, "federation finished: %d of %d rounds completed; serving on "
+                    "(fraudfl admin extend N continues it)", orch.completed, orch.planned_rounds)
         if m is None:
             self._history_seen = len(orch.history)
             return
+        m.set_lifecycle(finished=orch.finished, planned_rounds=orch.planned_rounds)
         key = (orch.round, orch.stage)
         if key != self._stage_key:
             self._stage_ended(m, new)

@@ -10,6 +10,11 @@ forgets privacy it spent.
 
 Each new global model is also written as a scoring artifact (``state_dir/model``), with the
 decision threshold chosen on the bank's own validation split.
+
+The node pins the run of the federation it takes part in (:mod:`fraudfl.rounds.run`): a newer
+run announced after it has taken part in one is refused, with an error in the log, the
+``fraudfl_bank_run_refused`` gauge at 1 and ``/readyz`` failing, until the operator joins the
+new run (``fraudfl bank-node --join-run RUN_ID``, which keeps the privacy ledger).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.models import ModelSpec, set_flat_params
 from fraudfl.monitoring import BankMetrics
+from fraudfl.monitoring.broker_probe import BrokerProbe
+from fraudfl.monitoring.health import Health
 from fraudfl.monitoring.metrics import QUALITY_METRICS, ModelKind
 from fraudfl.privacy.accountant import (
     BudgetExhausted,
@@ -43,6 +50,7 @@ from fraudfl.privacy.accountant import (
 from fraudfl.rounds.messages import ANNOUNCE, MODEL
 from fraudfl.rounds.noise import CALIBRATION_FILE, NoiseCalibration
 from fraudfl.rounds.participant import BankParticipant, Reply
+from fraudfl.rounds.run import RUN, RunMarker, RunRecord
 from fraudfl.training.evaluation import evaluate
 from fraudfl.transport.base import Transport
 from fraudfl.transport.channel import Channel, ChannelState, VerifiedMessage
@@ -76,10 +84,16 @@ class BankNodeService:
         transport: Transport,
         *,
         metrics: BankMetrics | None = None,
+        health: Health | None = None,
+        probe_transport: Transport | None = None,
     ) -> None:
         self.config = config
         self.transport = transport
         self.metrics = metrics
+        self.health = health if health is not None else Health()
+        self.probe = None if probe_transport is None else BrokerProbe(
+            probe_transport.list_topics, self.health, metrics=metrics
+        )
         self.identity = Identity.load(config.bank_id, config.identity_key)
         self.allowlist = Allowlist.load(config.allowlist)
         encryption_key = EncryptionKey.load(config.bank_id, config.encryption_key)
@@ -130,6 +144,14 @@ class BankNodeService:
         self.epsilon_by_round: dict[str, float] = previous.get("epsilon_by_round", {})
         # The latest model's quality on the validation split: global, and personal if served.
         self.model_quality: dict[str, Any] | None = previous.get("model_quality")
+        self.run_record = RunRecord.load(config.state_dir)
+        # Messages of another run than the pinned one are dropped: an older run's (catching up
+        # through the topics' history) quietly, a newer one's loudly (``refused``).
+        self.skipping = False
+        self.refused: str | None = None
+        self._had_state = False
+        self.health.check("keys", True, "identity, encryption key and allowlist loaded")
+        self.health.check("run", True, self._run_detail())
 
     def _on_reject(self, reason: RejectReason, detail: str, record: object) -> None:
         if self.metrics is not None:
@@ -139,12 +161,25 @@ class BankNodeService:
 
     def run(self, stop: threading.Event | None = None) -> int:
         topics = [self.layout.control, self.layout.inbox(self.config.bank_id), self.layout.models]
+        if self.probe is not None:
+            self.probe.expect_topics(topics)
+            self.probe.start()
+        try:
+            return self._serve(topics, stop)
+        finally:
+            if self.probe is not None:
+                self.probe.stop()
+
+    def _serve(self, topics: list[str], stop: threading.Event | None) -> int:
         self._write_status()
         self._wait_for_topics(topics, stop)
         if stop is not None and stop.is_set():
             return 0
+        if self.probe is None:
+            self.health.check("topics", True, "present at start")
         self.channel.listen(topics)
         saved = load_checkpoint(self.checkpoint_path)
+        self._had_state = saved is not None
         if saved is not None:
             header, blobs = saved
             self.participant.load_state(header["participant"], blobs)
@@ -159,6 +194,7 @@ class BankNodeService:
             self._send(self.outbox)
         self._publish_privacy()
         while stop is None or not stop.is_set():
+            self.health.beat()
             try:
                 messages = self._receive_batch()
             except TransportError as exc:
@@ -167,6 +203,8 @@ class BankNodeService:
                     self.metrics.kafka_error("receive_failed")
                 time.sleep(POLL_S)
                 continue
+            self.health.polled()
+            messages = self._of_our_run(messages)
             replies: list[Reply] = []
             changed = new_model = False
             # Models first, and everything the batch shows about finished rounds noted before
@@ -213,6 +251,75 @@ class BankNodeService:
         log.info("%s: stopped", self.config.bank_id)
         return 0
 
+    # -- runs --------------------------------------------------------------------------------
+
+    def _of_our_run(self, messages: list[VerifiedMessage]) -> list[VerifiedMessage]:
+        """Handle run markers; drop the aggregator's messages while they are of another run."""
+        out: list[VerifiedMessage] = []
+        for msg in messages:
+            if msg.sender != self.config.aggregator_id:
+                out.append(msg)
+            elif msg.payload_type == RUN:
+                self._on_run_marker(msg.payload)
+            elif not self.skipping and self.refused is None:
+                out.append(msg)
+        return out
+
+    def _on_run_marker(self, payload: bytes) -> None:
+        bank = self.config.bank_id
+        try:
+            marker = RunMarker.decode(payload)
+        except ValueError as exc:
+            log.warning("%s: ignoring a run marker: %s", bank, exc)
+            if self.metrics is not None:
+                self.metrics.message_rejected("malformed")
+            return
+        rec = self.run_record
+        if rec is not None and marker.run_id == rec.run_id:
+            if rec.started_ms is None:
+                rec.started_ms = marker.started_ms
+                rec.save(self.config.state_dir)
+                log.info("%s: joined run %s", bank, marker.run_id)
+            self.skipping = False
+            return
+        if rec is not None and (rec.started_ms is None or marker.started_ms < rec.started_ms):
+            # An earlier run's history (or, after --join-run, everything before our run).
+            self.skipping = True
+            return
+        if rec is not None and (rec.participated or self._had_state):
+            if self.refused != marker.run_id:
+                self.refused = marker.run_id
+                log.error(
+                    "%s: REFUSING new run %s of federation %s: this bank holds state of run "
+                    "%s. Its rounds are ignored until the operator runs `fraudfl bank-node "
+                    "--join-run %s` (the privacy ledger is kept; docs/operations.md)",
+                    bank, marker.run_id, self.config.federation_id, rec.run_id, marker.run_id,
+                )
+                if self.metrics is not None:
+                    self.metrics.set_run_refused(True)
+                self.health.check("run", False, self._run_detail())
+            return
+        if rec is not None:
+            log.info("%s: following run %s (no part taken in run %s)", bank, marker.run_id,
+                     rec.run_id)
+        self.run_record = RunRecord.of(marker)
+        self.run_record.save(self.config.state_dir)
+        self.skipping = False
+        self.health.check("run", True, self._run_detail())
+
+    def _run_detail(self) -> str:
+        rec = self.run_record
+        pinned = "none yet" if rec is None else rec.run_id
+        if self.refused is not None:
+            return f"refusing new run {self.refused}; pinned to {pinned}"
+        return f"run {pinned}"
+
+    def _note_participation(self) -> None:
+        rec = self.run_record
+        if rec is not None and not rec.participated:
+            rec.participated = True
+            rec.save(self.config.state_dir)
+
     def _receive_batch(self) -> list[VerifiedMessage]:
         """One poll; after an announcement, read on until nothing more is waiting, so that a
         backlog (a bank catching up) is judged as a whole: the model or later messages showing
@@ -240,6 +347,7 @@ class BankNodeService:
             if not announced:
                 log.info("%s: waiting for the federation's topics", self.config.bank_id)
                 announced = True
+            self.health.beat()
             if stop is not None and stop.wait(0.5):
                 return
             if stop is None:
@@ -260,6 +368,8 @@ class BankNodeService:
         raise TransportError(f"could not send after {PUBLISH_ATTEMPTS} attempts")
 
     def _publish(self, replies: list[Reply]) -> None:
+        if replies:
+            self._note_participation()
         for r in replies:
             self.channel.send(
                 self.layout.to_aggregator, recipient=self.config.aggregator_id, round=r.round,

@@ -3,10 +3,12 @@
 A service reads one TOML file; relative paths in it are resolved against the file's directory so
 a federation directory written by ``fraudfl init`` can be moved as a whole. Environment
 variables override file values: ``FRAUDFL_KAFKA__BOOTSTRAP_SERVERS=host:9092`` sets
-``kafka.bootstrap_servers`` (``__`` separates levels; the value is parsed as a TOML value
-when it is one, else taken as a string). Every model forbids unknown keys, and a validation
-failure becomes one :class:`FraudflError` line naming the file (or variable), the key path and
-what is expected.
+``kafka.bootstrap_servers`` (``__`` separates levels). A value for a text, path or secret
+setting is taken verbatim; for any other setting it is parsed as a TOML value when it is one
+(``FRAUDFL_ROUNDS__ROUNDS=7``), else taken as a string. Passwords and passphrases are
+:class:`~pydantic.SecretStr`: never parsed, never shown in ``repr``, logs or error messages.
+Every model forbids unknown keys, and a validation failure becomes one :class:`FraudflError`
+line naming the file (or variable), the key path and what is expected.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     PositiveInt,
+    SecretStr,
     ValidationError,
     model_validator,
 )
@@ -53,9 +56,19 @@ class KafkaSettings(_Section):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     ssl_check_hostname: bool = True
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    # Passphrase of ssl_keyfile when it is encrypted.
+    ssl_password: SecretStr | None = None
+    sasl_mechanism: (
+        Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"] | None
+    ) = None
     sasl_plain_username: str | None = None
-    sasl_plain_password: str | None = None
+    sasl_plain_password: SecretStr | None = None
+    # GSSAPI (Kerberos): the broker's service name and, optionally, its Kerberos domain.
+    sasl_kerberos_service_name: str = "kafka"
+    sasl_kerberos_domain_name: str | None = None
+    # OAUTHBEARER: a file holding the current access token, re-read for every token request
+    # (a sidecar or the platform refreshes it).
+    sasl_oauth_token_file: Path | None = None
     replication_factor: int = Field(default=1, ge=1)
     # Apache Kafka's default message.max.bytes is ~1 MB; payloads are chunked below this.
     max_message_bytes: int = Field(default=900_000, ge=16_384)
@@ -64,27 +77,34 @@ class KafkaSettings(_Section):
     def _sasl_complete(self) -> KafkaSettings:
         if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
             raise ValueError("sasl_mechanism is required when security_protocol uses SASL")
+        if self.sasl_mechanism == "OAUTHBEARER" and self.sasl_oauth_token_file is None:
+            raise ValueError("sasl_oauth_token_file is required with sasl_mechanism OAUTHBEARER")
         return self
 
-    def client_options(self) -> dict[str, Any]:
-        """Keyword arguments for kafka-python clients (security settings only when set)."""
-        opts: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap_servers.split(","),
-            "security_protocol": self.security_protocol,
-        }
-        if self.client_id:
-            opts["client_id"] = self.client_id
-        if self.security_protocol in ("SSL", "SASL_SSL"):
-            opts["ssl_check_hostname"] = self.ssl_check_hostname
-            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-                value = getattr(self, name)
-                if value is not None:
-                    opts[name] = str(value)
-        if self.security_protocol.startswith("SASL"):
-            opts["sasl_mechanism"] = self.sasl_mechanism
-            opts["sasl_plain_username"] = self.sasl_plain_username
-            opts["sasl_plain_password"] = self.sasl_plain_password
-        return opts
+    def transport_settings(self, **overrides: Any) -> Any:
+        """The transport's :class:`fraudfl.transport.kafka.KafkaSettings` (secrets unwrapped
+        here, at the last moment, and nowhere else)."""
+        from fraudfl.transport.kafka import KafkaSettings as TransportSettings
+
+        values = self.model_dump()
+        for name in ("ssl_password", "sasl_plain_password"):
+            secret = getattr(self, name)
+            values[name] = None if secret is None else secret.get_secret_value()
+        return TransportSettings(**{**values, **overrides})
+
+
+class ServerTLSSettings(_Section):
+    """TLS of an HTTP endpoint; ``client_cafile`` requires client certificates (mTLS)."""
+
+    certfile: Path
+    keyfile: Path
+    client_cafile: Path | None = None
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # json: one JSON object per line (for log collectors); text: for people.
+    format: Literal["text", "json"] = "text"
 
 
 class TrainingSettings(_Section):
@@ -277,8 +297,11 @@ class ServiceConfig(_Section):
     allowlist: Path
     state_dir: Path
     kafka: KafkaSettings = KafkaSettings()
-    # Prometheus /metrics port; None disables the endpoint.
+    # Prometheus /metrics, /healthz and /readyz port; None disables the endpoint.
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    metrics_tls: ServerTLSSettings | None = None
+    log: LogSettings = LogSettings()
     # torch intra-op threads; small models train fastest single-threaded.
     torch_threads: int = Field(default=1, ge=1)
 
@@ -289,6 +312,8 @@ class AggregatorConfig(ServiceConfig, FederationSettings):
     schema_file: Path
     # Optional held-out data on which the aggregator scores each new global model.
     eval_data: Path | None = None
+    # Loopback port of the admin endpoint (fraudfl admin); None disables it.
+    admin_port: int | None = Field(default=None, ge=0, le=65535)
 
 
 class BankNodeConfig(ServiceConfig, BankSettings):
@@ -308,6 +333,53 @@ class BankNodeConfig(ServiceConfig, BankSettings):
         return self.schema_file or self.data.parent / "schema.toml"
 
 
+class ScoringLimits(_Section):
+    """What one HTTP request may ask of the scoring service (413/422 above it, at once)."""
+
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_batch: int = Field(default=10_000, ge=1, le=100_000)
+    # Validation and scoring of one request; past it the answer is 503 (the work is dropped).
+    request_timeout_s: float = Field(default=5.0, gt=0)
+
+
+class StreamConfig(_Section):
+    """The streaming scorer: transactions topic in, alerts topic out (docs/scoring.md)."""
+
+    kafka: KafkaSettings = KafkaSettings()
+    transactions_topic: str = Field(default="transactions", pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    alerts_topic: str = Field(default="fraud-alerts", pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    partitions: tuple[int, ...] | None = None
+    alerts_only: bool = False
+    # Offsets file; default: stream-offsets.json next to the artifact.
+    state: Path | None = None
+
+
+class ScoringConfig(_Section):
+    """``fraudfl serve --config FILE``: a bank's scoring service."""
+
+    # The model artifact directory the bank node writes (state_dir/model).
+    model: Path
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    poll_interval: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    wait_for_model: bool = False
+    id_field: str = "transaction_id"
+    federation: str = "fraudfl"
+    bank: str | None = None
+    # HTTPS; with client_cafile, clients must present a certificate signed by it (mTLS).
+    tls: ServerTLSSettings | None = None
+    # Bearer tokens accepted on /score and /model: one per line (several allow rotation).
+    # None leaves the API open (a loopback-only or mTLS deployment).
+    auth_tokens_file: Path | None = None
+    limits: ScoringLimits = ScoringLimits()
+    stream: StreamConfig | None = None
+    # A separate plain-HTTP /metrics port for Prometheus, so that the API port (TLS, tokens)
+    # can be closed to everyone but the bank; None: /metrics on the API port only.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    log: LogSettings = LogSettings()
+
+
 C = TypeVar("C", bound=ServiceConfig)
 
 
@@ -317,20 +389,7 @@ def load_config(cls: type[C], path: Path, env: Mapping[str, str] | None = None) 
     Key files named by the config are checked for readability here, so a service fails at start
     with the file's name rather than mid-round.
     """
-    try:
-        raw_text = path.read_bytes()
-    except OSError as exc:
-        raise FraudflError(f"{path}: cannot read config file: {exc.strerror}") from exc
-    try:
-        data: dict[str, Any] = tomllib.loads(raw_text.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise FraudflError(f"{path}: not valid TOML ({exc})") from exc
-    sources = _apply_env(cls, data, os.environ if env is None else env)
-    _resolve_paths(data, path.parent)
-    try:
-        config = cls.model_validate(data)
-    except ValidationError as exc:
-        raise FraudflError(_describe(exc, path, sources)) from exc
+    config = _load_model(cls, path, env)
     _check_readable(config.identity_key, "identity_key", path)
     _check_readable(config.encryption_key, "encryption_key", path)
     _check_readable(config.allowlist, "allowlist", path)
@@ -343,6 +402,41 @@ def load_config(cls: type[C], path: Path, env: Mapping[str, str] | None = None) 
         _check_readable(config.data, "data", path)
         _check_readable(config.schema_path, "schema_file", path)
     return config
+
+
+def load_scoring_config(path: Path, env: Mapping[str, str] | None = None) -> ScoringConfig:
+    """:func:`load_config` for ``fraudfl serve``; the model may appear later (the bank node
+    writes it), the TLS and token files must be readable now."""
+    config = _load_model(ScoringConfig, path, env)
+    for key, file in (
+        ("auth_tokens_file", config.auth_tokens_file),
+        ("tls.certfile", None if config.tls is None else config.tls.certfile),
+        ("tls.keyfile", None if config.tls is None else config.tls.keyfile),
+        ("tls.client_cafile", None if config.tls is None else config.tls.client_cafile),
+    ):
+        if file is not None:
+            _check_readable(file, key, path)
+    return config
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _load_model(cls: type[M], path: Path, env: Mapping[str, str] | None) -> M:
+    try:
+        raw_text = path.read_bytes()
+    except OSError as exc:
+        raise FraudflError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    try:
+        data: dict[str, Any] = tomllib.loads(raw_text.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise FraudflError(f"{path}: not valid TOML ({exc})") from exc
+    sources = _apply_env(cls, data, os.environ if env is None else env)
+    _resolve_paths(data, path.parent)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise FraudflError(_describe(exc, path, sources)) from exc
 
 
 def check_settings(cls: type[ServiceConfig], data: Mapping[str, Any], source: str) -> None:
@@ -367,7 +461,9 @@ def _apply_env(
             # FRAUDFL_* variables may belong to the other service or to tools; only a path
             # this config knows is an override. One neither service knows is likely a typo
             # (FRAUDFL_KAFKA__BOOTSTRAP_SERVER) that would otherwise vanish without a trace.
-            known = any(_is_field_path(c, keys) for c in (AggregatorConfig, BankNodeConfig))
+            known = any(
+                _is_field_path(c, keys) for c in (AggregatorConfig, BankNodeConfig, ScoringConfig)
+            )
             log.log(
                 logging.DEBUG if known else logging.WARNING,
                 "ignoring %s: not a setting of %s%s", name, cls.__name__,
@@ -380,7 +476,9 @@ def _apply_env(
             if not isinstance(child, dict):
                 raise FraudflError(f"{name}: {'.'.join(keys[:-1])} is not a table in the file")
             node = child
-        node[keys[-1]] = _parse_env_value(env[name])
+        node[keys[-1]] = (
+            env[name] if _is_verbatim(cls, keys) else _parse_env_value(env[name])
+        )
         sources[keys] = name
     return sources
 
@@ -391,10 +489,34 @@ def _is_field_path(cls: type[BaseModel], keys: tuple[str, ...]) -> bool:
         fields = getattr(model, "model_fields", None)
         if fields is None or key not in fields:
             return False
-        model = fields[key].annotation
-        if i < len(keys) - 1 and not (isinstance(model, type) and issubclass(model, BaseModel)):
+        model = _section(fields[key].annotation)
+        if i < len(keys) - 1 and model is None:
             return False
     return True
+
+
+def _section(annotation: Any) -> type[BaseModel] | None:
+    """The table type of a field (``Section`` or ``Section | None``), else None."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _field_annotation(cls: type[BaseModel], keys: tuple[str, ...]) -> Any:
+    model: Any = cls
+    for key in keys[:-1]:
+        model = _section(model.model_fields[key].annotation)
+    return model.model_fields[keys[-1]].annotation
+
+
+def _is_verbatim(cls: type[BaseModel], keys: tuple[str, ...]) -> bool:
+    """Text, path and secret settings take an override's value as it is: parsing it as TOML
+    would turn a password such as ``123456`` or ``true`` into a number or a boolean."""
+    annotation = _field_annotation(cls, keys)
+    allowed = set(get_args(annotation)) or {annotation}
+    return bool(allowed & {str, Path, SecretStr}) and not (allowed - {str, Path, SecretStr,
+                                                                        type(None)})
 
 
 def _parse_env_value(value: str) -> Any:
@@ -415,6 +537,20 @@ _PATH_FIELDS: tuple[tuple[str, ...], ...] = (
     ("kafka", "ssl_cafile"),
     ("kafka", "ssl_certfile"),
     ("kafka", "ssl_keyfile"),
+    ("kafka", "sasl_oauth_token_file"),
+    ("metrics_tls", "certfile"),
+    ("metrics_tls", "keyfile"),
+    ("metrics_tls", "client_cafile"),
+    ("model",),
+    ("auth_tokens_file",),
+    ("tls", "certfile"),
+    ("tls", "keyfile"),
+    ("tls", "client_cafile"),
+    ("stream", "state"),
+    ("stream", "kafka", "ssl_cafile"),
+    ("stream", "kafka", "ssl_certfile"),
+    ("stream", "kafka", "ssl_keyfile"),
+    ("stream", "kafka", "sasl_oauth_token_file"),
 )
 
 
@@ -439,11 +575,18 @@ def _describe(exc: ValidationError, path: Path, sources: Mapping[tuple[str, ...]
         what = "unknown key"
     elif kind == "missing":
         what = "required key is missing"
+    elif is_secret_key(loc[-1] if loc else ""):
+        what = f"{err['msg']} (value hidden)"
     else:
         what = f"{err['msg']} (got {err.get('input')!r})"
     more = len(exc.errors()) - 1
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
     return f"{where}: {key}: {what}{suffix}"
+
+
+def is_secret_key(name: str) -> bool:
+    """Settings whose values are never echoed back."""
+    return any(w in name for w in ("password", "passphrase", "token", "secret"))
 
 
 def _check_creatable_dir(target: Path, key: str, config_path: Path) -> None:

@@ -3,6 +3,11 @@
 Every module in this package that defines ``register(subparsers)`` contributes one subcommand;
 ``register`` adds a parser and sets ``func`` to a callable taking the parsed args and returning
 an exit code. Keeping each subcommand in its own module lets features land independently.
+
+Exit codes (docs/operations.md): 0 done or stopped cleanly (SIGTERM, ``fraudfl admin stop``);
+1 the command ran and failed (a federation finished short of its rounds, a preflight check
+failed); 2 a usage or configuration error, named in one line; 3 the broker could not be used
+(publishing kept failing); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -10,13 +15,23 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
 
+from fraudfl import logs
 from fraudfl.errors import FraudflError
+from fraudfl.monitoring.metrics import fraudfl_version
+from fraudfl.transport.errors import TransportError
 
 log = logging.getLogger("fraudfl")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_BROKER = 3
+EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,10 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Privacy-preserving federated fraud detection.",
     )
     parser.add_argument(
+        "--version", action="version", version=f"fraudfl {fraudfl_version()}",
+    )
+    parser.add_argument(
         "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="logging verbosity (default: INFO)",
+        default=None,
+        choices=list(logs.LEVELS),
+        help="logging verbosity (default: FRAUDFL_LOG__LEVEL, the config's log.level, INFO)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=None,
+        choices=list(logs.FORMATS),
+        help="text, or one JSON object per line (default: FRAUDFL_LOG__FORMAT, the config's "
+             "log.format, text)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
@@ -42,22 +67,29 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        # Some libraries (Opacus) call basicConfig on import, which would make this a no-op.
-        force=True,
-    )
+    env_level, env_format = logs.from_environment(os.environ)
+    args.log_level = args.log_level or env_level
+    args.log_format = args.log_format or env_format
+    logs.configure(args.log_level or "INFO", args.log_format or "text")
     try:
         code: int = args.func(args)
     except FraudflError as exc:
         print(f"fraudfl {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except TransportError as exc:
+        log.error("giving up on the broker: %s", exc)
+        return EXIT_BROKER
     except KeyboardInterrupt:
         log.warning("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
     return code
+
+
+def configure_service_logging(args: argparse.Namespace, level: str, fmt: logs.LogFormat) -> None:
+    """After a service config is loaded: its ``[log]`` table fills what the command line and
+    the environment left open."""
+    if args.log_level is None or args.log_format is None:
+        logs.configure(args.log_level or level, args.log_format or fmt)
 
 
 if __name__ == "__main__":

@@ -107,7 +107,10 @@ class LocalFederation:
         return self._spawn(bank_id, ["bank-node", "--config", str(self.bank_configs[bank_id])])
 
     def start_aggregator(self) -> subprocess.Popen[bytes]:
-        return self._spawn("aggregator", ["aggregator", "--config", str(self.aggregator_config)])
+        return self._spawn(
+            "aggregator",
+            ["aggregator", "--config", str(self.aggregator_config), "--exit-when-finished"],
+        )
 
     def state_dir(self, name: str) -> Path:
         return self.root / "state" / name

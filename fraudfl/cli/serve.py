@@ -1,4 +1,10 @@
-"""``fraudfl serve``: the bank's scoring service (HTTP API, optional streaming scorer)."""
+"""``fraudfl serve``: the bank's scoring service (HTTP API, optional streaming scorer).
+
+``--config FILE`` reads a :class:`~fraudfl.config.ScoringConfig` TOML file (with ``FRAUDFL_*``
+environment overrides, like the other services): TLS, bearer tokens, request limits and the
+streaming scorer's full Kafka security settings live there. Without it, the flags describe
+an unauthenticated service (for a laptop or a loopback address).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +31,10 @@ def register(subparsers: Any) -> None:
             "scores to the alerts topic (see docs/scoring.md)."
         ),
     )
-    parser.add_argument("--model", type=Path, required=True,
+    parser.add_argument("--config", type=Path, default=None,
+                        help="scoring service TOML config (TLS, tokens, limits, Kafka security); "
+                             "replaces the other options")
+    parser.add_argument("--model", type=Path, default=None,
                         help="model artifact directory (or its artifact.json)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="HTTP port (default: 8080)")
@@ -58,25 +67,70 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
-    import uvicorn
-    from threadpoolctl import threadpool_limits
-
+def scoring_config(args: argparse.Namespace) -> Any:
+    """The :class:`ScoringConfig` of ``--config FILE``, or one built from the flags."""
+    from fraudfl.config import KafkaSettings as KafkaSection
+    from fraudfl.config import ScoringConfig, StreamConfig, load_scoring_config
     from fraudfl.errors import FraudflError
-    from fraudfl.monitoring import ScoringMetrics
-    from fraudfl.scoring.api import create_app
-    from fraudfl.scoring.artifact import load_artifact
-    from fraudfl.scoring.holder import ModelHolder
-    from fraudfl.scoring.server import bind_listener, uvicorn_config
 
-    # Flags are checked before anything with a side effect (signal handler, thread limits,
-    # the socket, the model watcher) so that a typo fails at once and leaves nothing behind.
+    if args.config is not None:
+        if args.model is not None:
+            raise FraudflError("--model and --config exclude each other; set model in the file")
+        return load_scoring_config(args.config)
+    if args.model is None:
+        raise FraudflError("--model DIR (or --config FILE) is required")
     partitions = _partitions(args.stream_partitions)
     if not 0 <= args.port <= 65535:
         raise FraudflError(f"--port {args.port} is out of range; expected 0-65535")
     if not 0 < args.poll_interval < math.inf:
         raise FraudflError(f"--poll-interval must be a finite number > 0, got {args.poll_interval}")
+    stream = None
+    if args.bootstrap_servers:
+        stream = StreamConfig(
+            kafka=KafkaSection(bootstrap_servers=args.bootstrap_servers,
+                               client_id="fraudfl-scoring"),
+            transactions_topic=args.transactions_topic, alerts_topic=args.alerts_topic,
+            partitions=partitions, alerts_only=args.alerts_only, state=args.stream_state,
+        )
+    return ScoringConfig(
+        model=args.model, host=args.host, port=args.port, poll_interval=args.poll_interval,
+        wait_for_model=args.wait_for_model, id_field=args.id_field, federation=args.federation,
+        bank=args.bank, stream=stream,
+    )
+
+
+def read_tokens(path: Path) -> list[str]:
+    """Bearer tokens, one per line (blank lines and ``#`` comments skipped)."""
+    from fraudfl.errors import FraudflError
+
+    tokens = [
+        line.strip() for line in path.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not tokens:
+        raise FraudflError(f"{path}: auth_tokens_file holds no token")
+    if any(len(t) < 16 for t in tokens):
+        raise FraudflError(f"{path}: every token must be at least 16 characters")
+    return tokens
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    import uvicorn
+    from threadpoolctl import threadpool_limits
+
+    from fraudfl.cli import configure_service_logging
+    from fraudfl.monitoring import ScoringMetrics, start_metrics_server
+    from fraudfl.scoring.api import create_app
+    from fraudfl.scoring.artifact import load_artifact
+    from fraudfl.scoring.holder import ModelHolder
+    from fraudfl.scoring.server import bind_listener, uvicorn_config
+
+    # The config is checked before anything with a side effect (signal handler, thread limits,
+    # the socket, the model watcher) so that a typo fails at once and leaves nothing behind.
+    config = scoring_config(args)
+    configure_service_logging(args, config.log.level, config.log.format)
+    tokens = [] if config.auth_tokens_file is None else read_tokens(config.auth_tokens_file)
     # SIGTERM (docker stop, systemd) ends the service cleanly with status 0: uvicorn drains
     # requests, then re-raises the signal, which lands here and unwinds through the finally.
     signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -84,45 +138,54 @@ def run(args: argparse.Namespace) -> int:
     # threads; extra BLAS/torch threads only contend with the event loop and the stream.
     torch.set_num_threads(1)
     threadpool_limits(1, "blas")
-    sock = bind_listener(args.host, args.port)
-    first = _first_artifact(args.model, args.wait_for_model, load_artifact)
-    bank = args.bank or first.bank_id or "unknown"
-    metrics = ScoringMetrics(federation=args.federation, bank=bank)
+    sock = bind_listener(config.host, config.port)
+    first = _first_artifact(config.model, config.wait_for_model, load_artifact)
+    bank = config.bank or first.bank_id or "unknown"
+    metrics = ScoringMetrics(federation=config.federation, bank=bank)
     holder = ModelHolder(
-        args.model, id_field=args.id_field,
+        config.model, id_field=config.id_field,
         on_load=lambda scorer, swapped: metrics.model_loaded(scorer.version, swapped=swapped),
     )
-    holder.start_watching(args.poll_interval)
+    holder.start_watching(config.poll_interval)
     streamer = None
-    if args.bootstrap_servers:
+    if config.stream is not None:
         from fraudfl.scoring.stream import StreamingScorer, StreamSettings
-        from fraudfl.transport.kafka import KafkaSettings, KafkaTransport
+        from fraudfl.transport.kafka import KafkaTransport
 
-        state = args.stream_state or (
-            (args.model if args.model.is_dir() else args.model.parent) / "stream-offsets.json"
-        )
+        stream = config.stream
+        model_dir = config.model if config.model.is_dir() else config.model.parent
         streamer = StreamingScorer(
             holder,
             # Larger polls amortise the per-batch flush and offset save (benchmarks/).
-            KafkaTransport(KafkaSettings(bootstrap_servers=args.bootstrap_servers,
-                                         client_id="fraudfl-scoring"), max_poll_records=2000),
-            StreamSettings(state_path=state, transactions_topic=args.transactions_topic,
-                           alerts_topic=args.alerts_topic, alerts_only=args.alerts_only,
-                           partitions=partitions),
+            KafkaTransport(stream.kafka.transport_settings(
+                client_id=stream.kafka.client_id or "fraudfl-scoring"), max_poll_records=2000),
+            StreamSettings(state_path=stream.state or model_dir / "stream-offsets.json",
+                           transactions_topic=stream.transactions_topic,
+                           alerts_topic=stream.alerts_topic, alerts_only=stream.alerts_only,
+                           partitions=stream.partitions),
             metrics=metrics,
         )
         streamer.start()
-    app = create_app(holder, metrics=metrics, registry=metrics.registry)
+    app = create_app(holder, metrics=metrics, registry=metrics.registry, limits=config.limits,
+                     tokens=tokens)
+    metrics_server = None if config.metrics_port is None else start_metrics_server(
+        config.metrics_port, config.metrics_host, metrics.registry
+    )
     port = int(sock.getsockname()[1])
-    log.info("scoring API on http://%s:%d (OpenAPI at /docs)", args.host, port)
+    scheme = "http" if config.tls is None else "https"
+    log.info("scoring API on %s://%s:%d (OpenAPI at /docs%s)", scheme, config.host, port,
+             "; bearer tokens required" if tokens else "")
     try:
-        uvicorn.Server(uvicorn_config(app, args.host, port)).run(sockets=[sock])
+        server_config = uvicorn_config(app, config.host, port, config.tls)
+        uvicorn.Server(server_config).run(sockets=[sock])
     finally:
         sock.close()
         if streamer is not None:
             streamer.stop()
             streamer.transport.close()
         holder.stop_watching()
+        if metrics_server is not None:
+            metrics_server.stop()
     return 0
 
 

@@ -218,7 +218,36 @@ def _count(value: float, what: str) -> float:
     return value
 
 
-class AggregatorMetrics:
+class _Connectivity:
+    """Broker connectivity and consumer progress; the same families for every Kafka service."""
+
+    def __init__(self, f: _Factory, prefix: str) -> None:
+        self._f = f
+        self._broker_up = f.one(
+            Gauge, f"{prefix}_broker_up",
+            "1 when the latest broker probe (a metadata request) succeeded, else 0.",
+        )
+        self._position = f.family(
+            Gauge, f"{prefix}_consumer_position",
+            "Offset of the next record the service will read, summed over a topic's "
+            "partitions.", (*f.base, "topic"),
+        )
+        self._lag = f.family(
+            Gauge, f"{prefix}_consumer_lag_records",
+            "Records in a topic not yet read by the service (high watermark - position).",
+            (*f.base, "topic"),
+        )
+
+    def set_broker_up(self, up: bool) -> None:
+        self._broker_up.set(1 if up else 0)
+
+    def set_consumer_progress(self, topic: str, *, position: int, lag: int) -> None:
+        """``topic`` is one of the federation's topics: a fixed, small set per process."""
+        self._position.labels(**self._f.fixed, topic=topic).set(_count(position, "position"))
+        self._lag.labels(**self._f.fixed, topic=topic).set(_count(lag, "lag"))
+
+
+class AggregatorMetrics(_Connectivity):
     """Metrics of the aggregator: rounds, secure-aggregation stages, traffic, checkpoints."""
 
     def __init__(
@@ -230,6 +259,20 @@ class AggregatorMetrics:
     ) -> None:
         self.registry = REGISTRY if registry is None else registry
         f = _Factory(self.registry, "aggregator", {"federation": federation}, config_hash)
+        super().__init__(f, "fraudfl_aggregator")
+        self._finished = f.one(
+            Gauge, "fraudfl_aggregator_finished",
+            "1 when the planned rounds are done and the aggregator waits for an extension "
+            "(fraudfl admin extend), else 0.",
+        )
+        self._planned_rounds = f.one(
+            Gauge, "fraudfl_aggregator_planned_rounds",
+            "Training rounds planned for the federation, extensions included.",
+        )
+        self._last_round_completed = f.one(
+            Gauge, "fraudfl_aggregator_last_round_completed_timestamp_seconds",
+            "Unix time at which the latest round completed (0 before the first).",
+        )
         self._rounds_started = f.each(
             Counter, "fraudfl_aggregator_rounds_started_total",
             "Rounds announced, by kind (stats: the feature-statistics round 0; train).",
@@ -334,6 +377,11 @@ class AggregatorMetrics:
         _pick(self._rounds_completed, kind, "round kind").inc()
         self._round_duration.observe(_count(duration_seconds, "duration_seconds"))
         self._model_version.set(model_version)
+        self._last_round_completed.set(time.time())
+
+    def set_lifecycle(self, *, finished: bool, planned_rounds: int) -> None:
+        self._finished.set(1 if finished else 0)
+        self._planned_rounds.set(_count(planned_rounds, "planned_rounds"))
 
     def round_aborted(self, reason: AbortReason) -> None:
         _pick(self._rounds_aborted, reason, "abort reason").inc()
@@ -376,7 +424,7 @@ class AggregatorMetrics:
         self._federation_epsilon.set(_count(epsilon, "epsilon"))
 
 
-class BankMetrics:
+class BankMetrics(_Connectivity):
     """Metrics of one bank node: local training, privacy spending, protocol and Kafka traffic."""
 
     def __init__(
@@ -390,6 +438,16 @@ class BankMetrics:
         self.registry = REGISTRY if registry is None else registry
         f = _Factory(
             self.registry, "bank-node", {"federation": federation, "bank": bank}, config_hash
+        )
+        super().__init__(f, "fraudfl_bank")
+        self._run_refused = f.one(
+            Gauge, "fraudfl_bank_run_refused",
+            "1 while the bank refuses a new run of its federation (it holds state of an "
+            "earlier run; see docs/operations.md), else 0.",
+        )
+        self._last_round = f.one(
+            Gauge, "fraudfl_bank_last_round_timestamp_seconds",
+            "Unix time at which the bank last answered or declined a round (0 before).",
         )
         self._training_duration = f.one(
             Histogram, "fraudfl_bank_training_duration_seconds", "Local training time per round.",
@@ -496,9 +554,14 @@ class BankMetrics:
 
     def round_joined(self, kind: RoundKind) -> None:
         _pick(self._rounds_joined, kind, "round kind").inc()
+        self._last_round.set(time.time())
+
+    def set_run_refused(self, refused: bool) -> None:
+        self._run_refused.set(1 if refused else 0)
 
     def round_declined(self, reason: DeclineReason) -> None:
         _pick(self._rounds_declined, reason, "decline reason").inc()
+        self._last_round.set(time.time())
 
     def stage_completed(self, stage: Stage, *, duration_seconds: float) -> None:
         _pick(self._stage_duration, stage, "stage").observe(

@@ -181,6 +181,8 @@ class Orchestrator:
         self.history: list[RoundRecord] = []
         self.exhausted: set[str] = set()
         self.completed = 0
+        # Training rounds to complete; grows with extend() (a finished federation continued).
+        self.planned_rounds = config.rounds.rounds
         self.consecutive_aborts = 0
         self.finished = False
         self.stage_started = 0.0
@@ -237,6 +239,17 @@ class Orchestrator:
             # model in case it had not gone out yet, then start the next round.
             return self._emit(list(self.outbox) + self._next_round(now))
         return list(self.outbox)
+
+    def extend(self, rounds: int, now: float) -> list[Outbound]:
+        """Plan ``rounds`` more training rounds; a finished federation starts the next one."""
+        if rounds < 0:
+            raise ValueError("rounds must be >= 0")
+        self.planned_rounds = max(self.planned_rounds, self.completed) + rounds
+        if not self.finished or rounds == 0 or self.round < 0:
+            return []
+        self.finished = False
+        self.consecutive_aborts = 0
+        return self._emit(self._next_round(now))
 
     @property
     def stage(self) -> str:
@@ -381,7 +394,7 @@ class Orchestrator:
             return Announcement(
                 round=self.round, kind="stats", participants=tuple(selected),
                 secure=self.config.secagg.enabled, stats_frac_bits=exact_sum.DEFAULT_FRAC_BITS,
-                planned_rounds=self.config.rounds.rounds,
+                planned_rounds=self.planned_rounds,
             )
         assert self.params is not None
         instructions = self._round_strategy().configure_round(self.round, self.params)
@@ -406,7 +419,7 @@ class Orchestrator:
                 expected_banks=len(selected), total_banks=len(self.banks),
             ),
             weight_scale=self.config.secagg.weight_scale,
-            planned_rounds=self.config.rounds.rounds,
+            planned_rounds=self.planned_rounds,
             personal_layers=self.config.training.personal_layers,
         )
 
@@ -458,7 +471,7 @@ class Orchestrator:
         return self._next_round(now)
 
     def _next_round(self, now: float) -> list[Outbound]:
-        if self.completed >= self.config.rounds.rounds:
+        if self.completed >= self.planned_rounds:
             self.finished = True
             return []
         eligible = [b for b in self.banks if b not in self.exhausted]
@@ -602,6 +615,7 @@ class Orchestrator:
             "federation": self.federation,
             "round": self.round,
             "completed": self.completed,
+            "planned_rounds": self.planned_rounds,
             "consecutive_aborts": self.consecutive_aborts,
             "finished": self.finished,
             "exhausted": sorted(self.exhausted),
@@ -636,6 +650,7 @@ class Orchestrator:
             raise ValueError("checkpoint belongs to another federation or format version")
         self.round = int(header["round"])
         self.completed = int(header["completed"])
+        self.planned_rounds = int(header.get("planned_rounds", self.config.rounds.rounds))
         self.consecutive_aborts = int(header["consecutive_aborts"])
         self.finished = bool(header["finished"])
         self.exhausted = set(header["exhausted"])

@@ -8,10 +8,20 @@ transaction's round trip well under a millisecond of server time. The body's JSO
 still published in the OpenAPI document, built from the serving model's feature pipeline.
 
 Each request reads the holder's scorer once, so a hot swap mid-request is invisible to it.
+
+Security and limits (``fraudfl serve --config``): with bearer tokens configured, ``/score`` and
+``/model`` answer 401 without one of them (``/health``, ``/healthz``, ``/readyz`` and
+``/metrics`` stay open for probes and Prometheus; restrict them by network policy). A body over
+``max_body_bytes`` is refused with 413 before it is read in full, a batch over ``max_batch``
+with 413 right after JSON parsing, invalid transactions with 422 listing at most
+MAX_REPORTED_ERRORS problems, and a request whose validation and scoring outlast
+``request_timeout_s`` with 503.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import logging
 import time
 from collections.abc import Sequence
@@ -24,18 +34,19 @@ from pydantic import BaseModel
 from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
+from fraudfl.config import ScoringLimits
 from fraudfl.monitoring import ScoringMetrics
 from fraudfl.monitoring.metrics import Outcome
 from fraudfl.scoring.holder import ModelHolder
-from fraudfl.scoring.records import InvalidTransactions, Record
+from fraudfl.scoring.records import BatchTooLarge, InvalidTransactions, Record
 from fraudfl.scoring.scorer import Scorer, Scores
 
 log = logging.getLogger(__name__)
 
-# Bodies above this are refused before parsing (a full MAX_BATCH of transactions fits).
-MAX_BODY_BYTES = 64 * 1024 * 1024
 # Batches this large are scored in a worker thread so the event loop keeps answering others.
 _THREAD_BATCH = 512
+# Bodies this large are validated in a worker thread, under the request's time limit.
+_THREAD_BODY_BYTES = 64 * 1024
 
 
 class ScoreResult(BaseModel):
@@ -81,8 +92,24 @@ def create_app(
     *,
     metrics: ScoringMetrics | None = None,
     registry: CollectorRegistry | None = None,
+    limits: ScoringLimits | None = None,
+    tokens: Sequence[str] = (),
 ) -> FastAPI:
-    """The API serving ``holder``'s current model; ``registry`` is exposed on ``/metrics``."""
+    """The API serving ``holder``'s current model; ``registry`` is exposed on ``/metrics``.
+
+    ``tokens``: bearer tokens accepted on ``/score`` and ``/model`` (empty: no authentication).
+    """
+    limits = limits or ScoringLimits()
+    max_body = limits.max_body_bytes
+    expected = [f"Bearer {t}".encode() for t in tokens]
+
+    def authorized(request: Request) -> bool:
+        if not expected:
+            return True
+        given = request.headers.get("authorization", "").encode()
+        # Every token is compared, so the time taken does not tell which one nearly matched.
+        return sum(hmac.compare_digest(given, e) for e in expected) > 0
+
     app = FastAPI(
         title="fraudfl scoring",
         version="1",
@@ -104,7 +131,8 @@ def create_app(
         "/score",
         summary="Score one transaction or a batch",
         response_model=ScoreResult | BatchScoreResponse,
-        responses={413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+        responses={401: {"model": ErrorResponse}, 413: {"model": ErrorResponse},
+                   422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -114,27 +142,47 @@ def create_app(
     )
     async def score(request: Request) -> Response:
         started = time.perf_counter()
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        if not authorized(request):
             finished("client_error", started)
-            return _error(413, [{"field": "(body)",
-                                 "message": f"body larger than {MAX_BODY_BYTES} bytes"}])
-        body = await _read_body(request)
+            return _unauthorized()
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body:
+            finished("client_error", started)
+            return _too_large(max_body)
+        body = await _read_body(request, max_body)
         if body is None:
             finished("client_error", started)
-            return _error(413, [{"field": "(body)",
-                                 "message": f"body larger than {MAX_BODY_BYTES} bytes"}])
+            return _too_large(max_body)
         scorer = holder.scorer
+
+        def validate_and_score() -> tuple[list[Record], bool, Scores]:
+            records, is_batch = scorer.validator.validate_json(body, limits.max_batch)
+            return records, is_batch, scorer.score_records(records)
+
         try:
-            records, is_batch = scorer.validator.validate_json(body)
+            if len(body) >= _THREAD_BODY_BYTES:
+                records, is_batch, scores = await asyncio.wait_for(
+                    run_in_threadpool(validate_and_score), limits.request_timeout_s
+                )
+            else:
+                records, is_batch = scorer.validator.validate_json(body, limits.max_batch)
+                if len(records) >= _THREAD_BATCH:
+                    scores = await asyncio.wait_for(
+                        run_in_threadpool(scorer.score_records, records),
+                        limits.request_timeout_s,
+                    )
+                else:
+                    scores = scorer.score_records(records)
         except InvalidTransactions as exc:
             finished("client_error", started)
-            return _error(422, [e.to_dict() for e in exc.errors])
-        try:
-            if len(records) >= _THREAD_BATCH:
-                scores = await run_in_threadpool(scorer.score_records, records)
-            else:
-                scores = scorer.score_records(records)
+            return _error(422, [e.to_dict() for e in exc.errors], more=exc.more)
+        except BatchTooLarge as exc:
+            finished("client_error", started)
+            return _error(413, [{"field": "(body)", "message": str(exc)}])
+        except TimeoutError:
+            finished("server_error", started)
+            return _error(503, [{"field": "(body)", "message": (
+                f"not scored within {limits.request_timeout_s:g} s; send smaller batches")}])
         except Exception:
             finished("server_error", started)
             raise
@@ -153,10 +201,25 @@ def create_app(
                                      duration_seconds=time.perf_counter() - started)
         return out
 
-    @app.get("/model", summary="Version, round, metrics and threshold of the serving model")
-    async def model() -> dict[str, Any]:
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, Any]:
+        # Answered by the event loop itself: a wedged loop fails the probe by timing out.
+        return {"alive": True}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> dict[str, Any]:
+        return {"ready": True, "model_version": holder.scorer.version}
+
+    @app.get("/model", summary="Version, round, metrics and threshold of the serving model",
+             responses={401: {"model": ErrorResponse}})
+    async def model(request: Request) -> Response:
         started = time.perf_counter()
-        out = holder.scorer.artifact.describe()
+        if not authorized(request):
+            if metrics is not None:
+                metrics.request_finished("model", "client_error",
+                                         duration_seconds=time.perf_counter() - started)
+            return _unauthorized()
+        out = JSONResponse(holder.scorer.artifact.describe())
         if metrics is not None:
             metrics.request_finished("model", "ok",
                                      duration_seconds=time.perf_counter() - started)
@@ -172,26 +235,37 @@ def create_app(
     return app
 
 
-async def _read_body(request: Request) -> bytes | None:
-    """The request body, or None once it exceeds MAX_BODY_BYTES (chunked bodies declare no
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None once it exceeds ``limit`` bytes (chunked bodies declare no
     length up front)."""
     parts: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
+        if size > limit:
             return None
         parts.append(chunk)
     return b"".join(parts)
 
 
-def _error(status: int, problems: Sequence[dict[str, Any]]) -> JSONResponse:
+def _error(status: int, problems: Sequence[dict[str, Any]], more: int = 0) -> JSONResponse:
     first = problems[0]
     where = f"transaction {first['index']}: " if first.get("index") is not None else ""
     summary = f"{where}field '{first['field']}': {first['message']}"
-    if len(problems) > 1:
-        summary += f" (and {len(problems) - 1} more)"
+    others = len(problems) - 1 + more
+    if others:
+        summary += f" (and {others} more)"
     return JSONResponse(status_code=status, content={"error": summary, "detail": list(problems)})
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return _error(413, [{"field": "(body)", "message": f"body larger than {limit} bytes"}])
+
+
+def _unauthorized() -> JSONResponse:
+    response = _error(401, [{"field": "(header)", "message": "a valid bearer token is required"}])
+    response.headers["WWW-Authenticate"] = 'Bearer realm="fraudfl-scoring"'
+    return response
 
 
 def _single_payload(scorer: Scorer, record: Record, scores: Scores) -> bytes:

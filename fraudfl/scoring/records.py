@@ -24,8 +24,9 @@ from typing import Annotated, Any, NotRequired
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from pydantic import AllowInfNan, ConfigDict, Field, Strict, StrictInt, StrictStr, TypeAdapter
+from pydantic import AllowInfNan, ConfigDict, Strict, StrictInt, StrictStr, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import from_json
 from typing_extensions import TypedDict
 
 from fraudfl.data import FeaturePipeline
@@ -34,6 +35,11 @@ DEFAULT_ID_FIELD = "transaction_id"
 # One request may carry up to this many transactions; larger batches go through `fraudfl score`.
 MAX_BATCH = 100_000
 _SMALL_BATCH = 16
+# A batch is validated this many transactions at a time, stopping at the first slice with an
+# error: 100k invalid transactions cost one slice's errors, not 100k x fields of them.
+VALIDATION_SLICE = 256
+# Problems reported per request; the count of the rest is given, not the rest.
+MAX_REPORTED_ERRORS = 20
 
 Record = dict[str, Any]
 _Number = Annotated[float, Strict(), AllowInfNan(False)]
@@ -60,11 +66,21 @@ class FieldError:
 
 
 class InvalidTransactions(ValueError):
-    """The input does not match the bank's schema; ``errors`` name the fields."""
+    """The input does not match the bank's schema; ``errors`` name the fields (at most
+    MAX_REPORTED_ERRORS; ``more`` counts those left out, within the slice that failed)."""
 
     def __init__(self, errors: Sequence[FieldError]) -> None:
-        self.errors = list(errors)
+        self.errors = list(errors[:MAX_REPORTED_ERRORS])
+        self.more = max(0, len(errors) - MAX_REPORTED_ERRORS)
         super().__init__("; ".join(str(e) for e in self.errors[:5]))
+
+
+class BatchTooLarge(ValueError):
+    """More transactions than one request may carry."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        self.count, self.limit = count, limit
+        super().__init__(f"{count} transactions in one request; at most {limit}")
 
 
 class TransactionValidator:
@@ -90,8 +106,7 @@ class TransactionValidator:
         transaction: Any = make_typed_dict("Transaction", fields)
         transaction.__pydantic_config__ = ConfigDict(extra="ignore")
         self._one: TypeAdapter[Record] = TypeAdapter(transaction)
-        many: Any = Annotated[list[transaction], Field(min_length=1, max_length=MAX_BATCH)]
-        self._many: TypeAdapter[list[Record]] = TypeAdapter(many)
+        self._slice: TypeAdapter[list[Record]] = TypeAdapter(list[transaction])
 
     def json_schema(self) -> dict[str, Any]:
         """OpenAPI schema of the request body: one transaction or a list of them."""
@@ -99,15 +114,33 @@ class TransactionValidator:
         return {"oneOf": [one, {"type": "array", "items": one, "minItems": 1,
                                 "maxItems": MAX_BATCH}]}
 
-    def validate_json(self, body: bytes) -> tuple[list[Record], bool]:
-        """Records and whether the input was a batch (a JSON array)."""
-        is_batch = body.lstrip()[:1] == b"["
+    def validate_json(
+        self, body: bytes, max_batch: int = MAX_BATCH
+    ) -> tuple[list[Record], bool]:
+        """Records and whether the input was a batch (a JSON array); raises
+        :class:`InvalidTransactions` or :class:`BatchTooLarge`."""
+        if body.lstrip()[:1] != b"[":
+            try:
+                return [self._one.validate_json(body)], False
+            except PydanticValidationError as exc:
+                raise InvalidTransactions(_field_errors(exc, is_batch=False)) from None
         try:
-            if is_batch:
-                return self._many.validate_json(body), True
-            return [self._one.validate_json(body)], False
-        except PydanticValidationError as exc:
-            raise InvalidTransactions(_field_errors(exc, is_batch)) from None
+            items = from_json(body)
+        except ValueError as exc:
+            raise InvalidTransactions(
+                [FieldError("(body)", f"invalid JSON: {exc}")]
+            ) from None
+        if not items:
+            raise InvalidTransactions([FieldError("(body)", "an empty batch")])
+        if len(items) > min(max_batch, MAX_BATCH):
+            raise BatchTooLarge(len(items), min(max_batch, MAX_BATCH))
+        records: list[Record] = []
+        for start in range(0, len(items), VALIDATION_SLICE):
+            try:
+                records += self._slice.validate_python(items[start : start + VALIDATION_SLICE])
+            except PydanticValidationError as exc:
+                raise InvalidTransactions(_field_errors(exc, True, offset=start)) from None
+        return records, True
 
     def validate_one(self, data: bytes | Mapping[str, Any]) -> Record:
         """One transaction from JSON bytes or an already decoded object."""
@@ -119,13 +152,15 @@ class TransactionValidator:
             raise InvalidTransactions(_field_errors(exc, is_batch=False)) from None
 
 
-def _field_errors(exc: PydanticValidationError, is_batch: bool) -> list[FieldError]:
+def _field_errors(
+    exc: PydanticValidationError, is_batch: bool, offset: int = 0
+) -> list[FieldError]:
     out: list[FieldError] = []
-    for err in exc.errors(include_url=False):
+    for err in exc.errors(include_url=False, include_input=False):
         loc = list(err["loc"])
         index: int | None = None
         if is_batch and loc and isinstance(loc[0], int):
-            index = int(loc.pop(0))
+            index = offset + int(loc.pop(0))
         # A union's alternatives appear as extra path parts ("transaction_id", "str"): the first
         # part is the field the user wrote.
         field = str(loc[0]) if loc else "(body)"

@@ -4,6 +4,7 @@ benchmarks, a bank node that also trains)."""
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from types import TracebackType
@@ -11,13 +12,31 @@ from types import TracebackType
 import uvicorn
 from fastapi import FastAPI
 
+from fraudfl.config import ServerTLSSettings
 from fraudfl.errors import FraudflError
 
 
-def uvicorn_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
+def uvicorn_config(
+    app: FastAPI, host: str, port: int, tls: ServerTLSSettings | None = None
+) -> uvicorn.Config:
+    """``tls``: HTTPS with this certificate; with ``client_cafile``, clients must present a
+    certificate it signed (mutual TLS)."""
     # httptools and uvloop are used when installed; access logs cost more than scoring itself.
-    return uvicorn.Config(app, host=host, port=port, access_log=False, log_level="warning",
-                          lifespan="off")
+    options: dict[str, object] = {}
+    if tls is not None:
+        options = {"ssl_certfile": str(tls.certfile), "ssl_keyfile": str(tls.keyfile)}
+        if tls.client_cafile is not None:
+            options |= {"ssl_ca_certs": str(tls.client_cafile),
+                        "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    config = uvicorn.Config(app, host=host, port=port, access_log=False, log_level="warning",
+                            lifespan="off", **options)  # type: ignore[arg-type]
+    if tls is not None:
+        try:
+            config.load()  # loads the certificate now: a bad file is a FraudflError at start
+        except (OSError, ssl.SSLError) as exc:
+            raise FraudflError(f"{tls.certfile}: cannot load the TLS certificate/key: {exc}") \
+                from exc
+    return config
 
 
 def bind_listener(host: str, port: int) -> socket.socket:
@@ -40,11 +59,15 @@ def bind_listener(host: str, port: int) -> socket.socket:
 class ServerThread:
     """A uvicorn server in a daemon thread; ``port=0`` binds a free port (see :attr:`port`)."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, app: FastAPI, host: str = "127.0.0.1", port: int = 0,
+        tls: ServerTLSSettings | None = None,
+    ) -> None:
         self.host = host
+        self.scheme = "http" if tls is None else "https"
         self._sock = bind_listener(host, port)
         self.port = int(self._sock.getsockname()[1])
-        self.server = uvicorn.Server(uvicorn_config(app, host, self.port))
+        self.server = uvicorn.Server(uvicorn_config(app, host, self.port, tls))
         self._thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self._sock]}, name="scoring-api",
             daemon=True,
@@ -52,7 +75,7 @@ class ServerThread:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> ServerThread:
         self._thread.start()

@@ -82,6 +82,15 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    def highwater(self) -> dict[TopicPartition, int]:
+        """End of each assigned partition as last seen by the consumer (for lag metrics);
+        partitions not yet fetched are missing. Default: nothing known."""
+        return {}
+
+    def replication_of(self, topic: str) -> int | None:
+        """Replication factor of an existing topic, when the transport knows one."""
+        return None
+
     def assign_topics(self, topics: Iterable[str]) -> list[TopicPartition]:
         """Assign every partition of ``topics``; returns the assignment."""
         assignment = [

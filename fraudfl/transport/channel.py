@@ -124,6 +124,10 @@ class ChannelState:
         return cls(offsets, seen)
 
 
+# The reassembly bucket shared by records whose key names no enrolled participant.
+UNENROLLED = "(unenrolled)"
+
+
 class Channel:
     """Sends and receives verified messages for one participant of one federation."""
 
@@ -248,7 +252,8 @@ class Channel:
     def _accept(self, record: Record) -> VerifiedMessage | None:
         try:
             done = self._reassembler.add(
-                record.value, self._clock(), (record.topic_partition, record.offset)
+                record.value, self._clock(), (record.topic_partition, record.offset),
+                sender=self._claimed_sender(record.key),
             )
             if done is None:
                 return None
@@ -276,6 +281,18 @@ class Channel:
             self._reject(exc, record)
             return None
         return VerifiedMessage(envelope, record.topic, record.partition, record.offset)
+
+    def _claimed_sender(self, key: bytes | None) -> str:
+        """The enrolled participant a record's key names, or one bucket for every other key
+        (chunk frames are not signed; see :mod:`fraudfl.transport.chunking`)."""
+        if key is not None:
+            try:
+                name = key.decode()
+            except UnicodeDecodeError:
+                return UNENROLLED
+            if name in self.allowlist:
+                return name
+        return UNENROLLED
 
     def _reject(self, exc: RejectedMessage, record: Record) -> None:
         self.rejections[exc.reason] += 1

@@ -10,6 +10,14 @@ completes the message; the whole-message digest (checked on completion) catches 
 self-consistent but do not belong together. Reassembly tolerates duplicates and any arrival order,
 and bounds memory by message size, number and bytes of pending messages, and age. It is sans-IO:
 callers pass the current time.
+
+Chunks are not signed (the envelope inside is), so anyone able to write to a topic can send
+frames. Pending transfers are therefore held per *claimed sender* (the record key, which
+honest senders set to their id; the channel maps keys of no enrolled participant to one shared
+bucket): a sender whose bucket is full has its *new* transfers refused, and nothing already
+pending is evicted for them. Forged frames fill only the bucket of the sender they claim and
+cannot push out a genuine message being reassembled. The global limits stay as a backstop; they
+evict from the bucket holding the most.
 """
 
 from __future__ import annotations
@@ -37,6 +45,10 @@ DEFAULT_MAX_PENDING = 1024
 DEFAULT_MAX_PENDING_BYTES = 1024 * 1024 * 1024
 DEFAULT_EXPIRY_S = 600.0
 DEFAULT_COMPLETED_MEMORY = 4096
+# An honest participant has a few multi-chunk messages in flight at most (a model broadcast,
+# a masked update); 16 leaves ample room.
+DEFAULT_MAX_PENDING_PER_SENDER = 16
+DEFAULT_MAX_PENDING_BYTES_PER_SENDER = 512 * 1024 * 1024
 # Rough bookkeeping cost of one held part (memoryview, dict slot, origin), charged with the frame
 # so that a flood of tiny chunks cannot hold far more memory than the pending-bytes budget says.
 _PART_OVERHEAD = 128
@@ -129,6 +141,7 @@ class _Pending(Generic[Origin]):
     origins: list[Origin] = field(default_factory=list)
     size: int = 0  # data bytes, checked against the announced total length
     held: int = 0  # memory charged to the pending budget: whole frames plus overhead
+    sender: str | None = None
 
 
 class Reassembler(Generic[Origin]):
@@ -146,14 +159,21 @@ class Reassembler(Generic[Origin]):
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         expiry_s: float = DEFAULT_EXPIRY_S,
         completed_memory: int = DEFAULT_COMPLETED_MEMORY,
+        max_pending_per_sender: int = DEFAULT_MAX_PENDING_PER_SENDER,
+        max_pending_bytes_per_sender: int = DEFAULT_MAX_PENDING_BYTES_PER_SENDER,
     ) -> None:
         self.max_message_bytes = max_message_bytes
         self.max_pending = max_pending
         self.max_pending_bytes = max_pending_bytes
         self.expiry_s = expiry_s
         self.completed_memory = completed_memory
+        self.max_pending_per_sender = max_pending_per_sender
+        self.max_pending_bytes_per_sender = max_pending_bytes_per_sender
         self._pending: dict[_TransferKey, _Pending[Origin]] = {}
         self._pending_bytes = 0
+        # Per claimed sender: pending transfers and bytes held.
+        self._sender_count: dict[str, int] = {}
+        self._sender_bytes: dict[str, int] = {}
         # Recently completed transfers: late duplicate chunks are dropped instead of starting a
         # new transfer that could only end in a duplicate message.
         self._completed: dict[_TransferKey, None] = {}
@@ -170,12 +190,14 @@ class Reassembler(Generic[Origin]):
         return [origin for p in self._pending.values() for origin in p.origins]
 
     def add(
-        self, frame: bytes, now: float, origin: Origin | None = None
+        self, frame: bytes, now: float, origin: Origin | None = None, sender: str | None = None
     ) -> tuple[bytes, bytes] | None:
         """Take one frame; return ``(transfer_id, message)`` when it completes a message.
 
-        Raises :class:`RejectedMessage` for a bad frame or a completed message whose digest does
-        not match (that transfer is then discarded).
+        ``sender`` is who the frame claims to come from (unauthenticated): transfers are
+        bounded per sender. Raises :class:`RejectedMessage` for a bad frame, a sender over its
+        limits, or a completed message whose digest does not match (that transfer is then
+        discarded).
         """
         self.expire(now)
         chunk = parse_chunk(frame, self.max_message_bytes)
@@ -183,8 +205,23 @@ class Reassembler(Generic[Origin]):
         if key in self._completed:
             return None
         pending = self._pending.get(key)
+        if pending is not None and pending.sender != sender:
+            # Same transfer claimed by another sender: a forgery, never merged into it.
+            raise RejectedMessage(
+                RejectReason.IMPERSONATION,
+                f"chunk of transfer {chunk.transfer_id.hex()} under another sender's key",
+            )
         if pending is None:
-            pending = self._pending[key] = _Pending[Origin](started=now)
+            if chunk.count > 1 and sender is not None:
+                held = self._sender_count.get(sender, 0)
+                if held >= self.max_pending_per_sender:
+                    raise RejectedMessage(
+                        RejectReason.TOO_LARGE,
+                        f"{sender} already has {held} incomplete transfers; new one refused",
+                    )
+            pending = self._pending[key] = _Pending[Origin](started=now, sender=sender)
+            if sender is not None:
+                self._sender_count[sender] = self._sender_count.get(sender, 0) + 1
         if chunk.index in pending.parts:
             return None
         if pending.size + len(chunk.data) > chunk.total_length:
@@ -200,8 +237,15 @@ class Reassembler(Generic[Origin]):
         cost = len(frame) + _PART_OVERHEAD
         pending.held += cost
         self._pending_bytes += cost
+        if sender is not None:
+            self._sender_bytes[sender] = self._sender_bytes.get(sender, 0) + cost
         if len(pending.parts) == chunk.count:
             return self._complete(key)
+        if sender is not None and self._sender_bytes[sender] > self.max_pending_bytes_per_sender:
+            self._drop(key)
+            raise RejectedMessage(
+                RejectReason.TOO_LARGE, f"{sender}: pending reassembly bytes over its limit"
+            )
         self._enforce_bounds(keep=key)
         return None
 
@@ -226,15 +270,30 @@ class Reassembler(Generic[Origin]):
 
     def _drop(self, key: _TransferKey) -> None:
         pending = self._pending.pop(key, None)
-        if pending is not None:
-            self._pending_bytes -= pending.held
+        if pending is None:
+            return
+        self._pending_bytes -= pending.held
+        sender = pending.sender
+        if sender is not None:
+            self._sender_count[sender] -= 1
+            self._sender_bytes[sender] = self._sender_bytes.get(sender, 0) - pending.held
+            if not self._sender_count[sender]:
+                del self._sender_count[sender]
+                self._sender_bytes.pop(sender, None)
 
     def _enforce_bounds(self, keep: _TransferKey) -> None:
-        # Oldest first: the newest transfer is the one still arriving.
+        # Oldest first, from the sender holding the most bytes (a flood, not a bystander);
+        # the newest transfer is the one still arriving.
         while (
             len(self._pending) > self.max_pending or self._pending_bytes > self.max_pending_bytes
         ) and len(self._pending) > 1:
-            oldest = next(k for k in self._pending if k != keep)
+            heaviest = max(
+                {p.sender for k, p in self._pending.items() if k != keep},
+                key=lambda s: -1 if s is None else self._sender_bytes.get(s, 0),
+            )
+            oldest = next(
+                k for k, p in self._pending.items() if k != keep and p.sender == heaviest
+            )
             log.warning("dropping incomplete transfer %s: pending limits reached", oldest[0].hex())
             self._drop(oldest)
         if self._pending_bytes > self.max_pending_bytes:

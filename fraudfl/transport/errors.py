@@ -19,6 +19,8 @@ class RejectReason(StrEnum):
     WRONG_FEDERATION = "wrong_federation"
     WRONG_RECIPIENT = "wrong_recipient"
     REPLAY = "replay"
+    # A chunk claims to belong to another sender's transfer.
+    IMPERSONATION = "impersonation"
     UNDECRYPTABLE = "undecryptable"
 
 

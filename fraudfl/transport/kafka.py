@@ -45,9 +45,13 @@ class KafkaSettings:
     ssl_certfile: str | PathLike[str] | None = None
     ssl_keyfile: str | PathLike[str] | None = None
     ssl_check_hostname: bool = True
+    ssl_password: str | None = field(default=None, repr=False)
     sasl_mechanism: str | None = None
     sasl_plain_username: str | None = None
     sasl_plain_password: str | None = field(default=None, repr=False)
+    sasl_kerberos_service_name: str = "kafka"
+    sasl_kerberos_domain_name: str | None = None
+    sasl_oauth_token_file: str | PathLike[str] | None = None
     client_id: str | None = None
     # Size limit per record (one chunk); keep below the brokers' message.max.bytes.
     max_message_bytes: int = DEFAULT_MAX_RECORD_BYTES
@@ -71,10 +75,23 @@ class KafkaSettings:
                 value = getattr(self, name)
                 if value is not None:
                     opts[name] = fspath(value)
+            if self.ssl_password is not None:
+                opts["ssl_password"] = self.ssl_password
         if self.security_protocol.startswith("SASL"):
             opts["sasl_mechanism"] = self.sasl_mechanism
-            opts["sasl_plain_username"] = self.sasl_plain_username
-            opts["sasl_plain_password"] = self.sasl_plain_password
+            if self.sasl_mechanism == "GSSAPI":
+                opts["sasl_kerberos_service_name"] = self.sasl_kerberos_service_name
+                if self.sasl_kerberos_domain_name is not None:
+                    opts["sasl_kerberos_domain_name"] = self.sasl_kerberos_domain_name
+            elif self.sasl_mechanism == "OAUTHBEARER":
+                if self.sasl_oauth_token_file is None:
+                    raise TransportError("OAUTHBEARER needs sasl_oauth_token_file")
+                opts["sasl_oauth_token_provider"] = _file_token_provider(
+                    fspath(self.sasl_oauth_token_file)
+                )
+            else:
+                opts["sasl_plain_username"] = self.sasl_plain_username
+                opts["sasl_plain_password"] = self.sasl_plain_password
         return opts
 
     def admin(self) -> dict[str, Any]:
@@ -104,6 +121,21 @@ class KafkaSettings:
             "max_partition_fetch_bytes": fetch,
             "receive_message_max_bytes": 2 * fetch,
         }
+
+
+def _file_token_provider(path: str) -> Any:
+    """An OAUTHBEARER token provider reading ``path`` at each request (refreshed outside)."""
+    from kafka.net.sasl.oauth import AbstractTokenProvider
+
+    class FileTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
+        def token(self) -> str:
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    return fh.read().strip()
+            except OSError as exc:
+                raise TransportError(f"cannot read the OAUTHBEARER token {path}: {exc}") from exc
+
+    return FileTokenProvider()
 
 
 class KafkaTransport(Transport):
@@ -299,7 +331,38 @@ class KafkaTransport(Transport):
             raise TransportError("cannot delete topics: " + "; ".join(errors))
 
     def list_topics(self) -> set[str]:
-        return set(self._get_admin().list_topics())
+        from kafka.errors import KafkaError
+
+        try:
+            return set(self._get_admin().list_topics())
+        except KafkaError as exc:
+            raise TransportError(f"cannot list topics: {exc}") from exc
+
+    def highwater(self) -> dict[TopicPartition, int]:
+        # The consumer's view from its latest fetch (Tansu's end_offsets() is wrong, see
+        # docs/topics.md): None until a partition has been fetched once.
+        from kafka import TopicPartition as KafkaTP
+
+        if self._consumer is None:
+            return {}
+        out: dict[TopicPartition, int] = {}
+        for tp in self._assigned:
+            end = self._consumer.highwater(KafkaTP(tp.topic, tp.partition))
+            if end is not None:
+                out[tp] = int(end)
+        return out
+
+    def replication_of(self, topic: str) -> int | None:
+        from kafka.errors import KafkaError
+
+        try:
+            described = self._get_admin().describe_topics([topic])
+        except KafkaError as exc:
+            raise TransportError(f"cannot describe {topic}: {exc}") from exc
+        partitions = described[0].get("partitions") if described else None
+        counts = [len(p.get("replicas") or ()) for p in partitions or ()]
+        # Tansu (the embedded broker) describes no replicas at all: unknown, not zero.
+        return min(counts) if counts and min(counts) > 0 else None
 
     def close(self) -> None:
         # Deliver what was queued before letting go of the producer.

@@ -49,6 +49,11 @@ class MemoryBroker:
                 raise TransportError(f"topic {topic!r} does not exist")
             return len(log)
 
+    def end_offset(self, tp: TopicPartition) -> int:
+        with self._changed:
+            log = self._logs.get(tp.topic)
+            return 0 if log is None or tp.partition >= len(log) else len(log[tp.partition])
+
     def append(self, topic: str, key: bytes | None, value: bytes) -> TopicPartition:
         if self.max_record_bytes is not None and len(value) > self.max_record_bytes:
             raise TransportError(
@@ -145,6 +150,9 @@ class MemoryTransport(Transport):
 
     def partitions_for(self, topic: str) -> int:
         return self.broker.partitions(topic)
+
+    def highwater(self) -> dict[TopicPartition, int]:
+        return {tp: self.broker.end_offset(tp) for tp in self._positions}
 
     def create_topics(self, specs: Iterable[TopicSpec]) -> None:
         for spec in specs:

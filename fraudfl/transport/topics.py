@@ -63,8 +63,32 @@ class TopicLayout:
         transport.create_topics(specs)
         return specs
 
-    def delete(self, transport: Transport) -> list[str]:
-        """Delete every topic of this federation; returns the names deleted."""
-        names = sorted(t for t in transport.list_topics() if t.startswith(self.prefix))
-        transport.delete_topics(names)
-        return names
+    def ensure(
+        self, transport: Transport, bank_ids: Iterable[str], *, replication_factor: int = 1
+    ) -> list[str]:
+        """Create the topics that are missing, check the ones that exist; returns the names
+        created. Never deletes anything: a topic's records are the federation's history.
+
+        An existing topic with other partition counts, or fewer replicas than configured, is a
+        deployment error (the topic job and the services disagree) rather than something to
+        repair silently.
+        """
+        specs = self.specs(bank_ids)
+        existing = transport.list_topics()
+        missing = [s for s in specs if s.name not in existing]
+        transport.create_topics(missing)
+        for spec in specs:
+            if spec in missing:
+                continue
+            partitions = transport.partitions_for(spec.name)
+            if partitions != spec.partitions:
+                raise FraudflError(
+                    f"topic {spec.name} has {partitions} partitions, expected {spec.partitions}"
+                )
+            replicas = transport.replication_of(spec.name)
+            if replicas is not None and replicas < replication_factor:
+                raise FraudflError(
+                    f"topic {spec.name} has replication factor {replicas}, below "
+                    f"kafka.replication_factor = {replication_factor}"
+                )
+        return [s.name for s in missing]

@@ -66,7 +66,7 @@ def test_loads_bank_config_and_resolves_paths(fed: Path) -> None:
     assert cfg.identity_key == fed / "keys/bank-1.key"
     assert cfg.state_dir == fed / "state/bank-1"
     assert cfg.privacy.target_epsilon == 3.0
-    assert cfg.kafka.client_options()["bootstrap_servers"] == ["127.0.0.1:1234"]
+    assert cfg.kafka.transport_settings().common()["bootstrap_servers"] == ["127.0.0.1:1234"]
 
 
 def test_env_overrides_nested_and_top_level(fed: Path) -> None:
@@ -145,7 +145,7 @@ def test_sasl_passthrough(fed: Path) -> None:
         'sasl_plain_username = "u"\nsasl_plain_password = "p"\nssl_cafile = "ca.pem"\n'
     )
     cfg = load_config(AggregatorConfig, write(fed / "agg.toml", text), env={})
-    opts = cfg.kafka.client_options()
+    opts = cfg.kafka.transport_settings().common()
     assert opts["sasl_mechanism"] == "SCRAM-SHA-512"
     assert opts["ssl_cafile"] == str(fed / "ca.pem")
     with pytest.raises(FraudflError, match="sasl_mechanism is required"):
@@ -217,3 +217,28 @@ def test_inf_and_nan_are_refused(fed: Path) -> None:
         path = write(fed / "a.toml", AGG + f"\n[training]\nlr = {value}\n")
         with pytest.raises(FraudflError, match=r"a\.toml: training\.lr: Input should be a finite"):
             load_config(AggregatorConfig, path, env={})
+
+
+def test_secret_overrides_taken_verbatim_and_never_shown(fed: Path) -> None:
+    text = AGG + '\n[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "SCRAM-SHA-512"\n'
+    path = write(fed / "agg.toml", text)
+    # A numeric-looking password was TOML-parsed into an integer and refused.
+    for password in ("123456", "true", "[1, 2]", '"quoted"', "0x1F"):
+        cfg = load_config(AggregatorConfig, path, env={
+            "FRAUDFL_KAFKA__SASL_PLAIN_PASSWORD": password,
+            "FRAUDFL_KAFKA__SASL_PLAIN_USERNAME": "007",
+        })
+        assert cfg.kafka.sasl_plain_password is not None
+        assert cfg.kafka.sasl_plain_password.get_secret_value() == password
+        assert cfg.kafka.sasl_plain_username == "007"
+        assert password not in repr(cfg) and password not in str(cfg)
+    # Non-text settings are still parsed.
+    cfg = load_config(AggregatorConfig, path, env={"FRAUDFL_ROUNDS__ROUNDS": "7"})
+    assert cfg.rounds.rounds == 7
+
+
+def test_a_bad_secret_in_the_file_is_not_echoed(fed: Path) -> None:
+    text = AGG + '\n[kafka]\nsasl_plain_password = 918273645\n'
+    with pytest.raises(FraudflError, match=r"kafka\.sasl_plain_password: .*value hidden") as err:
+        load_config(AggregatorConfig, write(fed / "agg.toml", text), env={})
+    assert "918273645" not in str(err.value)

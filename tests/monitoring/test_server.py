@@ -76,3 +76,51 @@ def test_live_server_fixture_exposes_all_three_services(live_metrics_server: Met
     _, _, body = get(live_metrics_server.url)
     for prefix in ("fraudfl_aggregator_", "fraudfl_bank_", "fraudfl_scoring_"):
         assert prefix in body
+
+
+def test_healthz_and_readyz_follow_the_health_state(registry: CollectorRegistry) -> None:
+    import json
+
+    from fraudfl.monitoring.health import Health
+
+    now = [100.0]
+    health = Health(heartbeat_s=10.0, poll_s=5.0, clock=lambda: now[0])
+    server = start_metrics_server(0, host="127.0.0.1", registry=registry, health=health)
+
+    def status(path: str) -> tuple[int, dict[str, object]]:
+        try:
+            with urllib.request.urlopen(server.base_url + path, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    try:
+        assert status("/healthz")[0] == 503  # no heartbeat yet
+        health.beat()
+        health.polled()
+        health.check("broker", True)
+        assert status("/healthz")[0] == 200
+        assert status("/readyz")[0] == 200
+        health.check("broker", False, "unreachable: ECONNREFUSED")
+        code, body = status("/readyz")
+        assert code == 503 and body["checks"]["broker"]["detail"].startswith("unreachable")  # type: ignore[index]
+        health.check("broker", True)
+        now[0] += 6.0  # no poll for 6 s: not ready, still alive
+        assert status("/readyz")[0] == 503 and status("/healthz")[0] == 200
+        now[0] += 5.0  # and a wedged main loop fails liveness
+        assert status("/healthz")[0] == 503
+        with pytest.raises(urllib.error.HTTPError):
+            get(server.base_url + "/other")
+        assert get(server.url)[0] == 200
+    finally:
+        server.stop()
+
+
+def test_without_health_only_metrics_are_served(registry: CollectorRegistry) -> None:
+    server = start_metrics_server(0, host="127.0.0.1", registry=registry)
+    try:
+        with pytest.raises(urllib.error.HTTPError) as info:
+            get(server.base_url + "/readyz")
+        assert info.value.code == 404
+    finally:
+        server.stop()

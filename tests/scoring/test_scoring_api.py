@@ -192,12 +192,11 @@ def httpx_get_metrics(app: Any) -> str:
     return TestClient(app).get("/metrics").text
 
 
-def test_oversized_bodies_are_refused(
-    client: TestClient, trained_bank: TrainedBank, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from fraudfl.scoring import api
+def test_oversized_bodies_are_refused(artifact_dir: Path, trained_bank: TrainedBank) -> None:
+    from fraudfl.config import ScoringLimits
 
-    monkeypatch.setattr(api, "MAX_BODY_BYTES", 2_000)
+    client = TestClient(create_app(ModelHolder(artifact_dir),
+                                   limits=ScoringLimits(max_body_bytes=2_000)))
     big = transactions(trained_bank, 50)
     r = client.post("/score", json=big)
     assert r.status_code == 413 and r.json()["detail"][0]["field"] == "(body)"

@@ -90,7 +90,22 @@ def test_layout_names_and_partitions(broker: MemoryBroker) -> None:
         TopicLayout("fed.1")
     t = MemoryTransport(broker)
     layout.create(t, ["bank-a"])  # idempotent
-    assert layout.delete(t) and not broker.topics()
+    assert layout.ensure(t, ["bank-a"]) == []
+    assert layout.ensure(t, ["bank-a", "bank-z"]) == [layout.inbox("bank-z")]
+    assert len(broker.topics()) == 7
+    broker.create_topic("fraudfl.fed2.control", 3)
+    with pytest.raises(FraudflError, match=r"fraudfl\.fed2\.control has 3 partitions, expected 1"):
+        TopicLayout("fed2").ensure(t, ["bank-a"])
+
+    class SingleReplica(MemoryTransport):
+        """A broker reporting one replica per partition (Apache Kafka describes replicas)."""
+
+        def replication_of(self, topic: str) -> int | None:
+            return 1
+
+    with pytest.raises(FraudflError, match=r"replication factor 1, below .* = 3"):
+        layout.ensure(SingleReplica(broker), ["bank-a"], replication_factor=3)
+    assert layout.ensure(SingleReplica(broker), ["bank-a"], replication_factor=1) == []
 
 
 def test_large_sealed_message_chunked_end_to_end(
@@ -316,3 +331,33 @@ def test_memory_poll_wakes_on_send_from_another_thread(broker: MemoryBroker) -> 
     records = reader.poll(5.0)
     timer.join()
     assert [r.value for r in records] == [b"hi"]
+
+
+def test_forged_chunk_flood_does_not_evict_a_signed_message(
+    broker: MemoryBroker, parties: dict[str, Party], allowlist: Allowlist
+) -> None:
+    """Chunk frames are unsigned: 1,024 forged frames (206 kB, no key, or claiming the real
+    sender) arriving mid-transfer used to evict the genuine message being reassembled."""
+    layout = TopicLayout(FED)
+    scratch = "scratch"
+    broker.create_topic(scratch, 1)
+    bank = channel(broker, parties, allowlist, "bank-a", max_record_bytes=64 * 1024)
+    payload = os.urandom(300_000)
+    bank.send(scratch, recipient="aggregator", round=1, stage="masked-input",
+              payload_type="secagg.masked", payload=payload, seal_to=True)
+    real = broker.records(scratch)
+    assert len(real) > 1
+    attacker = MemoryTransport(broker)
+    attacker.send(layout.to_aggregator, real[0].key, real[0].value)
+    for i in range(1024):
+        forged = split(os.urandom(300), i.to_bytes(16, "big"), 200)[0]
+        attacker.send(layout.to_aggregator, None if i % 2 else b"bank-a", forged)
+    for r in real[1:]:
+        attacker.send(layout.to_aggregator, r.key, r.value)
+    agg = channel(broker, parties, allowlist, "aggregator")
+    agg.listen([layout.to_aggregator])
+    got = []
+    for _ in range(20):
+        got.extend(agg.receive(0.01))
+    assert [m.payload for m in got] == [payload]
+    assert agg.rejections[RejectReason.TOO_LARGE] > 900  # the flood, refused

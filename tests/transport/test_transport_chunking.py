@@ -3,7 +3,14 @@ import random
 
 import pytest
 
-from fraudfl.transport.chunking import HEADER_BYTES, Chunk, Reassembler, parse_chunk, split
+from fraudfl.transport.chunking import (
+    DEFAULT_MAX_PENDING_PER_SENDER,
+    HEADER_BYTES,
+    Chunk,
+    Reassembler,
+    parse_chunk,
+    split,
+)
 from fraudfl.transport.errors import RejectedMessage, RejectReason
 
 TID = bytes(range(16))
@@ -147,3 +154,50 @@ def test_damaged_header_field_is_caught_by_chunk_digest() -> None:
     with pytest.raises(RejectedMessage) as info:
         parse_chunk(bytes(frame))
     assert info.value.reason is RejectReason.CORRUPT
+
+
+def test_forged_transfers_cannot_evict_a_genuine_one() -> None:
+    """1,024 forged frames (no key at all) used to evict a signed message being reassembled."""
+    r: Reassembler[None] = Reassembler()
+    genuine = os.urandom(5000)
+    frames = split(genuine, b"g" * 16, 1000)
+    r.add(frames[0], 0.0, sender="aggregator")
+    refused = 0
+    for i in range(1024):  # ~206 kB of frames opening new transfers, per claimed sender
+        for j, claimed in enumerate(("(unenrolled)", "aggregator")):
+            forged = split(os.urandom(300), i.to_bytes(15, "big") + bytes([j]), 200)[0]
+            try:
+                r.add(forged, 1.0, sender=claimed)
+            except RejectedMessage as exc:
+                assert exc.reason is RejectReason.TOO_LARGE
+                refused += 1
+    assert refused == 2 * (1024 - DEFAULT_MAX_PENDING_PER_SENDER) + 1
+    done = None
+    for frame in frames[1:]:
+        done = r.add(frame, 2.0, sender="aggregator")
+    assert done == (b"g" * 16, genuine)
+
+
+def test_a_transfer_cannot_be_joined_under_another_senders_key() -> None:
+    r: Reassembler[None] = Reassembler()
+    frames = split(os.urandom(3000), TID, 1000)
+    r.add(frames[0], 0.0, sender="bank-a")
+    with pytest.raises(RejectedMessage) as info:
+        r.add(frames[1], 0.0, sender="bank-b")
+    assert info.value.reason is RejectReason.IMPERSONATION
+    done = [r.add(f, 0.0, sender="bank-a") for f in frames[1:]]
+    assert done[-1] is not None
+
+
+def test_per_sender_byte_budget_refuses_only_that_sender() -> None:
+    r: Reassembler[None] = Reassembler(max_pending_bytes_per_sender=4000)
+    a = split(os.urandom(3000), b"a" * 16, 1000)  # four frames of ~1.1 kB each
+    b = split(os.urandom(3000), b"b" * 16, 1000)
+    r.add(b[0], 0.0, sender="bank-b")
+    for frame in a[:3]:
+        r.add(frame, 0.0, sender="flood")
+    with pytest.raises(RejectedMessage):
+        r.add(split(os.urandom(3000), b"c" * 16, 1000)[0], 0.0, sender="flood")
+    assert r.pending_transfers == {b"a" * 16, b"b" * 16}
+    done = [r.add(f, 0.0, sender="bank-b") for f in b[1:]]
+    assert done[-1] is not None

@@ -56,6 +56,44 @@ def test_converts_from_the_config_section() -> None:
     from fraudfl.config import KafkaSettings as ConfigKafka
 
     section = ConfigKafka(bootstrap_servers="k:9092", client_id="bank-a", max_message_bytes=500_000)
-    settings = KafkaSettings(**section.model_dump())
+    settings = section.transport_settings()
     assert settings.bootstrap_servers == "k:9092" and settings.max_message_bytes == 500_000
     assert settings.common()["client_id"] == "bank-a"
+
+
+def test_secrets_unwrapped_only_for_the_client() -> None:
+    from fraudfl.config import KafkaSettings as ConfigKafka
+
+    section = ConfigKafka.model_validate({
+        "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "bank-a", "sasl_plain_password": "12345",
+        "ssl_keyfile": "/k.pem", "ssl_password": "key-pass",
+    })
+    assert "12345" not in repr(section) and "key-pass" not in str(section.model_dump())
+    opts = section.transport_settings().producer()
+    assert opts["sasl_plain_password"] == "12345" and opts["ssl_password"] == "key-pass"
+    assert "12345" not in repr(section.transport_settings())
+
+
+def test_kerberos_and_oauthbearer_pass_through(tmp_path: Path) -> None:
+    kerberos = KafkaSettings(
+        bootstrap_servers="k:9093", security_protocol="SASL_SSL", sasl_mechanism="GSSAPI",
+        sasl_kerberos_service_name="kafka-prod", sasl_kerberos_domain_name="bank.example",
+    )
+    opts = kerberos.consumer()
+    assert opts["sasl_kerberos_service_name"] == "kafka-prod"
+    assert opts["sasl_kerberos_domain_name"] == "bank.example"
+    assert "sasl_plain_password" not in opts
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOi.first\n")
+    oauth = KafkaSettings(
+        bootstrap_servers="k:9093", security_protocol="SASL_SSL", sasl_mechanism="OAUTHBEARER",
+        sasl_oauth_token_file=token,
+    )
+    provider = oauth.producer()["sasl_oauth_token_provider"]
+    assert provider.token() == "eyJhbGciOi.first"
+    token.write_text("eyJhbGciOi.refreshed")
+    assert provider.token() == "eyJhbGciOi.refreshed"  # re-read: a sidecar refreshes it
+    for s in (kerberos, oauth):
+        assert set(s.producer()) <= set(KafkaProducer.DEFAULT_CONFIG)
+        assert set(s.consumer()) <= set(KafkaConsumer.DEFAULT_CONFIG)
