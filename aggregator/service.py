@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +30,7 @@ from fraudfl.data.pipeline import FeaturePipeline
 from fraudfl.data.schema import Schema, load_schema
 from fraudfl.data.validation import IntArray
 from fraudfl.identity import Allowlist, Identity
+from fraudfl.isolation import isolated
 from fraudfl.models import ModelSpec, set_flat_params
 from fraudfl.monitoring import AggregatorMetrics
 from fraudfl.rounds.orchestrator import STAGE_LABELS, Orchestrator, Outbound, RoundRecord
@@ -117,8 +119,11 @@ class AggregatorService:
         return score
 
     def _on_reject(self, reason: RejectReason, detail: str, record: object) -> None:
+        self._count_rejection(reason.value)
+
+    def _count_rejection(self, reason: str) -> None:
         if self.metrics is not None:
-            self.metrics.message_rejected(reason.value)
+            self.metrics.message_rejected(reason)
 
     # -- main loop ---------------------------------------------------------------------------
 
@@ -171,8 +176,11 @@ class AggregatorService:
             for msg in messages:
                 if self.metrics is not None:
                     self.metrics.message_received(len(msg.payload))
-                batch += orch.receive(msg.sender, msg.round, msg.payload_type, msg.payload,
-                                      self.clock())
+                batch += isolated(
+                    partial(orch.receive, msg.sender, msg.round, msg.payload_type, msg.payload,
+                            self.clock()),
+                    f"{msg.payload_type} from {msg.sender}", self._count_rejection,
+                )
             deadline = orch.deadline()
             if deadline is not None and self.clock() >= deadline:
                 batch += orch.timeout(self.clock())

@@ -62,7 +62,7 @@ from fraudfl.rounds.messages import (
     encode,
 )
 from fraudfl.secagg.client import ClientStage, SecAggClient
-from fraudfl.secagg.errors import MessageRejected, SecAggError
+from fraudfl.secagg.errors import MessageRejected, SecAggError, UsageError
 from fraudfl.secagg.messages import decode as decode_secagg
 from fraudfl.training.local import LocalResult, TrainConfig, train_local
 from fraudfl.training.private import DPConfig, dp_planned_steps, dp_sample_rate, train_private
@@ -208,6 +208,12 @@ class BankParticipant:
             replies = self.client.receive(payload)
         except MessageRejected as exc:
             self._reject(exc.reason.value, exc.detail)
+            return []
+        except UsageError as exc:
+            # The round's parameters do not fit the input this bank computed for it (e.g. a
+            # vector length the announcement did not imply): the aggregator's inconsistency,
+            # so a rejection, not a crash of the bank.
+            self._reject("inconsistent", str(exc))
             return []
         # Label replies by the protocol stage they answer (as the aggregator names stages).
         stage = _REPLY_STAGE.get(self.client.stage, "secagg") if self.client.stage else "secagg"

@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from fraudfl.data.schema import load_schema
 from fraudfl.data.split import train_val_split
 from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
+from fraudfl.isolation import isolated
 from fraudfl.models import ModelSpec, set_flat_params
 from fraudfl.monitoring import BankMetrics
 from fraudfl.monitoring.metrics import QUALITY_METRICS, ModelKind
@@ -129,8 +131,11 @@ class BankNodeService:
         self.model_quality: dict[str, Any] | None = previous.get("model_quality")
 
     def _on_reject(self, reason: RejectReason, detail: str, record: object) -> None:
+        self._count_rejection(reason.value)
+
+    def _count_rejection(self, reason: str) -> None:
         if self.metrics is not None:
-            self.metrics.message_rejected(reason.value)
+            self.metrics.message_rejected(reason)
 
     # -- main loop ---------------------------------------------------------------------------
 
@@ -183,7 +188,10 @@ class BankNodeService:
                     continue
                 before = (self.participant.handled_round, self.participant.model_version)
                 started = time.perf_counter()
-                out = self.participant.receive(msg.payload_type, msg.payload)
+                out = isolated(
+                    partial(self.participant.receive, msg.payload_type, msg.payload),
+                    f"{msg.payload_type} from the aggregator", self._count_rejection,
+                )
                 after = (self.participant.handled_round, self.participant.model_version)
                 if self.metrics is not None:
                     for reply in out:

@@ -81,6 +81,9 @@ REJECT_REASONS: tuple[str, ...] = (
     "inconsistent",
     "undecryptable",
     "decryption_failed",
+    # A message whose handling raised an unexpected error: counted and skipped so that no
+    # single message can stop a service (``fraudfl.isolation``).
+    "handler_error",
 )
 RecoveryOutcome = Literal["resumed", "round_aborted"]
 QualityMetric = Literal["auprc", "roc_auc", "loss"]

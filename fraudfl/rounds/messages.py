@@ -9,7 +9,6 @@ of signed transport envelopes; the envelope's ``payload_type`` repeats the kind.
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -17,10 +16,14 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fraudfl import boundedjson
+
 MAGIC = b"FFRM"
 VERSION = 1
 _HEAD = struct.Struct(">4sBBI")
 MAX_HEADER_BYTES = 1 << 20
+# The deepest real header (a model's pipeline) nests a handful of levels.
+MAX_HEADER_DEPTH = 16
 
 ANNOUNCE = "round.announce"
 DECLINE = "round.decline"
@@ -145,8 +148,10 @@ def decode(data: bytes, cls: type[H]) -> tuple[H, bytes]:
         raise ControlMessageError("control header length out of range")
     raw = data[_HEAD.size : _HEAD.size + head_len]
     try:
-        header = cls.model_validate(json.loads(raw))
-    except (ValueError, ValidationError) as exc:
+        header = cls.model_validate(
+            boundedjson.loads(raw, max_bytes=MAX_HEADER_BYTES, max_depth=MAX_HEADER_DEPTH)
+        )
+    except (ValueError, ValidationError, RecursionError) as exc:
         raise ControlMessageError(f"invalid {cls.__name__}: {exc}".splitlines()[0]) from exc
     return header, bytes(data[_HEAD.size + head_len :])
 
