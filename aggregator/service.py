@@ -69,7 +69,7 @@ class AggregatorService:
         encryption_key = EncryptionKey.load(config.aggregator_id, config.encryption_key)
         self.allowlist.check_own_keys(
             config.aggregator_id, self.identity.public_bytes, encryption_key.public_bytes,
-            config.allowlist,
+            config.allowlist, role="aggregator",
         )
         schema = load_schema(config.schema_file)
         evaluator = self._evaluator(schema) if config.eval_data is not None else None

@@ -9,13 +9,20 @@ deadlines after the first one can be tight.
 
 A training round needs the global model it names; when the announcement overtakes the model on
 the models topic, it waits as ``pending`` until the model arrives.
+
+Before any of that, the bank checks the announcement against the consortium policy it holds
+(``fraudfl.rounds.policy``): round numbers go up by exactly one, only enrolled banks take part,
+the graph, threshold, task and its parameters are within bounds, the statistics task is
+answered once. A round outside the policy is declined with the rule it breaks, before any data
+is read or privacy charged.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,8 +68,17 @@ from fraudfl.rounds.messages import (
     decode_model,
     encode,
 )
+from fraudfl.rounds.policy import (
+    DAY_S,
+    BankHistory,
+    ConsortiumPolicy,
+    PolicyRefusal,
+    Refusal,
+    check_announcement,
+)
 from fraudfl.secagg.client import ClientStage, SecAggClient
 from fraudfl.secagg.errors import MessageRejected, SecAggError, UsageError
+from fraudfl.secagg.messages import RoundSetup
 from fraudfl.secagg.messages import decode as decode_secagg
 from fraudfl.training.local import LocalResult, TrainConfig, train_local
 from fraudfl.training.private import DPConfig, dp_planned_steps, dp_sample_rate, train_private
@@ -95,6 +111,7 @@ class RoundReport:
     round: int
     kind: RoundKind
     declined: bool = False
+    decline_reason: str = ""
     examples: int = 0
     loss: float = math.nan
 
@@ -111,6 +128,7 @@ class BankParticipant:
         schema: Schema,
         accountant: PrivacyAccountant,
         calibration: NoiseCalibration | None = None,
+        policy: ConsortiumPolicy | None = None,
     ) -> None:
         self.config = config
         self.bank_id = config.bank_id
@@ -119,7 +137,9 @@ class BankParticipant:
         self.frame = frame
         self.schema = schema
         self.accountant = accountant
+        self.policy = policy or ConsortiumPolicy()
         self.client = SecAggClient(identity, allowlist, config.federation_id, config.aggregator_id)
+        self.client.min_other_survivors = self.policy.min_other_banks
         self.model_info: ModelInfo | None = None
         self.params: npt.NDArray[np.float32] | None = None
         self.pending: bytes | None = None
@@ -135,6 +155,14 @@ class BankParticipant:
         # FedPer federations: this bank's personal head (never sent).
         self.fedper: FedPerBank | None = None
         self.rejections: dict[str, int] = {}
+        # Policy state, persisted: the newest round announced in sequence, whether the
+        # statistics task was answered, and when the bank did work for recent rounds.
+        self.last_announced = -1
+        self.stats_answered = False
+        self.round_times: list[float] = []
+        # Every decline (budget or policy refusal) by its reason; the service counts them.
+        self.on_decline: Callable[[str], None] | None = None
+        self.clock: Callable[[], float] = time.time
         self._data: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]] | None = None
 
     @property
@@ -221,19 +249,35 @@ class BankParticipant:
 
     def _on_announce(self, payload: bytes) -> list[Reply]:
         ann, setup = decode(payload, Announcement)
+        # Every announcement, whether this bank takes part or not, must carry the next round
+        # number: an aggregator free to pick numbers could grind the SecAgg+ graph seed. A
+        # skipped number does not advance the sequence, so announcing a throwaway round first
+        # does not help either.
+        if ann.round == self.last_announced + 1:
+            self.last_announced = ann.round
+        elif ann.round > self.last_announced:
+            return self._refuse(ann, PolicyRefusal(
+                Refusal.ROUND_NOT_NEXT,
+                f"round {ann.round} announced after round {self.last_announced}",
+            ))
         if self.bank_id not in ann.participants:
             return []
         if ann.round == self.handled_round:
             # A re-sent announcement (aggregator restart, duplicate delivery): the client
             # answers an identical setup with its original reply, and nothing is retrained.
             return self._setup(ann.round, setup) if self.client.last_round == ann.round else []
-        if ann.round < self.handled_round or ann.round <= self.closed_round:
+        if (ann.round < self.last_announced or ann.round < self.handled_round
+                or ann.round <= self.closed_round):
             # A round that is already over, read while catching up (a bank started late or
             # down for a while): training for it would spend privacy budget for nothing.
             log.info("%s: skipping stale announcement of round %d", self.bank_id, ann.round)
             return []
+        refusal = self._policy_refusal(ann, setup)
+        if refusal is not None:
+            return self._refuse(ann, refusal)
         if ann.kind == "stats":
             self.handled_round = ann.round
+            self.round_times.append(self.clock())
             return self._stats_round(ann, setup)
         if (
             self.model_info is None
@@ -245,7 +289,42 @@ class BankParticipant:
             self.pending = payload
             return []
         self.handled_round = ann.round
+        self.round_times.append(self.clock())
         return self._train_round(ann, setup)
+
+    def _policy_refusal(self, ann: Announcement, setup: bytes) -> PolicyRefusal | None:
+        try:
+            message = decode_secagg(setup)
+        except MessageRejected as exc:
+            return PolicyRefusal(Refusal.SETUP_MISMATCH, f"unreadable setup: {exc.detail}")
+        if not isinstance(message.payload, RoundSetup) or message.header.round != ann.round:
+            return PolicyRefusal(Refusal.SETUP_MISMATCH, "the blob is not this round's setup")
+        now = self.clock()
+        self.round_times = [t for t in self.round_times if now - t < DAY_S]
+        history = BankHistory(ann.round - 1, self.stats_answered, len(self.round_times))
+        return check_announcement(
+            self.policy, ann, message.payload.params, self.allowlist, self.config.aggregator_id,
+            history,
+        )
+
+    def _refuse(self, ann: Announcement, refusal: PolicyRefusal) -> list[Reply]:
+        """Decline a round outside the policy (log, count); nothing about the data leaves."""
+        log.warning("%s: refusing round %d (%s): %s", self.bank_id, ann.round,
+                    refusal.reason.value, refusal.detail)
+        self._count_decline(refusal.reason.value)
+        if self.bank_id not in ann.participants:
+            return []
+        if ann.round > self.handled_round:
+            self.handled_round = ann.round
+        self.pending = None
+        self.last_report = RoundReport(ann.round, ann.kind, declined=True,
+                                       decline_reason=refusal.reason.value)
+        body = Decline(round=ann.round, reason="policy", detail=refusal.reason.value)
+        return [Reply(ann.round, "announce", DECLINE, encode(body))]
+
+    def _count_decline(self, reason: str) -> None:
+        if self.on_decline is not None:
+            self.on_decline(reason)
 
     # -- local work --------------------------------------------------------------------------
 
@@ -261,7 +340,9 @@ class BankParticipant:
         self, round_number: int, reason: DeclineReason, detail: str
     ) -> list[Reply]:
         log.warning("%s: declining round %d: %s", self.bank_id, round_number, detail)
-        self.last_report = RoundReport(round_number, "train", declined=True)
+        self._count_decline(reason)
+        self.last_report = RoundReport(round_number, "train", declined=True,
+                                       decline_reason=reason)
         body = Decline(round=round_number, reason=reason, detail=detail)
         return [Reply(round_number, "announce", DECLINE, encode(body))]
 
@@ -270,6 +351,9 @@ class BankParticipant:
         frac = ann.stats_frac_bits or exact_sum.DEFAULT_FRAC_BITS
         digits = exact_sum.encode(stats.to_vector(), len(ann.participants), 32, frac)
         self.client.set_input(digits)
+        # Answered once per federation (policy): a second answer, with a different set of
+        # banks, would give this bank's statistics away by subtraction.
+        self.stats_answered = True
         self.last_report = RoundReport(ann.round, "stats", examples=stats.count)
         return self._setup(ann.round, setup)
 
@@ -460,6 +544,9 @@ class BankParticipant:
             "bank_id": self.bank_id,
             "handled_round": self.handled_round,
             "closed_round": self.closed_round,
+            "last_announced": self.last_announced,
+            "stats_answered": self.stats_answered,
+            "round_times": self.round_times,
             "client": self.client.to_dict(),
             "model_info": None if self.model_info is None else self.model_info.model_dump(),
             "accountant": self.accountant.to_dict(),
@@ -479,7 +566,13 @@ class BankParticipant:
             raise ValueError("state belongs to another bank or format version")
         self.handled_round = int(header["handled_round"])
         self.closed_round = int(header.get("closed_round", -1))
+        # State from before the policy: the newest round it handled is the sequence's start,
+        # and having handled any round means it answered the statistics round (round 0).
+        self.last_announced = int(header.get("last_announced", self.handled_round))
+        self.stats_answered = bool(header.get("stats_answered", self.handled_round >= 0))
+        self.round_times = [float(t) for t in header.get("round_times", [])]
         self.client = SecAggClient.from_dict(header["client"], self.identity, self.allowlist)
+        self.client.min_other_survivors = self.policy.min_other_banks
         if header["model_info"] is not None:
             self.model_info = ModelInfo.model_validate(header["model_info"])
             self.params = np.frombuffer(blobs["params"], dtype="<f4").astype(np.float32)

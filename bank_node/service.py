@@ -44,6 +44,7 @@ from fraudfl.privacy.accountant import (
     default_delta,
 )
 from fraudfl.rounds.messages import ANNOUNCE, MODEL
+from fraudfl.rounds.policy import ConsortiumPolicy, load_pinned_policy
 from fraudfl.training.evaluation import evaluate
 from fraudfl.transport.base import Transport
 from fraudfl.transport.channel import Channel, ChannelState, VerifiedMessage
@@ -88,12 +89,18 @@ class BankNodeService:
         encryption_key = EncryptionKey.load(config.bank_id, config.encryption_key)
         self.allowlist.check_own_keys(
             config.bank_id, self.identity.public_bytes, encryption_key.public_bytes,
-            config.allowlist,
+            config.allowlist, role="bank",
         )
         if config.aggregator_id not in self.allowlist:
             raise FraudflError(
                 f"{config.allowlist}: the aggregator {config.aggregator_id!r} is not enrolled"
             )
+        if self.allowlist.role_of(config.aggregator_id) != "aggregator":
+            raise FraudflError(
+                f"{config.allowlist}: {config.aggregator_id!r} is enrolled as "
+                f"{self.allowlist.role_of(config.aggregator_id)}, not as the aggregator"
+            )
+        policy = self._policy()
         schema = load_schema(config.schema_path)
         frame = load_bank_file(config.data, schema)
         if len(frame) == 0:
@@ -111,8 +118,9 @@ class BankNodeService:
         self.calibration_path = config.state_dir / CALIBRATION_FILE
         self.participant = BankParticipant(
             config, self.identity, self.allowlist, self.train_frame, schema, accountant,
-            NoiseCalibration.load(self.calibration_path),
+            NoiseCalibration.load(self.calibration_path), policy,
         )
+        self.participant.on_decline = self._count_decline
         self.channel = Channel(
             transport,
             self.identity,
@@ -129,6 +137,23 @@ class BankNodeService:
         self.epsilon_by_round: dict[str, float] = previous.get("epsilon_by_round", {})
         # The latest model's quality on the validation split: global, and personal if served.
         self.model_quality: dict[str, Any] | None = previous.get("model_quality")
+
+    def _policy(self) -> ConsortiumPolicy:
+        """The consortium policy: the pinned file (refusing to start when it differs from
+        the pin), or the built-in defaults, which every bank of the federation shares."""
+        config = self.config
+        if config.policy is None or config.policy_sha256 is None:
+            log.warning("%s: no consortium policy configured; using the built-in defaults",
+                        config.bank_id)
+            return ConsortiumPolicy()
+        policy = load_pinned_policy(config.policy, config.policy_sha256, self.allowlist)
+        log.info("%s: consortium policy %s (sha256 %s)", config.bank_id, config.policy,
+                 config.policy_sha256)
+        return policy
+
+    def _count_decline(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.round_declined(reason)  # type: ignore[arg-type]
 
     def _on_reject(self, reason: RejectReason, detail: str, record: object) -> None:
         self._count_rejection(reason.value)
@@ -300,9 +325,7 @@ class BankNodeService:
         report = self.participant.last_report
         if report is None or self.metrics is None:
             return
-        if report.declined:
-            self.metrics.round_declined("privacy_budget")
-        else:
+        if not report.declined:  # declines are counted as they happen (participant.on_decline)
             self.metrics.round_joined(report.kind)
             if report.kind == "train":
                 self.metrics.training_completed(

@@ -240,6 +240,18 @@ class BankNodeConfig(ServiceConfig):
     # Test-only: record each plain update to state_dir so tests can recompute plain FedAvg.
     # Never sent anywhere; off in every generated config.
     record_plain_updates: bool = False
+    # The consortium's secure-aggregation policy (fraudfl.rounds.policy) and the SHA-256 of
+    # that exact file, from the consortium agreement: the bank refuses to start when the file
+    # differs. Without both, the built-in defaults apply.
+    policy: Path | None = None
+    policy_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _policy_is_pinned(self) -> BankNodeConfig:
+        if (self.policy is None) != (self.policy_sha256 is None):
+            raise ValueError("policy and policy_sha256 go together: a policy file is only "
+                             "trusted with the hash it was agreed under")
+        return self
 
     @property
     def schema_path(self) -> Path:
@@ -350,6 +362,7 @@ _PATH_FIELDS: tuple[tuple[str, ...], ...] = (
     ("state_dir",),
     ("data",),
     ("eval_data",),
+    ("policy",),
     ("kafka", "ssl_cafile"),
     ("kafka", "ssl_certfile"),
     ("kafka", "ssl_keyfile"),

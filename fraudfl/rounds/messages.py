@@ -84,7 +84,9 @@ class Announcement(_Header):
     personal_layers: int = Field(default=0, ge=0)
 
 
-DeclineReason = Literal["privacy_budget", "no_data", "error"]
+# "policy": the round is outside the consortium policy the bank holds (the detail names the
+# rule, a ``fraudfl.rounds.policy.Refusal``).
+DeclineReason = Literal["privacy_budget", "no_data", "error", "policy"]
 
 
 class Decline(_Header):

@@ -118,6 +118,9 @@ class SecAggClient:
         self.min_threshold_fraction = min_threshold_fraction
         self.rounding = rounding
         self.last_round = -1
+        # Other banks that must be in the survivor set this bank confirms before unmasking: a
+        # sum over this bank and fewer others would give its input away (the bank's policy).
+        self.min_other_survivors = 1
         self._round: _Round | None = None
         self._update: npt.NDArray[np.float64] | None = None
         self._weight: float | None = None
@@ -211,6 +214,14 @@ class SecAggClient:
         me = p.index(self.identity.participant_id)
         if me is None:
             raise MessageRejected(RejectReason.INCONSISTENT, "this bank is not a participant")
+        # The aggregator's own key (or any non-bank) as a participant would let it play a bank
+        # with input zero, and the "sum" would be this bank's input.
+        outsiders = [q for q in p.participants
+                     if q == self.server_id or self.allowlist.role_of(q) != "bank"]
+        if outsiders:
+            raise MessageRejected(
+                RejectReason.INCONSISTENT, f"participant {outsiders[0]!r} is not an enrolled bank"
+            )
         if p.graph_seed != graph_seed(self.federation_id, h.round, p.participants):
             raise MessageRejected(RejectReason.INCONSISTENT, "graph seed is not the agreed one")
         group = p.group_size
@@ -351,6 +362,11 @@ class SecAggClient:
         if len(u3) < p.threshold:
             raise MessageRejected(
                 RejectReason.INCONSISTENT, f"|U3|={len(u3)} is below t={p.threshold}"
+            )
+        if len(u3) - 1 < self.min_other_survivors:
+            raise MessageRejected(
+                RejectReason.INCONSISTENT,
+                f"U3 has {len(u3) - 1} other banks, fewer than {self.min_other_survivors}",
             )
         rnd.u3 = u3
         return self._send(SurvivorConfirm(u3))

@@ -19,6 +19,7 @@ from fraudfl.identity import Allowlist, Identity
 from fraudfl.privacy.accountant import PrivacyAccountant, PrivacyBudget
 from fraudfl.rounds.messages import MODEL, decode_model
 from fraudfl.rounds.orchestrator import Orchestrator, Outbound
+from fraudfl.rounds.policy import ConsortiumPolicy
 
 
 @dataclass
@@ -102,6 +103,7 @@ def make_federation(
     transactions: int | None = None,
     noise_multiplier: float | None = None,
     bank_overrides: dict[str, Any] | None = None,
+    policy: ConsortiumPolicy | None = None,
 ) -> Federation:
     data_dir = generate_bank_data(
         tmp_path / "data", n_banks=n_banks, total_transactions=transactions or 300 * n_banks,
@@ -112,8 +114,9 @@ def make_federation(
     agg_identity = Identity.generate("aggregator")
     identities = {b: Identity.generate(b) for b in files}
     allow = Allowlist()
-    for ident in [agg_identity, *identities.values()]:
-        allow.enroll(ident.participant_id, ident.public_bytes)
+    allow.enroll(agg_identity.participant_id, agg_identity.public_bytes, "aggregator")
+    for ident in identities.values():
+        allow.enroll(ident.participant_id, ident.public_bytes, "bank")
     keyfile = tmp_path / "unused.key"
     keyfile.write_text("")
     common = {
@@ -161,7 +164,7 @@ def make_federation(
             budget=PrivacyBudget(target_epsilon, 1e-4), label=bank_id
         )
         banks[bank_id] = BankParticipant(
-            cfg, identities[bank_id], allow, frame, schema, accountant
+            cfg, identities[bank_id], allow, frame, schema, accountant, policy=policy
         )
     orch = Orchestrator(agg_config, agg_identity, allow, schema)
     return Federation(
