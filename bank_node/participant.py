@@ -293,6 +293,9 @@ class BankParticipant:
         return self._train_round(ann, setup)
 
     def _policy_refusal(self, ann: Announcement, setup: bytes) -> PolicyRefusal | None:
+        # The policy is checked on the setup's parameters, then the whole setup is verified
+        # (signature, graph seed, threshold, roles), before the bank reads its data or charges
+        # privacy for the round.
         try:
             message = decode_secagg(setup)
         except MessageRejected as exc:
@@ -302,10 +305,17 @@ class BankParticipant:
         now = self.clock()
         self.round_times = [t for t in self.round_times if now - t < DAY_S]
         history = BankHistory(ann.round - 1, self.stats_answered, len(self.round_times))
-        return check_announcement(
+        refusal = check_announcement(
             self.policy, ann, message.payload.params, self.allowlist, self.config.aggregator_id,
             history,
         )
+        if refusal is not None:
+            return refusal
+        try:
+            self.client.check_setup(setup)
+        except MessageRejected as exc:
+            return PolicyRefusal(Refusal.SETUP_MISMATCH, f"setup refused: {exc.detail}")
+        return None
 
     def _refuse(self, ann: Announcement, refusal: PolicyRefusal) -> list[Reply]:
         """Decline a round outside the policy (log, count); nothing about the data leaves."""
@@ -409,7 +419,8 @@ class BankParticipant:
             update = result.params.astype(np.float64) - self.params.astype(np.float64)
         else:
             update = fedper.finish_round(result.params, self.params).astype(np.float64)
-        weight = min(1.0, result.num_examples / ann.weight_scale)
+        weight = (1.0 if self.policy.update_weight == "constant"
+                  else min(1.0, result.num_examples / ann.weight_scale))
         if ann.bank_dp is not None and ann.bank_dp.enabled:
             dp = ann.bank_dp
             update = privatize_update(

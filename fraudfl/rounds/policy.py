@@ -25,7 +25,7 @@ import tomllib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -100,6 +100,11 @@ class ConsortiumPolicy(_Strict):
     # majority, so two disjoint sets of banks can never both reach t).
     min_threshold_fraction: float = Field(default=0.5, ge=0.5, lt=1.0)
     max_rounds_per_day: int = Field(default=1440, ge=1)
+    # The weight a bank sends next to its update: "constant" (1.0, so its example count never
+    # leaves it; the sum of weights over rounds with different participants would otherwise
+    # give single banks' counts away by subtraction) or "examples" (min(1, n / weight_scale):
+    # FedAvg by size).
+    update_weight: Literal["constant", "examples"] = "constant"
     # Distinct enrolled banks whose signatures of this file must accompany it.
     signatures_required: int = Field(default=0, ge=0)
     tasks: TaskPolicy = TaskPolicy()
