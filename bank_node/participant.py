@@ -159,6 +159,7 @@ class BankParticipant:
         # statistics task was answered, and when the bank did work for recent rounds.
         self.last_announced = -1
         self.stats_answered = False
+        self.stats_round = -1
         self.round_times: list[float] = []
         # Every decline (budget or policy refusal) by its reason; the service counts them.
         self.on_decline: Callable[[str], None] | None = None
@@ -214,6 +215,11 @@ class BankParticipant:
 
     def _on_model(self, payload: bytes) -> list[Reply]:
         info, params = decode_model(payload)
+        bounds = self.policy.tasks.train
+        if bounds is not None and info.num_params > bounds.max_num_params:
+            self._reject("too_large", f"model v{info.version} has {info.num_params} parameters, "
+                         f"the policy allows {bounds.max_num_params}")
+            return []
         if self.model_info is not None and info.version <= self.model_info.version:
             return []
         self.model_info, self.params = info, params
@@ -243,6 +249,9 @@ class BankParticipant:
             # so a rejection, not a crash of the bank.
             self._reject("inconsistent", str(exc))
             return []
+        if self.client.stage is ClientStage.DONE and self.client.last_round == self.stats_round:
+            # Its unmask shares are out: the statistics sum with this bank in it can be opened.
+            self.stats_answered = True
         # Label replies by the protocol stage they answer (as the aggregator names stages).
         stage = _REPLY_STAGE.get(self.client.stage, "secagg") if self.client.stage else "secagg"
         return [Reply(self.client.last_round, stage, SECAGG, r) for r in replies]
@@ -324,9 +333,11 @@ class BankParticipant:
         self._count_decline(refusal.reason.value)
         if self.bank_id not in ann.participants:
             return []
-        if ann.round > self.handled_round:
+        if ann.round == self.last_announced and ann.round > self.handled_round:
+            # In sequence: the round is dealt with. An out-of-sequence number moves nothing,
+            # so it cannot make the genuine next round look stale.
             self.handled_round = ann.round
-        self.pending = None
+            self.pending = None
         self.last_report = RoundReport(ann.round, ann.kind, declined=True,
                                        decline_reason=refusal.reason.value)
         body = Decline(round=ann.round, reason="policy", detail=refusal.reason.value)
@@ -361,9 +372,9 @@ class BankParticipant:
         frac = ann.stats_frac_bits or exact_sum.DEFAULT_FRAC_BITS
         digits = exact_sum.encode(stats.to_vector(), len(ann.participants), 32, frac)
         self.client.set_input(digits)
-        # Answered once per federation (policy): a second answer, with a different set of
-        # banks, would give this bank's statistics away by subtraction.
-        self.stats_answered = True
+        # Answered once per federation (policy) once its unmask shares are out: a second
+        # answer, with a different set of banks, would give its statistics away by subtraction.
+        self.stats_round = ann.round
         self.last_report = RoundReport(ann.round, "stats", examples=stats.count)
         return self._setup(ann.round, setup)
 
@@ -388,6 +399,15 @@ class BankParticipant:
         self.last_train = ann.train
         cfg = self._train_config(spec, ann.train)
         fedper = self._fedper_state(model, ann.personal_layers)
+        length = len(self.params) if fedper is None else fedper.partition.shared_size
+        setup_params = decode_secagg(setup).payload
+        assert isinstance(setup_params, RoundSetup)  # checked in _policy_refusal
+        if setup_params.params.vector_length != length or not setup_params.params.weighted:
+            # Found now rather than after training, when masking would fail on it.
+            return self._refuse(ann, PolicyRefusal(
+                Refusal.SETUP_MISMATCH,
+                f"setup sums {setup_params.params.vector_length} values, the update has {length}",
+            ))
         # FedPer: train the global body with this bank's own head, which never leaves it.
         start = self.params if fedper is None else fedper.start_params(self.params)
         rng = secure_generator()
@@ -557,6 +577,7 @@ class BankParticipant:
             "closed_round": self.closed_round,
             "last_announced": self.last_announced,
             "stats_answered": self.stats_answered,
+            "stats_round": self.stats_round,
             "round_times": self.round_times,
             "client": self.client.to_dict(),
             "model_info": None if self.model_info is None else self.model_info.model_dump(),
@@ -581,6 +602,7 @@ class BankParticipant:
         # and having handled any round means it answered the statistics round (round 0).
         self.last_announced = int(header.get("last_announced", self.handled_round))
         self.stats_answered = bool(header.get("stats_answered", self.handled_round >= 0))
+        self.stats_round = int(header.get("stats_round", -1))
         self.round_times = [float(t) for t in header.get("round_times", [])]
         self.client = SecAggClient.from_dict(header["client"], self.identity, self.allowlist)
         self.client.min_other_survivors = self.policy.min_other_banks
