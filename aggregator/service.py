@@ -26,6 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ from fraudfl.data.schema import Schema, load_schema
 from fraudfl.data.validation import IntArray
 from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
+from fraudfl.isolation import isolated
 from fraudfl.models import ModelSpec, set_flat_params
 from fraudfl.monitoring import AggregatorMetrics
 from fraudfl.monitoring.broker_probe import BrokerProbe
@@ -99,7 +101,7 @@ class AggregatorService:
         encryption_key = EncryptionKey.load(config.aggregator_id, config.encryption_key)
         self.allowlist.check_own_keys(
             config.aggregator_id, self.identity.public_bytes, encryption_key.public_bytes,
-            config.allowlist,
+            config.allowlist, role="aggregator",
         )
         schema = load_schema(config.schema_file)
         evaluator = self._evaluator(schema) if config.eval_data is not None else None
@@ -154,8 +156,11 @@ class AggregatorService:
         return score
 
     def _on_reject(self, reason: RejectReason, detail: str, record: object) -> None:
+        self._count_rejection(reason.value)
+
+    def _count_rejection(self, reason: str) -> None:
         if self.metrics is not None:
-            self.metrics.message_rejected(reason.value)
+            self.metrics.message_rejected(reason)
 
     # -- main loop ---------------------------------------------------------------------------
 
@@ -263,8 +268,11 @@ class AggregatorService:
         for msg in messages:
             if self.metrics is not None:
                 self.metrics.message_received(len(msg.payload))
-            batch += orch.receive(msg.sender, msg.round, msg.payload_type, msg.payload,
-                                  self.clock())
+            batch += isolated(
+                partial(orch.receive, msg.sender, msg.round, msg.payload_type, msg.payload,
+                        self.clock()),
+                f"{msg.payload_type} from {msg.sender}", self._count_rejection,
+            )
         deadline = orch.deadline()
         if deadline is not None and self.clock() >= deadline:
             batch += orch.timeout(self.clock())

@@ -23,6 +23,7 @@ import json
 import logging
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from fraudfl.data.schema import load_schema
 from fraudfl.data.split import train_val_split
 from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
+from fraudfl.isolation import isolated
 from fraudfl.models import ModelSpec, set_flat_params
 from fraudfl.monitoring import BankMetrics
 from fraudfl.monitoring.broker_probe import BrokerProbe
@@ -50,6 +52,7 @@ from fraudfl.privacy.accountant import (
 from fraudfl.rounds.messages import ANNOUNCE, MODEL
 from fraudfl.rounds.noise import CALIBRATION_FILE, NoiseCalibration
 from fraudfl.rounds.participant import BankParticipant, Reply
+from fraudfl.rounds.policy import ConsortiumPolicy, load_pinned_policy
 from fraudfl.rounds.run import RUN, RunMarker, RunRecord
 from fraudfl.training.evaluation import evaluate
 from fraudfl.transport.base import Transport
@@ -99,12 +102,18 @@ class BankNodeService:
         encryption_key = EncryptionKey.load(config.bank_id, config.encryption_key)
         self.allowlist.check_own_keys(
             config.bank_id, self.identity.public_bytes, encryption_key.public_bytes,
-            config.allowlist,
+            config.allowlist, role="bank",
         )
         if config.aggregator_id not in self.allowlist:
             raise FraudflError(
                 f"{config.allowlist}: the aggregator {config.aggregator_id!r} is not enrolled"
             )
+        if self.allowlist.role_of(config.aggregator_id) != "aggregator":
+            raise FraudflError(
+                f"{config.allowlist}: {config.aggregator_id!r} is enrolled as "
+                f"{self.allowlist.role_of(config.aggregator_id)}, not as the aggregator"
+            )
+        policy = self._policy()
         schema = load_schema(config.schema_path)
         frame = load_bank_file(config.data, schema)
         if len(frame) == 0:
@@ -126,8 +135,9 @@ class BankNodeService:
         self.calibration_path = config.state_dir / CALIBRATION_FILE
         self.participant = BankParticipant(
             config, self.identity, self.allowlist, self.train_frame, schema, accountant,
-            NoiseCalibration.load(self.calibration_path), source=str(config.data),
+            NoiseCalibration.load(self.calibration_path), policy, source=str(config.data),
         )
+        self.participant.on_decline = self._count_decline
         self.channel = Channel(
             transport,
             self.identity,
@@ -153,9 +163,29 @@ class BankNodeService:
         self.health.check("keys", True, "identity, encryption key and allowlist loaded")
         self.health.check("run", True, self._run_detail())
 
-    def _on_reject(self, reason: RejectReason, detail: str, record: object) -> None:
+    def _policy(self) -> ConsortiumPolicy:
+        """The consortium policy: the pinned file (refusing to start when it differs from
+        the pin), or the built-in defaults, which every bank of the federation shares."""
+        config = self.config
+        if config.policy is None or config.policy_sha256 is None:
+            log.warning("%s: no consortium policy configured; using the built-in defaults",
+                        config.bank_id)
+            return ConsortiumPolicy()
+        policy = load_pinned_policy(config.policy, config.policy_sha256, self.allowlist)
+        log.info("%s: consortium policy %s (sha256 %s)", config.bank_id, config.policy,
+                 config.policy_sha256)
+        return policy
+
+    def _count_decline(self, reason: str) -> None:
         if self.metrics is not None:
-            self.metrics.message_rejected(reason.value)
+            self.metrics.round_declined(reason)  # type: ignore[arg-type]
+
+    def _on_reject(self, reason: RejectReason, detail: str, record: object) -> None:
+        self._count_rejection(reason.value)
+
+    def _count_rejection(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.message_rejected(reason)
 
     # -- main loop ---------------------------------------------------------------------------
 
@@ -224,7 +254,10 @@ class BankNodeService:
                     continue
                 before = (self.participant.handled_round, self.participant.model_version)
                 started = time.perf_counter()
-                out = self.participant.receive(msg.payload_type, msg.payload)
+                out = isolated(
+                    partial(self.participant.receive, msg.payload_type, msg.payload),
+                    f"{msg.payload_type} from the aggregator", self._count_rejection,
+                )
                 after = (self.participant.handled_round, self.participant.model_version)
                 if self.metrics is not None:
                     for reply in out:
@@ -405,9 +438,7 @@ class BankNodeService:
         report = self.participant.last_report
         if report is None or self.metrics is None:
             return
-        if report.declined:
-            self.metrics.round_declined("privacy_budget")
-        else:
+        if not report.declined:  # declines are counted as they happen (participant.on_decline)
             self.metrics.round_joined(report.kind)
             if report.kind == "train":
                 self.metrics.training_completed(

@@ -20,9 +20,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fraudfl import boundedjson
 from fraudfl.errors import FraudflError
 
 MAGIC = b"FFLCKPT1"
+# Service state nests a few levels (participant -> client -> round -> replies); a tampered or
+# corrupt file must end in a FraudflError, not a RecursionError.
+MAX_HEADER_DEPTH = 64
 _LEN = struct.Struct(">I")
 
 
@@ -75,19 +79,22 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, bytes]] | Non
     (head_len,) = _LEN.unpack_from(raw, len(MAGIC))
     start = len(MAGIC) + _LEN.size
     try:
-        head = json.loads(raw[start : start + head_len])
+        head = boundedjson.loads(
+            raw[start : start + head_len], max_bytes=head_len, max_depth=MAX_HEADER_DEPTH
+        )
         state = head["state"]
         index = head["blobs"]
+        pos = start + head_len
+        blobs: dict[str, bytes] = {}
+        for entry in index:
+            length, name, sha = int(entry["length"]), str(entry["name"]), entry["sha256"]
+            blob = raw[pos : pos + length]
+            if length < 0 or len(blob) != length or hashlib.sha256(blob).hexdigest() != sha:
+                raise FraudflError(f"{path}: checkpoint blob {name!r} is corrupt")
+            blobs[name] = blob
+            pos += len(blob)
     except (ValueError, KeyError, TypeError) as exc:
         raise FraudflError(f"{path}: checkpoint header is corrupt") from exc
-    pos = start + head_len
-    blobs: dict[str, bytes] = {}
-    for entry in index:
-        blob = raw[pos : pos + int(entry["length"])]
-        if len(blob) != entry["length"] or hashlib.sha256(blob).hexdigest() != entry["sha256"]:
-            raise FraudflError(f"{path}: checkpoint blob {entry['name']!r} is corrupt")
-        blobs[str(entry["name"])] = blob
-        pos += len(blob)
     if pos != len(raw):
         raise FraudflError(f"{path}: checkpoint has trailing bytes")
     if not isinstance(state, dict):

@@ -320,12 +320,24 @@ class BankNodeConfig(ServiceConfig, BankSettings):
     data: Path
     # The dataset's schema.toml; by default the one next to the data file.
     schema_file: Path | None = None
+    # The consortium's secure-aggregation policy (fraudfl.rounds.policy) and the SHA-256 of
+    # that exact file, from the consortium agreement: the bank refuses to start when the file
+    # differs. Without both, the built-in defaults apply.
+    policy: Path | None = None
+    policy_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
     @model_validator(mode="after")
     def _masked_only(self) -> BankNodeConfig:
         if self.allow_plain_sum:
             raise ValueError("allow_plain_sum is for in-process simulations only: a bank node "
                              "never sends its update unmasked")
+        return self
+
+    @model_validator(mode="after")
+    def _policy_is_pinned(self) -> BankNodeConfig:
+        if (self.policy is None) != (self.policy_sha256 is None):
+            raise ValueError("policy and policy_sha256 go together: a policy file is only "
+                             "trusted with the hash it was agreed under")
         return self
 
     @property
@@ -534,6 +546,7 @@ _PATH_FIELDS: tuple[tuple[str, ...], ...] = (
     ("state_dir",),
     ("data",),
     ("eval_data",),
+    ("policy",),
     ("kafka", "ssl_cafile"),
     ("kafka", "ssl_certfile"),
     ("kafka", "ssl_keyfile"),

@@ -1,10 +1,17 @@
 """Long-term Ed25519 identities of banks and the aggregator, and the enrolment allowlist.
 
 Private keys are stored as PKCS#8 PEM files readable only by their owner (0600); public keys as raw
-32-byte hex. The allowlist is a JSON object ``{"participants": {id: public_key_hex}}`` written by
-``fraudfl keys enroll`` and read by the aggregator (and by banks, to verify one another's keys).
-It may also carry ``"encryption_keys": {id: x25519_public_key_hex}``, the long-term keys that
-``fraudfl.transport.sealing`` encrypts payloads to; files without it stay valid.
+32-byte hex. The allowlist is a JSON object ``{"participants": {id: public_key_hex},
+"roles": {id: role}}`` written by ``fraudfl keys enroll`` and read by the aggregator (and by banks,
+to verify one another's keys). It may also carry ``"encryption_keys": {id: x25519_public_key_hex}``,
+the long-term keys that ``fraudfl.transport.sealing`` encrypts payloads to.
+
+Every participant has a role: ``aggregator``, ``bank`` or ``auditor``. Only banks may be
+participants of a round; banks refuse a round whose participant list names anyone else, so the
+aggregator's own key can never stand in for a bank (a Sybil that would isolate one bank's input).
+A file written before roles existed is refused with the command that migrates it explicitly
+(``fraudfl keys migrate --aggregator ID``): guessing which entry is the aggregator would defeat
+the purpose.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -33,6 +41,9 @@ SIGNATURE_BYTES = 64
 # holds for federation and participant ids everywhere (keys CLI, allowlist, config, topics).
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _ID = re.compile(ID_PATTERN)
+
+Role = Literal["aggregator", "bank", "auditor"]
+ROLES: tuple[Role, ...] = get_args(Role)
 
 
 def check_id(kind: str, value: str) -> str:
@@ -152,19 +163,40 @@ class Allowlist:
 
     participants: dict[str, bytes] = field(default_factory=dict)
     encryption_keys: dict[str, bytes] = field(default_factory=dict)
+    roles: dict[str, Role] = field(default_factory=dict)
 
-    def enroll(self, participant_id: str, public_key: bytes) -> None:
+    def enroll(self, participant_id: str, public_key: bytes, role: Role = "bank") -> None:
         check_id("participant id", participant_id)
         load_public_key(public_key)
+        if role not in ROLES:
+            raise FraudflError(f"role {role!r} must be one of {', '.join(ROLES)}")
         existing = self.participants.get(participant_id)
         if existing is not None and existing != public_key:
             raise KeyConflict(
                 f"participant {participant_id!r} is already enrolled with a different key"
             )
+        existing_role = self.roles.get(participant_id)
+        if existing is not None and existing_role is not None and existing_role != role:
+            raise KeyConflict(
+                f"participant {participant_id!r} is already enrolled as {existing_role}"
+            )
         # One key for two ids would let either act as the other; an encryption key here means
         # the .pub files were swapped (both are 32 bytes of hex).
         self._check_unused(participant_id, public_key, "identity")
         self.participants[participant_id] = public_key
+        self.roles[participant_id] = role
+
+    def role_of(self, participant_id: str) -> Role | None:
+        return self.roles.get(participant_id)
+
+    def members(self, role: Role) -> tuple[str, ...]:
+        """The enrolled participants with ``role``, sorted."""
+        return tuple(sorted(p for p, r in self.roles.items() if r == role))
+
+    def remove(self, participant_id: str) -> None:
+        """Forget a participant's keys and role (before enrolling it again: rotation)."""
+        for table in (self.participants, self.encryption_keys, self.roles):
+            table.pop(participant_id, None)
 
     def _check_unused(self, participant_id: str, public_key: bytes, kind: str) -> None:
         for other_kind, keys in (("identity", self.participants),
@@ -177,7 +209,8 @@ class Allowlist:
                     )
 
     def check_own_keys(
-        self, participant_id: str, public_key: bytes, encryption_public_key: bytes, source: Path
+        self, participant_id: str, public_key: bytes, encryption_public_key: bytes, source: Path,
+        role: Role | None = None,
     ) -> None:
         """Refuse to run a participant whose keys are not the enrolled ones.
 
@@ -193,6 +226,11 @@ class Allowlist:
         if enrolled != public_key:
             raise FraudflError(
                 f"{source}: the identity key is not the one enrolled for {participant_id!r}"
+            )
+        if role is not None and self.roles.get(participant_id) != role:
+            raise FraudflError(
+                f"{source}: {participant_id!r} is enrolled as {self.roles.get(participant_id)}, "
+                f"not as {role}"
             )
         enrolled_enc = self.encryption_keys.get(participant_id)
         if enrolled_enc is not None and enrolled_enc != encryption_public_key:
@@ -232,7 +270,10 @@ class Allowlist:
         return participant_id in self.participants
 
     def save(self, path: Path) -> None:
-        body = {"participants": {k: v.hex() for k, v in sorted(self.participants.items())}}
+        body: dict[str, dict[str, str]] = {
+            "participants": {k: v.hex() for k, v in sorted(self.participants.items())},
+            "roles": dict(sorted(self.roles.items())),
+        }
         if self.encryption_keys:
             body["encryption_keys"] = {
                 k: v.hex() for k, v in sorted(self.encryption_keys.items())
@@ -246,7 +287,9 @@ class Allowlist:
             raise FraudflError(f"{path}: cannot write allowlist: {exc.strerror}") from exc
 
     @classmethod
-    def load(cls, path: Path) -> Allowlist:
+    def load(cls, path: Path, *, migrate_aggregator: str | None = None) -> Allowlist:
+        """Read an allowlist; ``migrate_aggregator`` gives a file without roles (written before
+        they existed) its roles: that id the aggregator, everyone else a bank."""
         try:
             body = json.loads(path.read_text())
         except OSError as exc:
@@ -256,14 +299,36 @@ class Allowlist:
         entries = body.get("participants") if isinstance(body, dict) else None
         if not isinstance(entries, dict):
             raise FraudflError(f"{path}: expected an object with a 'participants' mapping")
+        roles = body.get("roles")
+        if roles is not None and migrate_aggregator is not None:
+            raise FraudflError(f"{path}: already has roles; nothing to migrate")
+        if roles is None:
+            if migrate_aggregator is None:
+                raise FraudflError(
+                    f"{path}: allowlist has no 'roles' (written before roles existed); run "
+                    f"fraudfl keys migrate --allowlist {path} --aggregator AGGREGATOR_ID"
+                )
+            if migrate_aggregator not in entries:
+                raise FraudflError(f"{path}: {migrate_aggregator!r} is not enrolled")
+            roles = {pid: "aggregator" if pid == migrate_aggregator else "bank" for pid in entries}
+        if not isinstance(roles, dict):
+            raise FraudflError(f"{path}: 'roles' must be an object")
+        unknown = sorted(set(roles) - set(entries))
+        if unknown:
+            raise FraudflError(f"{path}: roles.{unknown[0]}: not an enrolled participant")
         allow = cls()
         for pid, hexkey in entries.items():
             try:
                 raw = bytes.fromhex(hexkey)
             except (ValueError, TypeError) as exc:
                 raise FraudflError(f"{path}: participants.{pid}: not a hex public key") from exc
+            role = roles.get(pid)
+            if role not in ROLES:
+                raise FraudflError(
+                    f"{path}: roles.{pid}: expected one of {', '.join(ROLES)}, got {role!r}"
+                )
             try:
-                allow.enroll(pid, raw)
+                allow.enroll(pid, raw, role)
             except (FraudflError, ValueError) as exc:
                 raise FraudflError(f"{path}: participants.{pid}: {exc}") from exc
         enc_entries = body.get("encryption_keys", {})

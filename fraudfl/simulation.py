@@ -70,6 +70,7 @@ from fraudfl.rounds.engine import InMemoryGrid
 from fraudfl.rounds.messages import ModelInfo
 from fraudfl.rounds.orchestrator import Orchestrator
 from fraudfl.rounds.participant import BankParticipant
+from fraudfl.rounds.policy import ConsortiumPolicy, TaskPolicy, TrainBounds
 from fraudfl.strategy import STRATEGY_NAMES
 from fraudfl.training.evaluation import evaluate, loss_only
 from fraudfl.training.local import TrainConfig, train_local
@@ -129,6 +130,9 @@ class SimulationConfig:
     ditto_lambda: float = PersonalTrainingSettings().ditto_lambda
     # FedPer: the last k linear layers stay at the banks (1 with personalization "fedper").
     personal_layers: int | None = None
+    # The consortium policy's update weight: "constant" (every bank 1.0; the services'
+    # default, so no example count leaves a bank) or "examples" (FedAvg's n_k / n weighting).
+    update_weight: str = ConsortiumPolicy().update_weight
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:
@@ -153,6 +157,9 @@ class SimulationConfig:
             raise FraudflError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise FraudflError(f"torch_threads must be >= 1, got {self.torch_threads}")
+        if self.update_weight not in ("constant", "examples"):
+            raise FraudflError(f"update_weight must be 'constant' or 'examples', got "
+                               f"{self.update_weight!r}")
         if self.secagg_neighbours < 0:
             raise FraudflError(f"secure aggregation: neighbours must be >= 0 (0 = full graph), "
                                f"got {self.secagg_neighbours}")
@@ -241,6 +248,27 @@ class SimulationConfig:
                 epochs=self.personal_epochs, ditto_lambda=self.ditto_lambda,
             ),
             val_fraction=self.val_fraction, split_seed=self.seed, allow_plain_sum=True,
+        )
+
+    def policy(self) -> ConsortiumPolicy:
+        """The consortium policy every simulated bank holds: the services' defaults, with the
+        configured update weight and room for every planned round in one sitting."""
+        default = ConsortiumPolicy()
+        bounds = TrainBounds()
+        # The consortium of a simulated run agreed to the run's own training settings.
+        train = TrainBounds(
+            local_epochs=(1, max(bounds.local_epochs[1], self.local_epochs)),
+            batch_size=(min(bounds.batch_size[0], self.batch_size),
+                        max(bounds.batch_size[1], self.batch_size)),
+            lr=(min(bounds.lr[0], self.lr), max(bounds.lr[1], self.lr)),
+            mu=(0.0, max(bounds.mu[1], self.mu)),
+            max_rounds=max(bounds.max_rounds, self.rounds + 1),
+        )
+        return ConsortiumPolicy(
+            update_weight=self.update_weight,  # type: ignore[arg-type]
+            max_rounds_per_day=max(default.max_rounds_per_day, self.rounds + 1),
+            min_neighbours=self.secagg_neighbours if self.secure_aggregation else 0,
+            tasks=TaskPolicy(train=train),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -461,7 +489,8 @@ class Simulation:
             bank = config.bank_settings(s.bank_id)
             self.participants[s.bank_id] = BankParticipant(
                 bank, identities[s.bank_id], allowlist, s.train, dataset.schema,
-                self._accountant(bank, len(s.train)), source=f"{s.bank_id} (train)",
+                self._accountant(bank, len(s.train)), policy=config.policy(),
+                source=f"{s.bank_id} (train)",
                 rng=self._bank_rng(s.bank_id), work_fraction=self._work_fraction(s.bank_id),
             )
         self.grid = InMemoryGrid(self.orchestrator, self.participants, absent=self._absent,

@@ -160,7 +160,7 @@ def write_federation(plan: FederationPlan) -> Federation:
         enc = EncryptionKey.generate(pid)
         ident.save(keys)
         enc.save(keys)
-        allow.enroll(pid, ident.public_bytes)
+        allow.enroll(pid, ident.public_bytes, "aggregator" if pid == AGGREGATOR_ID else "bank")
         allow.enroll_encryption_key(pid, enc.public_bytes)
     allow.save(root / "allowlist.json")
 

@@ -1,11 +1,14 @@
 """``fraudfl keys``: create identity keys and manage the enrolment allowlist.
 
     fraudfl keys generate --id bank-a --out keys/          writes bank-a.key (0600), bank-a.pub
-    fraudfl keys enroll --allowlist allowlist.json --id bank-a --public-key keys/bank-a.pub
+    fraudfl keys enroll --allowlist allowlist.json --id bank-a --role bank --public-key bank-a.pub
     fraudfl keys list --allowlist allowlist.json
+    fraudfl keys migrate --allowlist allowlist.json --aggregator aggregator
 
 The aggregator accepts protocol messages only from participants in its allowlist, signed by the
-enrolled Ed25519 key; banks use the same file to check each other's advertised round keys.
+enrolled Ed25519 key; banks use the same file to check each other's advertised round keys. Every
+entry has a role (aggregator, bank, auditor): banks take part in rounds only with other banks.
+An allowlist written before roles existed is migrated explicitly, naming the aggregator.
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ from rich.table import Table
 
 from fraudfl.cli.console import output_console
 from fraudfl.errors import FraudflError
-from fraudfl.identity import PUBLIC_KEY_BYTES, Allowlist, Identity, KeyConflict, check_id
+from fraudfl.identity import (
+    PUBLIC_KEY_BYTES,
+    ROLES,
+    Allowlist,
+    Identity,
+    KeyConflict,
+    check_id,
+)
 from fraudfl.transport.sealing import EncryptionKey
 
 
@@ -50,6 +60,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     enr.add_argument("--allowlist", required=True, type=Path, help="allowlist JSON file")
     enr.add_argument("--id", required=True, dest="participant_id", help="participant id")
+    enr.add_argument(
+        "--role", required=True, choices=ROLES,
+        help="what the participant is; only banks can be participants of a round",
+    )
     enr.add_argument("--public-key", required=True, type=Path, help="the <id>.pub file (hex)")
     enr.add_argument(
         "--encryption-public-key", type=Path, help="the <id>.enc.pub file (hex), optional"
@@ -65,6 +79,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     lst.add_argument("--allowlist", required=True, type=Path, help="allowlist JSON file")
     lst.set_defaults(func=run_list)
+
+    mig = sub.add_parser(
+        "migrate", help="give an allowlist written before roles existed its roles",
+        description="Mark --aggregator as the aggregator and every other participant as a bank, "
+        "in place. Refused when the file already has roles.",
+    )
+    mig.add_argument("--allowlist", required=True, type=Path, help="allowlist JSON file")
+    mig.add_argument("--aggregator", required=True, help="the aggregator's participant id")
+    mig.set_defaults(func=run_migrate)
 
 
 def _read_public_key(path: Path) -> bytes:
@@ -111,10 +134,11 @@ def run_enroll(args: argparse.Namespace) -> int:
     allow = _load_allowlist(args.allowlist, must_exist=False)
     if args.replace:
         allow.participants.pop(args.participant_id, None)
+        allow.roles.pop(args.participant_id, None)
         if args.encryption_public_key is not None:
             allow.encryption_keys.pop(args.participant_id, None)
     try:
-        allow.enroll(args.participant_id, public)
+        allow.enroll(args.participant_id, public, args.role)
     except ValueError as exc:  # not a valid Ed25519 point
         raise FraudflError(f"{args.public_key}: not an Ed25519 public key ({exc})") from exc
     except FraudflError as exc:
@@ -129,15 +153,27 @@ def run_enroll(args: argparse.Namespace) -> int:
             hint = "; pass --replace to rotate it" if isinstance(exc, KeyConflict) else ""
             raise FraudflError(f"{args.encryption_public_key}: {exc}{hint}") from exc
     allow.save(args.allowlist)
-    print(f"enrolled {args.participant_id} ({fingerprint(public)}) in {args.allowlist}")
+    print(f"enrolled {args.participant_id} as {args.role} ({fingerprint(public)}) in "
+          f"{args.allowlist}")
     return 0
 
 
 def run_list(args: argparse.Namespace) -> int:
     allow = _load_allowlist(args.allowlist, must_exist=True)
-    table = Table("participant", "identity key fingerprint", "encryption key")
+    table = Table("participant", "role", "identity key fingerprint", "encryption key")
     for pid in sorted(allow.participants):
         enc = allow.encryption_key_of(pid)
-        table.add_row(pid, fingerprint(allow.participants[pid]), fingerprint(enc) if enc else "-")
+        table.add_row(pid, allow.role_of(pid) or "-", fingerprint(allow.participants[pid]),
+                      fingerprint(enc) if enc else "-")
     output_console().print(table)
+    return 0
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    check_id("--aggregator", args.aggregator)
+    allow = Allowlist.load(args.allowlist, migrate_aggregator=args.aggregator)
+    allow.save(args.allowlist)
+    banks = allow.members("bank")
+    print(f"{args.allowlist}: {args.aggregator} is the aggregator; {len(banks)} banks: "
+          f"{', '.join(banks)}")
     return 0

@@ -81,10 +81,28 @@ REJECT_REASONS: tuple[str, ...] = (
     "inconsistent",
     "undecryptable",
     "decryption_failed",
+    # A message whose handling raised an unexpected error: counted and skipped so that no
+    # single message can stop a service (``fraudfl.isolation``).
+    "handler_error",
 )
 RecoveryOutcome = Literal["resumed", "round_aborted"]
 QualityMetric = Literal["auprc", "roc_auc", "loss"]
-DeclineReason = Literal["privacy_budget", "no_data", "error"]
+# Budget and data first, then the consortium policy's refusals (``fraudfl.rounds.policy.Refusal``).
+DeclineReason = Literal[
+    "privacy_budget",
+    "no_data",
+    "error",
+    "round_not_next",
+    "non_bank_participant",
+    "too_few_banks",
+    "graph_too_sparse",
+    "threshold_too_low",
+    "setup_mismatch",
+    "task_not_allowed",
+    "out_of_bounds",
+    "stats_already_answered",
+    "too_many_rounds",
+]
 KafkaErrorReason = Literal["send_failed", "receive_failed", "connection_lost", "timeout"]
 Endpoint = Literal["score", "health", "model", "stream"]
 Outcome = Literal["ok", "client_error", "server_error"]

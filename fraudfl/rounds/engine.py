@@ -9,8 +9,9 @@ exactly as in the aggregator and bank-node services; what the grid leaves out is
 services add around them: signing and sealing envelopes, Kafka, checkpoints, metrics.
 
 ``fraudfl simulate`` runs on it (:mod:`fraudfl.simulation`), and so do the tests of the round
-protocol. A bank can be made to miss a round (``absent``: it never sees the announcement, as a
-bank that is down) or to drop out part-way (``drop``: its replies from a given one on are lost).
+protocol. A bank can be made to miss a round (``absent``: none of its replies in that round
+arrive, as a bank too slow for the stage deadline) or to drop out for good (``drop``: its replies
+from a given one on are lost).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from fraudfl.rounds.messages import ANNOUNCE, MODEL, ModelInfo, decode_model
+from fraudfl.rounds.messages import MODEL, ModelInfo, decode_model
 from fraudfl.rounds.orchestrator import Orchestrator, Outbound
 from fraudfl.rounds.participant import BankParticipant, Reply
 
@@ -43,7 +44,8 @@ class InMemoryGrid:
     orchestrator: Orchestrator
     banks: Mapping[str, BankParticipant]
     now: float = 0.0
-    # (bank, round) -> True: the bank does not see that round's announcement.
+    # (bank, round) -> True: the bank's replies in that round are lost (it reads everything, as
+    # a bank does from the topics, but answers too late).
     absent: Callable[[str, int], bool] | None = None
     # bank -> predicate(reply) returning True to lose that reply and all after it (dropout).
     drop: dict[str, Callable[[Reply], bool]] = field(default_factory=dict)
@@ -91,10 +93,9 @@ class InMemoryGrid:
             for bank_id in targets:
                 if bank_id in self.dead or bank_id not in self.banks:
                     continue
-                if (msg.payload_type == ANNOUNCE and self.absent is not None
-                        and self.absent(bank_id, msg.round)):
-                    continue
                 for reply in self.banks[bank_id].receive(msg.payload_type, msg.payload):
+                    if self.absent is not None and self.absent(bank_id, reply.round):
+                        continue
                     rule = self.drop.get(bank_id)
                     if rule is not None and rule(reply):
                         self.dead.add(bank_id)

@@ -9,7 +9,6 @@ of signed transport envelopes; the envelope's ``payload_type`` repeats the kind.
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -17,10 +16,14 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fraudfl import boundedjson
+
 MAGIC = b"FFRM"
 VERSION = 1
 _HEAD = struct.Struct(">4sBBI")
 MAX_HEADER_BYTES = 1 << 20
+# The deepest real header (a model's pipeline) nests a handful of levels.
+MAX_HEADER_DEPTH = 16
 
 ANNOUNCE = "round.announce"
 DECLINE = "round.decline"
@@ -89,7 +92,9 @@ class Announcement(_Header):
     personal_layers: int = Field(default=0, ge=0)
 
 
-DeclineReason = Literal["privacy_budget", "policy", "no_data", "error"]
+# "policy": the round is outside the consortium policy the bank holds (the detail names the
+# rule, a ``fraudfl.rounds.policy.Refusal``).
+DeclineReason = Literal["privacy_budget", "no_data", "error", "policy"]
 
 
 class Decline(_Header):
@@ -153,8 +158,10 @@ def decode(data: bytes, cls: type[H]) -> tuple[H, bytes]:
         raise ControlMessageError("control header length out of range")
     raw = data[_HEAD.size : _HEAD.size + head_len]
     try:
-        header = cls.model_validate(json.loads(raw))
-    except (ValueError, ValidationError) as exc:
+        header = cls.model_validate(
+            boundedjson.loads(raw, max_bytes=MAX_HEADER_BYTES, max_depth=MAX_HEADER_DEPTH)
+        )
+    except (ValueError, ValidationError, RecursionError) as exc:
         raise ControlMessageError(f"invalid {cls.__name__}: {exc}".splitlines()[0]) from exc
     return header, bytes(data[_HEAD.size + head_len :])
 

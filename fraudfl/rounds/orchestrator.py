@@ -69,9 +69,12 @@ from fraudfl.secagg.messages import (
     STAGE_ADVERTISE,
     STAGE_CONSISTENCY,
     STAGE_MASKED,
+    STAGE_SETUP,
     STAGE_SHARE,
     STAGE_UNMASK,
+    Abort,
 )
+from fraudfl.secagg.messages import encode as encode_secagg
 from fraudfl.secagg.plain import PlainSumServer
 from fraudfl.secagg.server import Outgoing, SecAggServer, ServerStatus
 from fraudfl.strategy import Strategy, SummedUpdate, make_strategy
@@ -149,10 +152,10 @@ class Orchestrator:
         self.schema = schema
         self.evaluator = evaluator
         self.federation = config.federation_id
-        # Enrolled banks: everyone on the allowlist except the aggregator itself. The allowlist
-        # is loaded once at start-up, so this is fixed; computed here rather than per message.
+        # Enrolled banks: the allowlist's bank role (banks refuse rounds with anyone else). The
+        # allowlist is loaded once at start-up, so this is fixed; computed here, not per message.
         self.banks: tuple[str, ...] = tuple(
-            sorted(p for p in allowlist.participants if p != identity.participant_id)
+            p for p in allowlist.members("bank") if p != identity.participant_id
         )
         if len(self.banks) < config.rounds.min_banks:
             # No round could ever start: refuse at start-up instead of aborting round 0.
@@ -691,4 +694,12 @@ class Orchestrator:
                 rec.cause = "aggregator_restart"
                 self.history.append(rec)
                 self.current = None
-                self.outbox = [o for o in self.outbox if o.topic == "models"]
+                # Banks accept only the next round number (fraudfl.rounds.policy), so the
+                # aborted round's announcement still goes out if it had not, followed by a
+                # signed Abort of it: banks then count the round as over without training.
+                abort = encode_secagg(self.identity, self.federation, self.round,
+                                      Abort(rec.reason), stage=STAGE_SETUP)
+                self.outbox = [o for o in self.outbox
+                               if o.topic == "models" or o.payload_type == ANNOUNCE] + [
+                    Outbound("control", "*", self.round, "setup", SECAGG, abort, self.banks)
+                ]

@@ -9,12 +9,19 @@ deadlines after the first one can be tight.
 
 A training round needs the global model it names; when the announcement overtakes the model on
 the models topic, it waits as ``pending`` until the model arrives.
+
+Before any of that, the bank checks the announcement against the consortium policy it holds
+(``fraudfl.rounds.policy``): round numbers go up by exactly one, only enrolled banks take part,
+the graph, threshold, task and its parameters are within bounds, the statistics task is
+answered once. A round outside the policy is declined with the rule it breaks, before any data
+is read or privacy charged.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,8 +68,17 @@ from fraudfl.rounds.messages import (
     encode,
 )
 from fraudfl.rounds.noise import NoiseCalibration, NoisePlan
+from fraudfl.rounds.policy import (
+    DAY_S,
+    BankHistory,
+    ConsortiumPolicy,
+    PolicyRefusal,
+    Refusal,
+    check_announcement,
+)
 from fraudfl.secagg.client import ClientStage, SecAggClient
-from fraudfl.secagg.errors import MessageRejected, SecAggError
+from fraudfl.secagg.errors import MessageRejected, SecAggError, UsageError
+from fraudfl.secagg.messages import RoundSetup
 from fraudfl.secagg.messages import decode as decode_secagg
 from fraudfl.secagg.plain import PlainSumClient
 from fraudfl.training.local import LocalResult, TrainConfig, train_local
@@ -96,6 +112,7 @@ class RoundReport:
     round: int
     kind: RoundKind
     declined: bool = False
+    decline_reason: str = ""
     examples: int = 0
     loss: float = math.nan
 
@@ -112,6 +129,7 @@ class BankParticipant:
         schema: Schema,
         accountant: PrivacyAccountant,
         calibration: NoiseCalibration | None = None,
+        policy: ConsortiumPolicy | None = None,
         *,
         source: str = "bank data",
         rng: Callable[[int], np.random.Generator] | None = None,
@@ -135,9 +153,11 @@ class BankParticipant:
         self.frame = frame
         self.schema = schema
         self.accountant = accountant
+        self.policy = policy or ConsortiumPolicy()
         self.client = SecAggClient(identity, allowlist, config.federation_id, config.aggregator_id)
         self.plain = PlainSumClient(identity, allowlist, config.federation_id,
                                     config.aggregator_id)
+        self.client.min_other_survivors = self.policy.min_other_banks
         self.model_info: ModelInfo | None = None
         self.params: npt.NDArray[np.float32] | None = None
         self.pending: bytes | None = None
@@ -153,6 +173,15 @@ class BankParticipant:
         # FedPer federations: this bank's personal head (never sent).
         self.fedper: FedPerBank | None = None
         self.rejections: dict[str, int] = {}
+        # Policy state, persisted: the newest round announced in sequence, whether the
+        # statistics task was answered, and when the bank did work for recent rounds.
+        self.last_announced = -1
+        self.stats_answered = False
+        self.stats_round = -1
+        self.round_times: list[float] = []
+        # Every decline (budget or policy refusal) by its reason; the service counts them.
+        self.on_decline: Callable[[str], None] | None = None
+        self.clock: Callable[[], float] = time.time
         self._data: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]] | None = None
 
     @property
@@ -204,6 +233,11 @@ class BankParticipant:
 
     def _on_model(self, payload: bytes) -> list[Reply]:
         info, params = decode_model(payload)
+        bounds = self.policy.tasks.train
+        if bounds is not None and info.num_params > bounds.max_num_params:
+            self._reject("too_large", f"model v{info.version} has {info.num_params} parameters, "
+                         f"the policy allows {bounds.max_num_params}")
+            return []
         if self.model_info is not None and info.version <= self.model_info.version:
             return []
         self.model_info, self.params = info, params
@@ -227,12 +261,32 @@ class BankParticipant:
         except MessageRejected as exc:
             self._reject(exc.reason.value, exc.detail)
             return []
+        except UsageError as exc:
+            # The round's parameters do not fit the input this bank computed for it (e.g. a
+            # vector length the announcement did not imply): the aggregator's inconsistency,
+            # so a rejection, not a crash of the bank.
+            self._reject("inconsistent", str(exc))
+            return []
+        if self.client.stage is ClientStage.DONE and self.client.last_round == self.stats_round:
+            # Its unmask shares are out: the statistics sum with this bank in it can be opened.
+            self.stats_answered = True
         # Label replies by the protocol stage they answer (as the aggregator names stages).
         stage = _REPLY_STAGE.get(self.client.stage, "secagg") if self.client.stage else "secagg"
         return [Reply(self.client.last_round, stage, SECAGG, r) for r in replies]
 
     def _on_announce(self, payload: bytes) -> list[Reply]:
         ann, setup = decode(payload, Announcement)
+        # Every announcement, whether this bank takes part or not, must carry the next round
+        # number: an aggregator free to pick numbers could grind the SecAgg+ graph seed. A
+        # skipped number does not advance the sequence, so announcing a throwaway round first
+        # does not help either.
+        if ann.round == self.last_announced + 1:
+            self.last_announced = ann.round
+        elif ann.round > self.last_announced:
+            return self._refuse(ann, PolicyRefusal(
+                Refusal.ROUND_NOT_NEXT,
+                f"round {ann.round} announced after round {self.last_announced}",
+            ))
         if self.bank_id not in ann.participants:
             return []
         if ann.round == self.handled_round:
@@ -242,17 +296,21 @@ class BankParticipant:
             if client.last_round != ann.round:
                 return []
             return self._setup(ann.round, setup, ann.secure)
-        if ann.round < self.handled_round or ann.round <= self.closed_round:
+        if (ann.round < self.last_announced or ann.round < self.handled_round
+                or ann.round <= self.closed_round):
             # A round that is already over, read while catching up (a bank started late or
             # down for a while): training for it would spend privacy budget for nothing.
             log.info("%s: skipping stale announcement of round %d", self.bank_id, ann.round)
             return []
         if not ann.secure and not self.config.allow_plain_sum:
-            self.handled_round = ann.round
-            return self._decline(ann.round, "policy",
-                                 "the round would send this bank's input unmasked")
+            return self._refuse(ann, PolicyRefusal(
+                Refusal.PLAIN_SUM, "the round would send this bank's input unmasked"))
+        refusal = self._policy_refusal(ann, setup)
+        if refusal is not None:
+            return self._refuse(ann, refusal)
         if ann.kind == "stats":
             self.handled_round = ann.round
+            self.round_times.append(self.clock())
             return self._stats_round(ann, setup)
         if (
             self.model_info is None
@@ -264,7 +322,56 @@ class BankParticipant:
             self.pending = payload
             return []
         self.handled_round = ann.round
+        self.round_times.append(self.clock())
         return self._train_round(ann, setup)
+
+    def _policy_refusal(self, ann: Announcement, setup: bytes) -> PolicyRefusal | None:
+        # The policy is checked on the setup's parameters, then the whole setup is verified
+        # (signature, graph seed, threshold, roles), before the bank reads its data or charges
+        # privacy for the round.
+        try:
+            message = decode_secagg(setup)
+        except MessageRejected as exc:
+            return PolicyRefusal(Refusal.SETUP_MISMATCH, f"unreadable setup: {exc.detail}")
+        if not isinstance(message.payload, RoundSetup) or message.header.round != ann.round:
+            return PolicyRefusal(Refusal.SETUP_MISMATCH, "the blob is not this round's setup")
+        now = self.clock()
+        self.round_times = [t for t in self.round_times if now - t < DAY_S]
+        history = BankHistory(ann.round - 1, self.stats_answered, len(self.round_times))
+        refusal = check_announcement(
+            self.policy, ann, message.payload.params, self.allowlist, self.config.aggregator_id,
+            history,
+        )
+        if refusal is not None:
+            return refusal
+        if not ann.secure:
+            return None  # a plain sum (simulation only, allowed above): no keys to verify
+        try:
+            self.client.check_setup(setup)
+        except MessageRejected as exc:
+            return PolicyRefusal(Refusal.SETUP_MISMATCH, f"setup refused: {exc.detail}")
+        return None
+
+    def _refuse(self, ann: Announcement, refusal: PolicyRefusal) -> list[Reply]:
+        """Decline a round outside the policy (log, count); nothing about the data leaves."""
+        log.warning("%s: refusing round %d (%s): %s", self.bank_id, ann.round,
+                    refusal.reason.value, refusal.detail)
+        self._count_decline(refusal.reason.value)
+        if self.bank_id not in ann.participants:
+            return []
+        if ann.round == self.last_announced and ann.round > self.handled_round:
+            # In sequence: the round is dealt with. An out-of-sequence number moves nothing,
+            # so it cannot make the genuine next round look stale.
+            self.handled_round = ann.round
+            self.pending = None
+        self.last_report = RoundReport(ann.round, ann.kind, declined=True,
+                                       decline_reason=refusal.reason.value)
+        body = Decline(round=ann.round, reason="policy", detail=refusal.reason.value)
+        return [Reply(ann.round, "announce", DECLINE, encode(body))]
+
+    def _count_decline(self, reason: str) -> None:
+        if self.on_decline is not None:
+            self.on_decline(reason)
 
     # -- local work --------------------------------------------------------------------------
 
@@ -280,7 +387,9 @@ class BankParticipant:
         self, round_number: int, reason: DeclineReason, detail: str
     ) -> list[Reply]:
         log.warning("%s: declining round %d: %s", self.bank_id, round_number, detail)
-        self.last_report = RoundReport(round_number, "train", declined=True)
+        self._count_decline(reason)
+        self.last_report = RoundReport(round_number, "train", declined=True,
+                                       decline_reason=reason)
         body = Decline(round=round_number, reason=reason, detail=detail)
         return [Reply(round_number, "announce", DECLINE, encode(body))]
 
@@ -289,6 +398,9 @@ class BankParticipant:
         frac = ann.stats_frac_bits or exact_sum.DEFAULT_FRAC_BITS
         digits = exact_sum.encode(stats.to_vector(), len(ann.participants), 32, frac)
         (self.client if ann.secure else self.plain).set_input(digits)
+        # Answered once per federation (policy) once its unmask shares are out: a second
+        # answer, with a different set of banks, would give its statistics away by subtraction.
+        self.stats_round = ann.round
         self.last_report = RoundReport(ann.round, "stats", examples=stats.count)
         return self._setup(ann.round, setup, ann.secure)
 
@@ -313,6 +425,15 @@ class BankParticipant:
         self.last_train = ann.train
         cfg = self._train_config(spec, ann.train)
         fedper = self._fedper_state(model, ann.personal_layers)
+        length = len(self.params) if fedper is None else fedper.partition.shared_size
+        setup_params = decode_secagg(setup).payload
+        assert isinstance(setup_params, RoundSetup)  # checked in _policy_refusal
+        if setup_params.params.vector_length != length or not setup_params.params.weighted:
+            # Found now rather than after training, when masking would fail on it.
+            return self._refuse(ann, PolicyRefusal(
+                Refusal.SETUP_MISMATCH,
+                f"setup sums {setup_params.params.vector_length} values, the update has {length}",
+            ))
         # FedPer: train the global body with this bank's own head, which never leaves it.
         start = self.params if fedper is None else fedper.start_params(self.params)
         rng = self._rng(ann.round)
@@ -348,7 +469,8 @@ class BankParticipant:
             update = result.params.astype(np.float64) - self.params.astype(np.float64)
         else:
             update = fedper.finish_round(result.params, self.params).astype(np.float64)
-        weight = min(1.0, result.num_examples / ann.weight_scale)
+        weight = (1.0 if self.policy.update_weight == "constant"
+                  else min(1.0, result.num_examples / ann.weight_scale))
         if ann.bank_dp is not None and ann.bank_dp.enabled:
             dp = ann.bank_dp
             update = privatize_update(
@@ -478,6 +600,10 @@ class BankParticipant:
             "bank_id": self.bank_id,
             "handled_round": self.handled_round,
             "closed_round": self.closed_round,
+            "last_announced": self.last_announced,
+            "stats_answered": self.stats_answered,
+            "stats_round": self.stats_round,
+            "round_times": self.round_times,
             "client": self.client.to_dict(),
             "plain": self.plain.to_dict(),
             "model_info": None if self.model_info is None else self.model_info.model_dump(),
@@ -498,12 +624,19 @@ class BankParticipant:
             raise ValueError("state belongs to another bank or format version")
         self.handled_round = int(header["handled_round"])
         self.closed_round = int(header.get("closed_round", -1))
+        # State from before the policy: the newest round it handled is the sequence's start,
+        # and having handled any round means it answered the statistics round (round 0).
+        self.last_announced = int(header.get("last_announced", self.handled_round))
+        self.stats_answered = bool(header.get("stats_answered", self.handled_round >= 0))
+        self.stats_round = int(header.get("stats_round", -1))
+        self.round_times = [float(t) for t in header.get("round_times", [])]
         self.client = SecAggClient.from_dict(header["client"], self.identity, self.allowlist)
         if "plain" in header:
             self.plain = PlainSumClient.from_dict(
                 header["plain"], self.identity, self.allowlist, self.config.federation_id,
                 self.config.aggregator_id,
             )
+        self.client.min_other_survivors = self.policy.min_other_banks
         if header["model_info"] is not None:
             self.model_info = ModelInfo.model_validate(header["model_info"])
             self.params = np.frombuffer(blobs["params"], dtype="<f4").astype(np.float32)

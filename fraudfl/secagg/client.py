@@ -118,6 +118,9 @@ class SecAggClient:
         self.min_threshold_fraction = min_threshold_fraction
         self.rounding = rounding
         self.last_round = -1
+        # Other banks that must be in the survivor set this bank confirms before unmasking: a
+        # sum over this bank and fewer others would give its input away (the bank's policy).
+        self.min_other_survivors = 1
         self._round: _Round | None = None
         self._update: npt.NDArray[np.float64] | None = None
         self._weight: float | None = None
@@ -139,7 +142,7 @@ class SecAggClient:
 
     # -- protocol ----------------------------------------------------------------------------
 
-    def receive(self, data: bytes) -> list[bytes]:
+    def _authentic(self, data: bytes) -> Message:
         msg = decode(data)
         h = msg.header
         if h.federation_id != self.federation_id:
@@ -151,6 +154,26 @@ class SecAggClient:
                 RejectReason.UNKNOWN_SENDER, f"{h.sender!r} is not the aggregator"
             )
         authenticate(self.allowlist, msg)
+        return msg
+
+    def check_setup(self, data: bytes) -> RoundParams:
+        """The parameters of a new round's setup message if this bank would accept them, else
+        :class:`MessageRejected`; changes nothing. A bank calls it before it reads data or
+        charges privacy for the round."""
+        msg = self._authentic(data)
+        if not isinstance(msg.payload, RoundSetup):
+            raise MessageRejected(RejectReason.WRONG_STAGE, "not a round setup")
+        if msg.header.round <= self.last_round:
+            raise MessageRejected(
+                RejectReason.WRONG_ROUND,
+                f"round {msg.header.round} is not after round {self.last_round}",
+            )
+        self._check_params(msg.header.round, msg.payload.params)
+        return msg.payload.params
+
+    def receive(self, data: bytes) -> list[bytes]:
+        msg = self._authentic(data)
+        h = msg.header
         if isinstance(msg.payload, RoundSetup):
             return self._on_setup(msg, msg.payload, data)
         rnd = self._round
@@ -208,18 +231,7 @@ class SecAggClient:
             raise MessageRejected(
                 RejectReason.WRONG_ROUND, f"round {h.round} is not after round {self.last_round}"
             )
-        me = p.index(self.identity.participant_id)
-        if me is None:
-            raise MessageRejected(RejectReason.INCONSISTENT, "this bank is not a participant")
-        if p.graph_seed != graph_seed(self.federation_id, h.round, p.participants):
-            raise MessageRejected(RejectReason.INCONSISTENT, "graph seed is not the agreed one")
-        group = p.group_size
-        if p.threshold <= self.min_threshold_fraction * group:
-            raise MessageRejected(
-                RejectReason.INCONSISTENT,
-                f"threshold {p.threshold} too low for a group of {group} (policy: more than "
-                f"{self.min_threshold_fraction:.0%})",
-            )
+        me = self._check_params(h.round, p)
         enc_sk, enc_pk = crypto.x25519_keypair()
         mask_sk, mask_pk = crypto.x25519_keypair()
         self.last_round = h.round
@@ -228,6 +240,30 @@ class SecAggClient:
         reply = self._send(AdvertiseKeys(enc_pk, mask_pk))
         rnd.replies[RoundSetup.TYPE] = (digest(data), reply)
         return [reply]
+
+    def _check_params(self, round_number: int, p: RoundParams) -> int:
+        """This bank's index if it accepts ``p`` for ``round_number``, else MessageRejected."""
+        me = p.index(self.identity.participant_id)
+        if me is None:
+            raise MessageRejected(RejectReason.INCONSISTENT, "this bank is not a participant")
+        # The aggregator's own key (or any non-bank) as a participant would let it play a bank
+        # with input zero, and the "sum" would be this bank's input.
+        outsiders = [q for q in p.participants
+                     if q == self.server_id or self.allowlist.role_of(q) != "bank"]
+        if outsiders:
+            raise MessageRejected(
+                RejectReason.INCONSISTENT, f"participant {outsiders[0]!r} is not an enrolled bank"
+            )
+        if p.graph_seed != graph_seed(self.federation_id, round_number, p.participants):
+            raise MessageRejected(RejectReason.INCONSISTENT, "graph seed is not the agreed one")
+        group = p.group_size
+        if p.threshold <= self.min_threshold_fraction * group:
+            raise MessageRejected(
+                RejectReason.INCONSISTENT,
+                f"threshold {p.threshold} too low for a group of {group} (policy: more than "
+                f"{self.min_threshold_fraction:.0%})",
+            )
+        return me
 
     def _on_keys(self, rnd: _Round, keylist: KeyList) -> bytes:
         p = rnd.params
@@ -351,6 +387,11 @@ class SecAggClient:
         if len(u3) < p.threshold:
             raise MessageRejected(
                 RejectReason.INCONSISTENT, f"|U3|={len(u3)} is below t={p.threshold}"
+            )
+        if len(u3) - 1 < self.min_other_survivors:
+            raise MessageRejected(
+                RejectReason.INCONSISTENT,
+                f"U3 has {len(u3) - 1} other banks, fewer than {self.min_other_survivors}",
             )
         rnd.u3 = u3
         return self._send(SurvivorConfirm(u3))

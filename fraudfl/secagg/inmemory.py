@@ -79,7 +79,7 @@ class InMemoryFederation:
         self.aggregator = Identity.generate(AGGREGATOR_ID)
         self.banks = {b: Identity.generate(b) for b in bank_ids}
         self.allowlist = Allowlist()
-        self.allowlist.enroll(AGGREGATOR_ID, self.aggregator.public_bytes)
+        self.allowlist.enroll(AGGREGATOR_ID, self.aggregator.public_bytes, "aggregator")
         for bank in self.banks.values():
             self.allowlist.enroll(bank.participant_id, bank.public_bytes)
         self.round = 0

@@ -19,6 +19,7 @@ from fraudfl.privacy.accountant import PrivacyAccountant, PrivacyBudget
 from fraudfl.rounds.messages import MODEL, decode_model
 from fraudfl.rounds.orchestrator import Orchestrator, Outbound
 from fraudfl.rounds.participant import BankParticipant, Reply
+from fraudfl.rounds.policy import ConsortiumPolicy
 
 
 @dataclass
@@ -105,6 +106,7 @@ def make_federation(
     transactions: int | None = None,
     noise_multiplier: float | None = None,
     bank_overrides: dict[str, Any] | None = None,
+    policy: ConsortiumPolicy | None = None,
 ) -> Federation:
     data_dir = generate_bank_data(
         tmp_path / "data", n_banks=n_banks, total_transactions=transactions or 300 * n_banks,
@@ -115,8 +117,9 @@ def make_federation(
     agg_identity = Identity.generate("aggregator")
     identities = {b: Identity.generate(b) for b in files}
     allow = Allowlist()
-    for ident in [agg_identity, *identities.values()]:
-        allow.enroll(ident.participant_id, ident.public_bytes)
+    allow.enroll(agg_identity.participant_id, agg_identity.public_bytes, "aggregator")
+    for ident in identities.values():
+        allow.enroll(ident.participant_id, ident.public_bytes, "bank")
     keyfile = tmp_path / "unused.key"
     keyfile.write_text("")
     common = {
@@ -163,7 +166,8 @@ def make_federation(
             budget=PrivacyBudget(target_epsilon, 1e-4), label=bank_id
         )
         banks[bank_id] = BankParticipant(
-            cfg, identities[bank_id], allow, frame, schema, accountant, source=str(path)
+            cfg, identities[bank_id], allow, frame, schema, accountant, policy=policy,
+            source=str(path),
         )
     orch = Orchestrator(agg_config, agg_identity, allow, schema)
     return Federation(

@@ -10,6 +10,7 @@ from fraudfl.data.stats import FeatureStats, compute_stats
 from fraudfl.rounds.messages import MODEL, SECAGG
 from fraudfl.rounds.orchestrator import Outbound
 from fraudfl.rounds.participant import BankParticipant, Reply
+from fraudfl.rounds.policy import ConsortiumPolicy
 from fraudfl.secagg.messages import MaskedInput, UnmaskShares
 from fraudfl.secagg.messages import decode as decode_secagg
 from fraudfl.secagg.quantize import Quantizer
@@ -270,6 +271,7 @@ def test_secagg_plus_sparse_graph(federation_factory: Callable[..., Federation])
     """SecAgg+ (each bank masks with k neighbours only) gives the same sums."""
     fed = federation_factory(
         n_banks=6, transactions=2400, rounds=1, agg_overrides={"secagg": {"neighbours": 2}},
+        policy=ConsortiumPolicy(min_neighbours=2),  # the banks' policy must allow SecAgg+
     )
     fed.pump(fed.orchestrator.start(fed.now))
     assert fed.orchestrator.completed == 1

@@ -13,6 +13,7 @@ from fraudfl.cli.init import Federation, FederationPlan, write_federation
 from fraudfl.config import AggregatorConfig, BankNodeConfig, load_config
 from fraudfl.errors import FraudflError
 from fraudfl.identity import Identity
+from fraudfl.rounds.policy import file_sha256
 from fraudfl.transport.memory import MemoryBroker, MemoryTransport
 
 
@@ -56,3 +57,27 @@ def test_aggregator_with_fewer_banks_enrolled_than_min_banks(fed: Federation) ->
     with pytest.raises(FraudflError, match=r"enrolled, fewer than rounds.min_banks = 3"):
         AggregatorService(config.model_copy(update={"rounds": rounds}),
                           MemoryTransport(MemoryBroker()))
+
+
+def test_bank_refuses_a_policy_file_other_than_the_pinned_one(
+    fed: Federation, tmp_path: Path
+) -> None:
+    config = load_config(BankNodeConfig, fed.bank_configs["bank_00"], env={})
+    policy = tmp_path / "policy.toml"
+    policy.write_text("min_other_banks = 1\n")
+    pin = file_sha256(policy)
+    service = BankNodeService(config.model_copy(update={"policy": policy, "policy_sha256": pin}),
+                              MemoryTransport(MemoryBroker()))
+    assert service.participant.policy.min_other_banks == 1
+    policy.write_text("min_other_banks = 1\nmin_neighbours = 2\n")  # loosened after pinning
+    with pytest.raises(FraudflError, match=r"policy.toml: policy sha256 .* differs from the pin"):
+        BankNodeService(config.model_copy(update={"policy": policy, "policy_sha256": pin}),
+                        MemoryTransport(MemoryBroker()))
+
+
+def test_services_refuse_roles_that_do_not_fit(fed: Federation) -> None:
+    config = load_config(BankNodeConfig, fed.bank_configs["bank_00"], env={})
+    # A bank told that another bank is its aggregator: it would take that bank's orders.
+    with pytest.raises(FraudflError, match=r"'bank_01' is enrolled as bank, not as the aggr"):
+        BankNodeService(config.model_copy(update={"aggregator_id": "bank_01"}),
+                        MemoryTransport(MemoryBroker()))

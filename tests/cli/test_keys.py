@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fraudfl.cli import main
+from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
 
 
@@ -34,7 +35,7 @@ def test_enroll_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     for bank in ("bank-a", "bank-b"):
         assert main(["keys", "generate", "--id", bank, "--out", str(tmp_path)]) == 0
         assert main([
-            "keys", "enroll", "--allowlist", str(allow), "--id", bank,
+            "keys", "enroll", "--allowlist", str(allow), "--id", bank, "--role", "bank",
             "--public-key", str(tmp_path / f"{bank}.pub"),
         ]) == 0
     loaded = Allowlist.load(allow)
@@ -52,7 +53,8 @@ def test_enroll_refuses_a_different_key_unless_replacing(
     allow = tmp_path / "allowlist.json"
     main(["keys", "generate", "--id", "bank-a", "--out", str(tmp_path / "old")])
     main(["keys", "generate", "--id", "bank-a", "--out", str(tmp_path / "new")])
-    base = ["keys", "enroll", "--allowlist", str(allow), "--id", "bank-a", "--public-key"]
+    base = ["keys", "enroll", "--allowlist", str(allow), "--id", "bank-a", "--role", "bank",
+            "--public-key"]
     assert main([*base, str(tmp_path / "old" / "bank-a.pub")]) == 0
     capsys.readouterr()
     assert main([*base, str(tmp_path / "new" / "bank-a.pub")]) == 2
@@ -73,7 +75,7 @@ def test_enroll_reports_bad_public_key_files(
         pub.write_text(content)
     code = main([
         "keys", "enroll", "--allowlist", str(tmp_path / "a.json"), "--id", "bank-a",
-        "--public-key", str(pub),
+        "--role", "bank", "--public-key", str(pub),
     ])
     assert code == 2
     err = capsys.readouterr().err
@@ -93,7 +95,7 @@ def test_invalid_id_and_missing_allowlist(
     assert "does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("action", ["generate", "enroll", "list"])
+@pytest.mark.parametrize("action", ["generate", "enroll", "list", "migrate"])
 def test_help(action: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["keys", action, "--help"])
@@ -109,7 +111,7 @@ def test_one_key_cannot_serve_two_participants_or_two_roles(
         generate = ["keys", "generate", "--id", pid, "--out", str(tmp_path), "--encryption-key"]
         assert main(generate) == 0
     allow = str(tmp_path / "allowlist.json")
-    enroll = ["keys", "enroll", "--allowlist", allow]
+    enroll = ["keys", "enroll", "--allowlist", allow, "--role", "bank"]
     assert main([*enroll, "--id", "bank-a", "--public-key", str(tmp_path / "bank-a.pub")]) == 0
     capsys.readouterr()
     assert main([*enroll, "--id", "bank-b", "--public-key", str(tmp_path / "bank-a.pub")]) == 2
@@ -119,3 +121,40 @@ def test_one_key_cannot_serve_two_participants_or_two_roles(
                  "--encryption-public-key", str(tmp_path / "bank-b.pub")]) == 2
     assert "already enrolled as the identity key of 'bank-b'" in capsys.readouterr().err
     assert set(Allowlist.load(tmp_path / "allowlist.json").participants) == {"bank-a"}
+
+
+def test_roles_are_written_listed_and_fixed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    allow = tmp_path / "allowlist.json"
+    for pid, role in (("aggregator", "aggregator"), ("bank-a", "bank")):
+        assert main(["keys", "generate", "--id", pid, "--out", str(tmp_path)]) == 0
+        assert main(["keys", "enroll", "--allowlist", str(allow), "--id", pid, "--role", role,
+                     "--public-key", str(tmp_path / f"{pid}.pub")]) == 0
+    assert json.loads(allow.read_text())["roles"] == {"aggregator": "aggregator", "bank-a": "bank"}
+    loaded = Allowlist.load(allow)
+    assert loaded.members("bank") == ("bank-a",) and loaded.role_of("aggregator") == "aggregator"
+    capsys.readouterr()
+    # The same key under another role is a conflict, not a silent promotion to bank.
+    assert main(["keys", "enroll", "--allowlist", str(allow), "--id", "aggregator", "--role",
+                 "bank", "--public-key", str(tmp_path / "aggregator.pub")]) == 2
+    assert "already enrolled as aggregator" in capsys.readouterr().err
+    assert main(["keys", "list", "--allowlist", str(allow)]) == 0
+    assert "aggregator" in capsys.readouterr().out
+
+
+def test_allowlist_without_roles_is_refused_until_migrated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = {pid: Identity.generate(pid).public_bytes.hex() for pid in ("agg", "b1", "b2")}
+    allow = tmp_path / "allowlist.json"
+    allow.write_text(json.dumps({"participants": keys}))
+    with pytest.raises(FraudflError, match="fraudfl keys migrate"):
+        Allowlist.load(allow)
+    assert main(["keys", "migrate", "--allowlist", str(allow), "--aggregator", "nobody"]) == 2
+    assert "'nobody' is not enrolled" in capsys.readouterr().err
+    assert main(["keys", "migrate", "--allowlist", str(allow), "--aggregator", "agg"]) == 0
+    loaded = Allowlist.load(allow)
+    assert loaded.members("bank") == ("b1", "b2") and loaded.members("aggregator") == ("agg",)
+    assert main(["keys", "migrate", "--allowlist", str(allow), "--aggregator", "agg"]) == 2
+    assert "already has roles" in capsys.readouterr().err

@@ -107,7 +107,7 @@ def test_allowlist_that_cannot_be_written(
     assert main(["keys", "generate", "--id", "bank-a", "--out", str(tmp_path)]) == 0
     capsys.readouterr()
     _fails_with(["keys", "enroll", "--allowlist", str(data / "bank_00.csv" / "allowlist.json"),
-                 "--id", "bank-a", "--public-key", str(tmp_path / "bank-a.pub")],
+                 "--id", "bank-a", "--role", "bank", "--public-key", str(tmp_path / "bank-a.pub")],
                 "cannot write allowlist", capsys)
 
 

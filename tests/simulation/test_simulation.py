@@ -90,9 +90,13 @@ def test_fedavg_drops_stragglers_fedprox_keeps_partial_work(small_dataset: Path)
         # the same banks straggle under both strategies
         assert r_avg.stragglers == r_prox.stragglers and len(r_avg.stragglers) == 1
         assert set(r_avg.dropped) == set(r_avg.stragglers) and r_prox.dropped == []
-        # FedAvg sums the two banks that finished; FedProx all four, stragglers included
-        assert set(avg_in[r_avg.round]).isdisjoint(r_avg.stragglers)
-        assert len(avg_in[r_avg.round]) == 3 and len(prox_in[r_prox.round]) == 4
+        # FedAvg sums the three banks that finished in time; FedProx all four, the
+        # straggler's partial work included
+        avg_sum = {r.round: r.survivors for r in avg.orchestrator.history}[r_avg.round]
+        prox_sum = {r.round: r.survivors for r in prox.orchestrator.history}[r_prox.round]
+        assert set(avg_sum).isdisjoint(r_avg.stragglers) and len(avg_sum) == 3
+        assert len(prox_sum) == 4 and set(prox_in[r_prox.round]) == set(prox_sum)
+        assert set(avg_in[r_avg.round]) >= set(avg_sum)
 
 
 def test_strategy_applied_to_the_aggregated_sum(small_dataset: Path) -> None:
@@ -114,12 +118,15 @@ def test_plain_and_secure_sums_give_the_same_model(small_dataset: Path) -> None:
     np.testing.assert_array_equal(plain.final_params, secure.final_params)
 
 
-def test_weights_are_examples_over_the_largest_bank(small_dataset: Path) -> None:
+def test_weights_follow_the_consortium_policy(small_dataset: Path) -> None:
     ds = load_dataset(small_dataset, label_column="Class", drop_columns=["tx_id"])
-    sim, inputs = _run_recording(ds, _cfg(rounds=1, local_epochs=1))
+    sim, inputs = _run_recording(ds, _cfg(rounds=1, local_epochs=1, update_weight="examples"))
     sizes = {s.bank_id: len(s.train) for s in sim.splits}
     for bank, (_, weight) in inputs[1].items():
         assert weight == pytest.approx(sizes[bank] / max(sizes.values()))
+    # the services' default: every bank weighs 1, its example count never leaves it
+    _, inputs = _run_recording(ds, _cfg(rounds=1, local_epochs=1))
+    assert {w for _, w in inputs[1].values()} == {1.0}
 
 
 def test_stragglers_are_seeded_and_follow_the_paper() -> None:
