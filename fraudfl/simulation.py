@@ -450,6 +450,12 @@ def plan_stragglers(
     return {b: straggler_work_fraction(rng, cfg) for b in chosen}
 
 
+def bank_rng(seed: int, index: int) -> Callable[[int], np.random.Generator]:
+    """A simulated bank's generator for round ``rnd`` (batch sampling, DP noise): seeded, so a
+    run is reproducible; a bank node draws from ``os.urandom`` instead."""
+    return lambda rnd: np.random.default_rng([seed, 2, rnd, index])
+
+
 def privacy_state_path(state_dir: Path, bank_id: str) -> Path:
     return state_dir / f"{bank_id}.privacy.json"
 
@@ -520,9 +526,7 @@ class Simulation:
         )
 
     def _bank_rng(self, bank_id: str) -> Callable[[int], np.random.Generator]:
-        index = self.index[bank_id]
-        seed = self.config.seed
-        return lambda rnd: np.random.default_rng([seed, 2, rnd, index])
+        return bank_rng(self.config.seed, self.index[bank_id])
 
     def _round_stragglers(self, rnd: int) -> dict[str, float]:
         plan = self._stragglers.get(rnd)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fraudfl.config import TrainingSettings
+from fraudfl.config import SecAggSettings, TrainingSettings
 from fraudfl.errors import FraudflError
 from fraudfl.strategy import STRATEGY_NAMES
 
@@ -273,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
         privacy=privacy if privacy.enabled else None,
         secure_aggregation=bool(args.secure_aggregation),
         secagg_neighbours=args.secagg_neighbours or 0,
+        secagg_clip_range=getattr(args, "secagg_clip_range", SecAggSettings().clip_range),
         personalization=args.personalization, personal_epochs=args.personal_epochs,
         ditto_lambda=args.ditto_lambda,
     )

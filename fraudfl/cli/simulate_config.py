@@ -130,6 +130,10 @@ def apply_config_file(args: argparse.Namespace) -> None:
                 setattr(args, dest, getattr(privacy, dest))
         if args.dp_engine is None and "engine" in privacy.model_fields_set:
             args.dp_engine = privacy.engine  # type: ignore[attr-defined]
+    secagg = sections.get("secagg")
+    if secagg is not None and "clip_range" in secagg.model_fields_set:
+        # No flag: the quantisation range is a federation setting only a file sets.
+        args.secagg_clip_range = secagg.clip_range  # type: ignore[attr-defined]
     bank_dp = sections.get("bank_dp")
     if bank_dp is not None and bank_dp.enabled:  # type: ignore[attr-defined]
         if args.bank_dp_clip is None:

@@ -144,7 +144,7 @@ class BankParticipant:
         before it is masked (it stays in the process; tests compare the secure sum with it)."""
         self.config = config
         self.source = source
-        self._rng = rng or (lambda _round: secure_generator())
+        self.rng: Callable[[int], np.random.Generator] = rng or (lambda _round: secure_generator())
         self._work_fraction = work_fraction or (lambda _round: 1.0)
         self.on_input: Callable[[int, npt.NDArray[np.float64], float], None] | None = None
         self.bank_id = config.bank_id
@@ -436,7 +436,7 @@ class BankParticipant:
             ))
         # FedPer: train the global body with this bank's own head, which never leaves it.
         start = self.params if fedper is None else fedper.start_params(self.params)
-        rng = self._rng(ann.round)
+        rng = self.rng(ann.round)
         work_fraction = 1.0
         if ann.train.accept_partial_work:
             work_fraction = self._work_fraction(ann.round)
@@ -589,7 +589,7 @@ class BankParticipant:
         return personalize_for_bank(
             self._personalization_config(method), bank_id=self.bank_id, model=spec.build(),
             global_params=params, X_train=X, y_train=y, X_val=X_val, y_val=y_val,
-            base_cfg=base, trainer=trainer, rng=self._rng(info.round), fedper=self.fedper,
+            base_cfg=base, trainer=trainer, rng=self.rng(info.round), fedper=self.fedper,
         )
 
     # -- state -------------------------------------------------------------------------------

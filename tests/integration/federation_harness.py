@@ -162,9 +162,20 @@ class ThreadFederation:
         runner.thread.start()
         return runner
 
-    def start_bank(self, bank_id: str, hook: SendHook | None = None) -> Runner:
+    def start_bank(
+        self, bank_id: str, hook: SendHook | None = None,
+        rng: Callable[[int], np.random.Generator] | None = None,
+    ) -> Runner:
+        """``rng`` replaces the node's unpredictable generator (for a reproducible run)."""
         cfg = self.bank_configs[bank_id]
-        return self._start(bank_id, lambda t: record_inputs(BankNodeService(cfg, t)), hook)
+
+        def make(transport: Transport) -> BankNodeService:
+            service = record_inputs(BankNodeService(cfg, transport))
+            if rng is not None:
+                service.participant.rng = rng
+            return service
+
+        return self._start(bank_id, make, hook)
 
     def start_banks(self, hooks: Mapping[str, SendHook] | None = None) -> None:
         for b in self.bank_ids:
