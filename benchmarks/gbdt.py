@@ -4,8 +4,8 @@
 On generated bank data (``fraudfl.data.generators.generate_bank_data``) every model sees the
 same features (the feature pipeline fitted from the banks' summed statistics) and is scored by
 AUPRC on the global test set. The federated models bin with cut points read off the banks'
-summed grid counts (``fraudfl.trees.binning``, the stand-in for the data layer's federated
-sketch); "pooled" is the same code on all rows as one bank; scikit-learn bins the pooled rows
+summed quantile-sketch counts (``fraudfl.data.sketch`` through ``fraudfl.trees.binning``);
+"pooled" is the same code on all rows as one bank; scikit-learn bins the pooled rows
 itself. DP rows calibrate the noise per bank for the target epsilon over the planned trees
 (delta 0.1/n of the smallest bank), with Poisson row sampling per tree; their base margin is
 the consortium's nominal fraud rate, as label counts are not released under DP. A DP row is
@@ -45,9 +45,8 @@ from fraudfl.trees import (
     BinEdges,
     GBDTParams,
     calibrate_tree_noise,
-    default_grid,
-    edges_from_grid_counts,
-    grid_counts,
+    edges_from_histograms,
+    feature_histograms,
     train_federated,
 )
 from fraudfl.trees.federation import FitResult, secure_sum
@@ -80,7 +79,7 @@ def main() -> None:
     ap.add_argument("--learning-rate", type=float, default=0.1)
     ap.add_argument("--l2", type=float, default=1.0)
     ap.add_argument("--min-child-samples", type=int, default=20)
-    ap.add_argument("--max-bin", type=int, default=255)
+    ap.add_argument("--max-bin", type=int, default=254)
     ap.add_argument("--epsilons", default="1,3,8")
     # DP settings: fewer bins and features per split candidate, shallower trees, a small row
     # sample per tree (amplification) and a larger lambda (noisy hessian sums of a rare class
@@ -110,11 +109,10 @@ def main() -> None:
     raw = {b: pipeline.transform(f) for b, f in ds.banks.items()}
     X_test, y_test = pipeline.transform(ds.test)
     n_features = pipeline.num_features
-    grid = default_grid()
-    counts = sum(grid_counts(X, grid) for X, _ in raw.values())
+    counts = sum(feature_histograms(X) for X, _ in raw.values())
 
     def edges_for(max_bin: int) -> BinEdges:
-        return edges_from_grid_counts(grid, counts, n_features, max_bin)
+        return edges_from_histograms(counts, n_features, max_bin)
 
     edges = edges_for(args.max_bin)
     banks = [BankData(edges.transform(X), y) for X, y in raw.values()]
