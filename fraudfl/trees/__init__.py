@@ -5,12 +5,7 @@ accounting. Nothing here imports torch.
 """
 
 from fraudfl.trees.bank import TaskRefused, TreeBank
-from fraudfl.trees.binning import (
-    BinEdges,
-    default_grid,
-    edges_from_grid_counts,
-    grid_counts,
-)
+from fraudfl.trees.binning import BinEdges, edges_from_histograms, feature_histograms
 from fraudfl.trees.ensemble import TreeEnsemble
 from fraudfl.trees.federation import (
     BankData,
@@ -36,9 +31,8 @@ __all__ = [
     "TreeEnsemble",
     "TreeNoise",
     "calibrate_tree_noise",
-    "default_grid",
-    "edges_from_grid_counts",
-    "grid_counts",
+    "edges_from_histograms",
+    "feature_histograms",
     "pack",
     "plain_sum",
     "quantized_sum",

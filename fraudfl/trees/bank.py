@@ -20,7 +20,6 @@ from fraudfl.privacy.accountant import PrivacyAccountant
 from fraudfl.trees.binning import BinnedArray
 from fraudfl.trees.ensemble import TreeEnsemble, traverse
 from fraudfl.trees.histogram import (
-    HistogramLayout,
     gradients,
     node_histograms,
 )
@@ -193,7 +192,8 @@ class TreeBank:
         ]
         layout = task.layout()
         codes = self.X[self._rows][:, task.features]
-        vec = node_histograms(slots, codes, self._g, self._h, layout)
+        missing = task.ensemble.edges.missing_bin
+        vec = node_histograms(slots, codes, missing, self._g, self._h, layout)
         if self.noise is not None:
             std = self.noise.level_std(len(task.features), self.params.n_outputs)
             vec = add_noise_share(vec, std, self.noise_shares, self.rng)
@@ -213,9 +213,9 @@ class TreeBank:
         slots = slot_map(t.feature.shape, tree, node)[
             np.arange(t.feature.shape[0])[None, :], self._nodes
         ]
-        layout = HistogramLayout(len(tree), 1, 1)
+        layout = task.layout()
         codes = np.zeros((len(self._rows), 1), dtype=np.uint8)
-        vec = node_histograms(slots, codes, self._g, self._h, layout)
+        vec = node_histograms(slots, codes, -1, self._g, self._h, layout)
         if self.noise is not None:
             std = self.noise.leaf_std(self.params.n_outputs)
             vec = add_noise_share(vec, std, self.noise_shares, self.rng)

@@ -1,17 +1,17 @@
 """Bins for the histogram GBDT: per-feature cut points, binned matrices, a missing-value bin.
 
 A feature ``f`` with cut points ``edges[f]`` (strictly increasing, at most ``max_bin - 1`` of
-them) puts a value ``x`` in bin ``searchsorted(edges[f], x, side="left")``, i.e. bin ``t`` holds
-``edges[f][t-1] < x <= edges[f][t]``; a split "bin <= t" is therefore "x <= edges[f][t]".
-Missing values (NaN) get code ``max_bin``, the same for every feature, so a binned matrix is one
-``uint8`` array (``uint16`` above 255 value bins) and the histogram layout is rectangular.
+them) puts a value ``x`` in bin ``searchsorted(edges[f], x, side="right")``, i.e. bin ``t`` holds
+``edges[f][t-1] <= x < edges[f][t]`` (the data layer's :class:`~fraudfl.data.sketch.BinMapper`
+convention); a split "bin <= t" is therefore "x < edges[f][t]". Missing values (NaN) get code
+``max_bin``, the same for every feature, so a binned matrix is one ``uint8`` array (``uint16``
+above 255 value bins) and the histogram layout is rectangular.
 
-The cut points are *given*: in the federation they come from the federated quantile sketch of
-the data layer (issue 11). Until that lands, :func:`grid_counts` and
-:func:`edges_from_grid_counts` are the stand-in: each bank counts its values on a fixed public
-grid, the counts are summed (a secure sum like any other), and the cut points are read off the
-summed counts at equal-count quantiles. **This is the seam**: replace those two functions by the
-data layer's sketch and keep :class:`BinEdges` as the hand-over type.
+The cut points come from the data layer's federated quantile sketch
+(:mod:`fraudfl.data.sketch`): each bank counts every feature column on the sketch's fixed,
+data-independent grid (:func:`feature_histograms`, a secure sum of integers), and
+:func:`edges_from_histograms` reads equal-count cuts off the summed counts, so the federation's
+edges are exactly those of the pooled rows.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fraudfl.data.sketch import GRID_BINS, MAX_BINS, grid_histogram, quantile_edges
 from fraudfl.errors import FraudflError
 
 FloatArray = npt.NDArray[np.float64]
@@ -96,13 +97,13 @@ class BinEdges:
         out = np.empty(x.shape, dtype=self.dtype)
         for f, e in enumerate(self.edges):
             col = x[:, f]
-            codes = np.searchsorted(e, col, side="left")
+            codes = np.searchsorted(e, col, side="right")
             codes[np.isnan(col)] = self.missing_bin
             out[:, f] = codes
         return out
 
     def threshold_value(self, feature: int, bin_: int) -> float:
-        """The value of the split "bin <= ``bin_``" as "x <= value" (inf: all values left)."""
+        """The value of the split "bin <= ``bin_``" as "x < value" (inf: all values left)."""
         e = self.edges[feature]
         return float(e[bin_]) if bin_ < len(e) else math.inf
 
@@ -133,58 +134,37 @@ class BinEdges:
         return cls.of(edges, max_bin)
 
 
-# ---- the seam: quantile cut points from summed grid counts (until issue 11's sketch) ---------
+# ---- cut points from the federated quantile sketch ---------------------------------------
 
-def default_grid(points: int = 2048, bound: float = 1e4) -> FloatArray:
-    """A public grid for standardised features: fine near 0, coarse in the tails (sinh-spaced).
+def feature_histograms(X: npt.ArrayLike) -> FloatArray:
+    """One bank's sketch counts of every feature column, flattened ``features x GRID_BINS``.
 
-    With the defaults neighbouring points are 0.017 apart around 0 and 1.7 % apart in the tails.
-    """
-    top = math.asinh(bound)
-    grid: FloatArray = np.unique(np.sinh(np.linspace(-top, top, points)))
-    return grid
-
-
-def grid_counts(X: npt.ArrayLike, grid: FloatArray) -> FloatArray:
-    """One bank's counts of each feature's values in the grid's cells, flattened (a sum task).
-
-    Cell ``j`` holds ``grid[j-1] < x <= grid[j]`` (cell ``len(grid)``: above the grid); missing
-    values are not counted. Layout: ``features x (len(grid) + 1)``, row-major.
+    The bank's contribution to the secure sum the cut points are read from; missing values are
+    not counted.
     """
     x = np.asarray(X, dtype=np.float64)
-    cells = len(grid) + 1
-    idx = np.searchsorted(grid, x, side="left") + cells * np.arange(x.shape[1])
-    counts: FloatArray = np.bincount(
-        idx[~np.isnan(x)], minlength=cells * x.shape[1]
+    if x.ndim != 2:
+        raise FraudflError(f"feature histograms: expected a matrix, got shape {x.shape}")
+    return np.concatenate(
+        [grid_histogram(x[:, f]) for f in range(x.shape[1])]
     ).astype(np.float64)
-    return counts
 
 
-def edges_from_grid_counts(
-    grid: FloatArray, counts: FloatArray, n_features: int, max_bin: int
-) -> BinEdges:
-    """Cut points at equal-count quantiles of the summed grid counts (at most ``max_bin`` bins).
+def edges_from_histograms(counts: npt.ArrayLike, n_features: int, max_bin: int) -> BinEdges:
+    """Equal-count cut points per feature (at most ``max_bin`` bins) from summed sketch counts.
 
-    A cut is placed at the grid point where the cumulative count crosses each ``k / max_bin``
-    of the feature's total; duplicates collapse, so a feature with few distinct values (a 0/1
-    indicator) gets as many bins as it has occupied cells.
+    Cuts are sketch grid edges (:func:`fraudfl.data.sketch.quantile_edges`), so summed bank
+    histograms and pooled rows give the very same edges; a 0/1 column gets one cut.
     """
-    cells = len(grid) + 1
-    c = np.asarray(counts, dtype=np.float64).reshape(n_features, cells)
-    edges = []
-    for f in range(n_features):
-        cum = np.cumsum(c[f])
-        total = cum[-1]
-        if total <= 0:
-            edges.append(np.zeros(0))
-            continue
-        targets = total * np.arange(1, max_bin) / max_bin
-        # The first cell whose cumulative count reaches each target; cutting at its upper grid
-        # point puts that cell below the cut.
-        j = np.unique(np.searchsorted(cum, targets, side="left"))
-        # A cut above the last occupied cell would leave an empty top bin; the top cell has no
-        # upper grid point.
-        last = int(np.flatnonzero(c[f])[-1])
-        j = j[(j < last) & (j < len(grid))]
-        edges.append(grid[j])
-    return BinEdges.of(edges, max_bin)
+    if not 2 <= max_bin <= MAX_BINS - 1:
+        raise FraudflError(
+            f"max_bin: the quantile sketch gives 2 .. {MAX_BINS - 1} bins, got {max_bin}"
+        )
+    c = np.rint(np.asarray(counts, dtype=np.float64)).astype(np.int64)
+    if c.shape != (n_features * GRID_BINS,) or np.any(c < 0):
+        raise FraudflError(
+            f"feature histograms: expected {n_features} x {GRID_BINS} non-negative counts, "
+            f"got shape {c.shape}"
+        )
+    per_feature = c.reshape(n_features, GRID_BINS)
+    return BinEdges.of([quantile_edges(row, max_bin) for row in per_feature], max_bin)

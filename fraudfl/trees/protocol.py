@@ -122,7 +122,8 @@ class LevelTask:
 
     def layout(self) -> HistogramLayout:
         tree, _ = self.trees.open_nodes(self.depth)
-        return HistogramLayout(len(tree), len(self.features), self.ensemble.edges.n_bins)
+        edges = self.ensemble.edges
+        return HistogramLayout.for_features(len(tree), edges, self.features.tolist())
 
     @property
     def size(self) -> int:
@@ -139,7 +140,7 @@ class LeafTask:
 
     def layout(self) -> HistogramLayout:
         tree, _ = self.trees.leaves()
-        return HistogramLayout(len(tree), 1, 1)
+        return HistogramLayout(len(tree), (1,))
 
     @property
     def size(self) -> int:
@@ -304,8 +305,8 @@ class TreeBuilder:
             self._task = self._reduce_validation(vec)
 
     def _reduce_level(self, task: LevelTask, vec: FloatArray) -> Task:
-        hist = unpack(vec, task.layout())
-        splits = find_splits(hist, task.features, self.params)
+        layout = task.layout()
+        splits = find_splits(unpack(vec, layout), layout, task.features, self.params)
         tree, node = task.trees.open_nodes(task.depth)
         trees = task.trees.with_splits(
             tree, node, splits.feature, splits.split_bin, splits.default_left

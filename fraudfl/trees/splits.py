@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from fraudfl.trees.histogram import HistogramLayout
 from fraudfl.trees.params import GBDTParams
 
 FloatArray = npt.NDArray[np.float64]
@@ -42,11 +43,9 @@ class Splits:
     gain: FloatArray
 
 
-def find_splits(hist: FloatArray, features: IntArray, params: GBDTParams) -> Splits:
-    """Best split of each node of a summed ``(nodes, features, bins, 3)`` histogram.
-
-    ``features[j]`` is the model's feature index of histogram column ``j``.
-    """
+def _group_gains(hist: FloatArray, params: GBDTParams) -> FloatArray:
+    """Gains ``(nodes, features, value bins, direction)`` of features with equal cell counts,
+    ``hist`` being ``(nodes, features, cells, 3)`` with the missing bin last."""
     lam = params.reg_lambda
     values = hist[:, :, :-1, :]
     missing = hist[:, :, -1, :]
@@ -73,20 +72,50 @@ def find_splits(hist: FloatArray, features: IntArray, params: GBDTParams) -> Spl
         with np.errstate(divide="ignore", invalid="ignore"):
             gain = 0.5 * (gl * gl / (hl + lam) + gr * gr / (hr + lam) - parent) - params.gamma
         gains.append(np.where(valid & np.isfinite(gain), gain, -np.inf))
-    # (nodes, features, value bins, direction): the candidate order of the module docstring.
-    gain = np.stack(gains, axis=3)
+    return np.stack(gains, axis=3)
+
+
+def find_splits(
+    hist: FloatArray, layout: HistogramLayout, features: IntArray, params: GBDTParams
+) -> Splits:
+    """Best split of each node of a summed ``(nodes, cells, 3)`` histogram (``layout``).
+
+    ``features[j]`` is the model's feature index of the layout's feature ``j``. Features with
+    the same number of cells are searched together (vectorised); the winner over the groups is
+    the first candidate, in (feature, bin, direction) order, within the tie tolerance of the
+    best gain of all.
+    """
     n_nodes = hist.shape[0]
-    flat = gain.reshape(n_nodes, -1)
-    best = flat.max(axis=1)
+    cells = np.asarray(layout.feature_cells)
+    offsets = layout.offsets
+    groups = []
+    for n in np.unique(cells):
+        js = np.flatnonzero(cells == n)
+        index = offsets[js][:, None] + np.arange(n)[None, :]
+        groups.append((js, _group_gains(hist[:, index, :], params)))
+    best = np.max([gain.reshape(n_nodes, -1).max(axis=1) for _, gain in groups], axis=0)
     tol = TIE_TOLERANCE * np.maximum(np.abs(best), 1e-300)
-    # The first candidate within the tolerance of the best (argmax of a boolean is the first).
-    choice = np.argmax(flat >= (best - tol)[:, None], axis=1)
-    f_idx, t_idx, d_idx = np.unravel_index(choice, gain.shape[1:])
-    splits = best > 0
+    n_features = len(cells)
+    pick_j = np.full(n_nodes, n_features, dtype=np.int64)
+    pick_t = np.zeros(n_nodes, dtype=np.int64)
+    pick_d = np.zeros(n_nodes, dtype=np.int64)
+    for js, gain in groups:
+        flat = gain.reshape(n_nodes, -1)
+        near = flat >= (best - tol)[:, None]
+        # The first near-best candidate of the group (argmax of a boolean is the first True).
+        first = np.argmax(near, axis=1)
+        has = near[np.arange(n_nodes), first]
+        g_idx, t_idx, d_idx = np.unravel_index(first, gain.shape[1:])
+        better = has & (js[g_idx] < pick_j)
+        pick_j = np.where(better, js[g_idx], pick_j)
+        pick_t = np.where(better, t_idx, pick_t)
+        pick_d = np.where(better, d_idx, pick_d)
+    splits = (best > 0) & (pick_j < n_features)
+    safe_j = np.minimum(pick_j, n_features - 1)
     return Splits(
-        feature=np.where(splits, features[f_idx], -1).astype(np.int64),
-        split_bin=np.where(splits, t_idx, 0).astype(np.int64),
-        default_left=(splits & (d_idx == 1)),
+        feature=np.where(splits, features[safe_j], -1).astype(np.int64),
+        split_bin=np.where(splits, pick_t, 0).astype(np.int64),
+        default_left=(splits & (pick_d == 1)),
         gain=np.where(splits, best, 0.0),
     )
 

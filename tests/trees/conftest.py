@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fraudfl.trees import BankData, BinEdges, default_grid, edges_from_grid_counts, grid_counts
+from fraudfl.trees import BankData, BinEdges, edges_from_histograms, feature_histograms
 
 MAX_BIN = 15
 
@@ -30,10 +30,9 @@ def make_banks(
 
 
 def federated_edges(Xs: list[np.ndarray], max_bin: int = MAX_BIN) -> BinEdges:
-    """Cut points from the banks' summed grid counts (the stand-in for issue 11's sketch)."""
-    grid = default_grid()
-    total = sum(grid_counts(X, grid) for X in Xs)
-    return edges_from_grid_counts(grid, total, Xs[0].shape[1], max_bin)
+    """Cut points from the banks' summed quantile-sketch counts."""
+    total = sum(feature_histograms(X) for X in Xs)
+    return edges_from_histograms(total, Xs[0].shape[1], max_bin)
 
 
 @pytest.fixture

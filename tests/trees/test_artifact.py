@@ -22,9 +22,8 @@ from fraudfl.scoring.scorer import Scorer
 from fraudfl.trees import (
     BankData,
     GBDTParams,
-    default_grid,
-    edges_from_grid_counts,
-    grid_counts,
+    edges_from_histograms,
+    feature_histograms,
     train_federated,
 )
 
@@ -37,8 +36,7 @@ def tree_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelArtifact,
     train, val = train_val_split(data.banks[data.bank_ids[0]], data.schema, 0.3, 0)
     pipeline = FeaturePipeline.fit(compute_stats(train, data.schema))
     X, y = pipeline.transform(train)
-    grid = default_grid()
-    edges = edges_from_grid_counts(grid, grid_counts(X, grid), pipeline.num_features, 63)
+    edges = edges_from_histograms(feature_histograms(X), pipeline.num_features, 63)
     params = GBDTParams(n_estimators=15, max_depth=4, learning_rate=0.2, max_bin=63)
     model = train_federated([BankData(edges.transform(X), y)], params, edges).ensemble
     X_val, y_val = pipeline.transform(val)

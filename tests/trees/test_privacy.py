@@ -36,13 +36,13 @@ def test_one_row_moves_a_level_vector_by_at_most_the_sensitivity() -> None:
     codes = rng.integers(0, MAX_BIN + 1, (n, n_features)).astype(np.uint8)
     slots = rng.integers(-1, 4, (n, k))
     g, h = clip_gradients(rng.normal(0, 3, (n, k)), rng.normal(0, 1, (n, k)))
-    layout = HistogramLayout(4 * k, n_features, MAX_BIN + 1)
+    layout = HistogramLayout(4 * k, (MAX_BIN + 1,) * n_features)
     slots = slots + np.arange(k) * 4 * (slots >= 0)  # each output's nodes in its own slots
-    full = node_histograms(slots, codes, g, h, layout)
+    full = node_histograms(slots, codes, MAX_BIN, g, h, layout)
     worst = 0.0
     for i in range(0, n, 37):
         keep = np.arange(n) != i
-        less = node_histograms(slots[keep], codes[keep], g[keep], h[keep], layout)
+        less = node_histograms(slots[keep], codes[keep], MAX_BIN, g[keep], h[keep], layout)
         diff = ((full - less).reshape(-1, 3) / STAT_BOUNDS).reshape(-1)
         worst = max(worst, float(np.linalg.norm(diff)))
     assert worst <= level_sensitivity(n_features, k) + 1e-9
