@@ -333,18 +333,24 @@ class _PerSampleClipper:
     def __init__(self, model: nn.Module, max_grad_norm: float) -> None:
         if not isinstance(model, nn.Sequential):
             raise FraudflError("the vectorized DP engine needs an nn.Sequential model")
-        self.layers = list(model)
         self.max_grad_norm = max_grad_norm
+        # Per layer: (kind, layer, weight, bias), looked up once, not per step.
+        self.plan: list[tuple[str, nn.Module, torch.Tensor | None, torch.Tensor | None]] = []
         covered: list[nn.Parameter] = []
-        for layer in self.layers:
+        for layer in model:
             own = list(layer.parameters())
             if isinstance(layer, nn.Linear | nn.LayerNorm):
                 covered += own
+                kind = _LINEAR if isinstance(layer, nn.Linear) else _NORM
+                self.plan.append((kind, layer, layer.weight, layer.bias))
             elif own:
                 raise FraudflError(
                     f"the vectorized DP engine cannot clip {type(layer).__name__} layers; "
                     "use an Opacus engine (ghost/hooks)"
                 )
+            else:
+                self.plan.append((_RELU if isinstance(layer, nn.ReLU) else _OTHER, layer,
+                                  None, None))
         if [id(p) for p in covered] != [id(p) for p in model.parameters()]:
             raise FraudflError("the vectorized DP engine needs layers in parameter order")
 
@@ -355,20 +361,21 @@ class _PerSampleClipper:
         """Write the sum over the batch of per-sample gradients clipped to ``max_grad_norm``
         into ``out`` (one tensor per parameter, in ``model.parameters()`` order and shapes);
         return the batch's mean loss."""
+        saved: list[tuple[torch.Tensor, ...]] = []  # what each layer's backward needs
+        h = xb
         with torch.no_grad():
-            saved: list[tuple[torch.Tensor, ...]] = []  # what each layer's backward needs
-            h = xb
-            for layer in self.layers:
-                if isinstance(layer, nn.Linear):
+            for kind, layer, weight, bias in self.plan:
+                if kind is _LINEAR:
                     saved.append((h,))
-                    h = F.linear(h, layer.weight, layer.bias)
-                elif isinstance(layer, nn.LayerNorm):
+                    h = F.linear(h, weight, bias)  # type: ignore[arg-type]
+                elif kind is _NORM:
+                    norm: nn.LayerNorm = layer  # type: ignore[assignment]
                     normed, mean, rstd = torch.native_layer_norm(
-                        h, layer.normalized_shape, layer.weight, layer.bias, layer.eps
+                        h, norm.normalized_shape, weight, bias, norm.eps
                     )
                     saved.append((h, mean, rstd))
                     h = normed
-                elif isinstance(layer, nn.ReLU):
+                elif kind is _RELU:
                     h = torch.relu(h)
                     saved.append((h,))
                 else:
@@ -381,32 +388,33 @@ class _PerSampleClipper:
         with torch.no_grad():
             n = xb.shape[0]
             sq_norms = torch.zeros(n, dtype=xb.dtype)
-            # Per parameter layer, in reverse: (layer, output gradients, their weight feature).
-            parts: list[tuple[nn.Linear | nn.LayerNorm, torch.Tensor, torch.Tensor]] = []
-            for i in range(len(self.layers) - 1, -1, -1):
-                layer = self.layers[i]
-                if isinstance(layer, nn.Linear):
+            # Per parameter layer, in reverse: (has bias, output gradients, their weight
+            # feature, is Linear).
+            parts: list[tuple[bool, torch.Tensor, torch.Tensor, bool]] = []
+            for i in range(len(self.plan) - 1, -1, -1):
+                kind, layer, weight, bias = self.plan[i]
+                if kind is _LINEAR:
                     (a,) = saved[i]
                     a_sq = torch.linalg.vecdot(a, a)
-                    if layer.bias is not None:
+                    if bias is not None:
                         a_sq += 1.0
                     sq_norms.addcmul_(torch.linalg.vecdot(g, g), a_sq)
-                    parts.append((layer, g, a))
+                    parts.append((bias is not None, g, a, True))
                     if i:
-                        g = g.mm(layer.weight)
-                elif isinstance(layer, nn.LayerNorm):
+                        g = g.mm(weight)  # type: ignore[arg-type]
+                elif kind is _NORM:
                     a, mean, rstd = saved[i]
-                    if layer.elementwise_affine:
+                    if weight is not None:
                         g_xhat = g * ((a - mean) * rstd)  # per-sample weight gradients
                         sq_norms += torch.linalg.vecdot(g_xhat, g_xhat)
-                        if layer.bias is not None:
+                        if bias is not None:
                             sq_norms += torch.linalg.vecdot(g, g)
-                        parts.append((layer, g, g_xhat))
+                        parts.append((bias is not None, g, g_xhat, False))
                     g = torch.ops.aten.native_layer_norm_backward(
-                        g, a, layer.normalized_shape, mean, rstd, layer.weight, layer.bias,
+                        g, a, layer.normalized_shape, mean, rstd, weight, bias,
                         [True, False, False],
                     )[0]
-                elif isinstance(layer, nn.ReLU):
+                elif kind is _RELU:
                     g = torch.ops.aten.threshold_backward(g, saved[i][0], 0)
                 else:
                     a, y_out = saved[i]
@@ -415,14 +423,17 @@ class _PerSampleClipper:
             # The same clip factor as Opacus' DPOptimizer.
             factor = (self.max_grad_norm / (sq_norms.sqrt_() + 1e-6)).clamp_(max=1.0)
             slots = iter(out)
-            for layer, g, feat in reversed(parts):
-                if isinstance(layer, nn.Linear):
+            for has_bias, g, feat, linear in reversed(parts):
+                if linear:
                     torch.mm(g.T, feat * factor.unsqueeze(1), out=next(slots))
                 else:
                     torch.mv(feat.T, factor, out=next(slots))
-                if layer.bias is not None:
+                if has_bias:
                     torch.mv(g.T, factor, out=next(slots))
         return loss / max(1, n)
+
+
+_LINEAR, _NORM, _RELU, _OTHER = "linear", "norm", "relu", "other"
 
 
 def _loss_and_logit_gradient(
