@@ -50,6 +50,8 @@ class FederationPlan:
     # The model each bank serves: the global one, or fine-tuned, Ditto or FedPer (a property of
     # the federation: the aggregator's `[training] personal_layers`).
     personalization: str = "none"
+    # Loopback port of the aggregator's admin endpoint (fraudfl admin); None: disabled.
+    admin_port: int | None = None
     # Extra settings per TOML section, merged over the defaults below.
     aggregator_overrides: dict[str, dict[str, TomlValue]] = field(default_factory=dict)
     bank_overrides: dict[str, dict[str, TomlValue]] = field(default_factory=dict)
@@ -82,6 +84,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--rounds", type=int, default=5, help="rounds to run (default: 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: 0)")
+    p.add_argument("--admin-port", type=int, default=None,
+                   help="loopback port of the aggregator's admin endpoint (fraudfl admin); "
+                        "default: disabled")
     add_personalization_argument(p)
     p.set_defaults(func=run)
 
@@ -106,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             rounds=args.rounds,
             seed=args.seed,
             personalization=args.personalization,
+            admin_port=args.admin_port,
         )
     )
     banks = len(fed.bank_configs)
@@ -189,6 +195,7 @@ def _aggregator_sections(
             "state_dir": f"state/{AGGREGATOR_ID}",
             "schema_file": "data/schema.toml",
             "eval_data": f"data/{test_file}" if test_file else None,
+            "admin_port": plan.admin_port,
         },
         "kafka": {"bootstrap_servers": plan.bootstrap_servers},
         "rounds": {"rounds": plan.rounds, "min_banks": plan.min_banks, "seed": plan.seed},
