@@ -7,12 +7,14 @@
 #   kafka.keystore.p12           broker key + certificate chain (SAN kafka, localhost)
 #   kafka.truststore.p12         the CA, for the broker and the Kafka CLI tools
 #   keystore_creds, truststore_creds   store passwords (the apache/kafka image reads these files)
-#   broker_jaas.conf             SASL/PLAIN users: admin (inter-broker, topic admin) and one per
-#                                participant
-#   admin.properties             client config for kafka-topics.sh over SASL_SSL
+#   broker_jaas.conf             SASL/PLAIN user admin (inter-broker, topic and ACL admin) only;
+#                                participants are SCRAM-SHA-512 users (create-acls.sh)
+#   admin.properties             client config for kafka-topics.sh/kafka-acls.sh over SASL_SSL
 #   <participant>.env            FRAUDFL_KAFKA__SASL_PLAIN_USERNAME/PASSWORD for docker compose
 # The CA private key goes to OUTDIR.ca/ (never mounted anywhere). Needs openssl and keytool
 # (a JDK, or run it inside the apache/kafka image). Refuses to overwrite an existing OUTDIR.
+# Every file but ca.crt is 0600: run as root and the broker's files are given to its uid
+# (BROKER_UID, default 1000: appuser of the apache/kafka image); otherwise chown them yourself.
 set -euo pipefail
 
 out="${1:?usage: make-secrets.sh OUTDIR PARTICIPANT...}"
@@ -67,15 +69,14 @@ admin_pw="$(secret)"
   echo "    org.apache.kafka.common.security.plain.PlainLoginModule required"
   echo "    username=\"admin\""
   echo "    password=\"$admin_pw\""
-  echo "    user_admin=\"$admin_pw\""
-  for p in "${participants[@]}"; do
-    pw="$(secret)"
-    echo "    user_$p=\"$pw\""
-    printf 'FRAUDFL_KAFKA__SASL_PLAIN_USERNAME=%s\nFRAUDFL_KAFKA__SASL_PLAIN_PASSWORD=%s\n' \
-      "$p" "$pw" > "$out/$p.env"
-  done
+  echo "    user_admin=\"$admin_pw\";"
+  echo "    org.apache.kafka.common.security.scram.ScramLoginModule required;"
   echo "};"
 } > "$out/broker_jaas.conf"
+for p in "${participants[@]}"; do
+  printf 'FRAUDFL_KAFKA__SASL_PLAIN_USERNAME=%s\nFRAUDFL_KAFKA__SASL_PLAIN_PASSWORD=%s\n' \
+    "$p" "$(secret)" > "$out/$p.env"
+done
 
 cat > "$out/admin.properties" <<PROPS
 security.protocol=SASL_SSL
@@ -86,9 +87,21 @@ ssl.truststore.type=PKCS12
 ssl.truststore.password=$truststore_pw
 PROPS
 
-# The broker container runs as another uid (appuser): it must be able to read what it mounts.
-chmod 0644 "$out"/*
-chmod 0755 "$out"
-# Participants' SASL passwords are read by docker compose on the host only.
-chmod 0600 "$out"/*.env
+# Secrets stay private (umask 077 made them 0600); only the CA certificate is public.
+chmod 0600 "$out"/*
+chmod 0644 "$out/ca.crt"
+chmod 0711 "$out"
+broker_uid="${BROKER_UID:-1000}"
+broker_files=(kafka.keystore.p12 kafka.truststore.p12 keystore_creds truststore_creds
+              broker_jaas.conf admin.properties)
+if [[ "$(id -u)" == 0 ]]; then
+  # The broker and the ACL job (kafka-init) run as the image's appuser; the participants'
+  # .env files are read by docker compose on the host and by the ACL job.
+  for f in "${broker_files[@]}" "${participants[@]/%/.env}"; do
+    chown "$broker_uid" "$out/$f"
+  done
+else
+  echo "make-secrets.sh: not root; give the broker its files: sudo chown $broker_uid" \
+    "$out/{$(IFS=,; echo "${broker_files[*]}")} $out/*.env" >&2
+fi
 echo "wrote $out (mount read-only into the broker) and $out.ca (CA key: keep offline)"

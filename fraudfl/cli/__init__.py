@@ -74,7 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except FraudflError as exc:
-        print(f"fraudfl {args.command}: error: {exc}", file=sys.stderr)
+        if args.log_format == "json":
+            # Log collectors parse every line of a JSON-logging process.
+            log.error("fraudfl %s: error: %s", args.command, exc)
+        else:
+            print(f"fraudfl {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except TransportError as exc:
         log.error("giving up on the broker: %s", exc)

@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "admin", help="status, extend or stop a running aggregator (local admin endpoint)",
         description=__doc__,
     )
-    p.add_argument("action", choices=["status", "extend", "stop"])
+    p.add_argument("action", choices=["status", "extend", "stop"],
+                   help="status: print JSON; extend N: plan N more rounds; stop: stop cleanly")
     p.add_argument("rounds", nargs="?", type=int, default=None,
                    help="with extend: how many more training rounds")
     p.add_argument("--config", type=Path, required=True, help="the aggregator's TOML config")

