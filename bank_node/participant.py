@@ -75,6 +75,7 @@ from fraudfl.rounds.policy import (
     PolicyRefusal,
     Refusal,
     check_announcement,
+    view_digest,
 )
 from fraudfl.secagg.client import ClientStage, SecAggClient
 from fraudfl.secagg.errors import MessageRejected, SecAggError, UsageError
@@ -284,6 +285,7 @@ class BankParticipant:
         refusal = self._policy_refusal(ann, setup)
         if refusal is not None:
             return self._refuse(ann, refusal)
+        self.client.set_view(view_digest(ann, setup))
         if ann.kind == "stats":
             self.handled_round = ann.round
             self.round_times.append(self.clock())

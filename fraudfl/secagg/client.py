@@ -90,6 +90,7 @@ class _Round:
     u3: tuple[int, ...] = ()  # the survivor set this bank committed to
     replies: dict[int, tuple[str, bytes]] = field(default_factory=dict)  # type -> (digest, reply)
     abort_reason: str = ""
+    view: bytes = crypto.NO_VIEW  # digest of what the bank was shown for this round
 
 
 class SecAggClient:
@@ -124,6 +125,7 @@ class SecAggClient:
         self._round: _Round | None = None
         self._update: npt.NDArray[np.float64] | None = None
         self._weight: float | None = None
+        self._view = crypto.NO_VIEW
 
     # -- local API -------------------------------------------------------------------------
 
@@ -131,6 +133,14 @@ class SecAggClient:
         """The update to contribute this round (``weight`` only when the round is weighted)."""
         self._update = np.asarray(update, dtype=np.float64).ravel().copy()
         self._weight = weight
+
+    def set_view(self, view: bytes) -> None:
+        """The digest of what this bank was shown for the next round it sets up: it signs it
+        in the consistency stage, unmasks only for t banks that signed the same, and mixes it
+        into its pairwise masks."""
+        if len(view) != crypto.VIEW_BYTES:
+            raise ValueError(f"a view digest is {crypto.VIEW_BYTES} bytes")
+        self._view = view
 
     @property
     def stage(self) -> ClientStage | None:
@@ -235,7 +245,7 @@ class SecAggClient:
         enc_sk, enc_pk = crypto.x25519_keypair()
         mask_sk, mask_pk = crypto.x25519_keypair()
         self.last_round = h.round
-        rnd = _Round(p, me, enc_sk, mask_sk, os.urandom(32))
+        rnd = _Round(p, me, enc_sk, mask_sk, os.urandom(32), view=self._view)
         self._round = rnd
         reply = self._send(AdvertiseKeys(enc_pk, mask_pk))
         rnd.replies[RoundSetup.TYPE] = (digest(data), reply)
@@ -370,7 +380,8 @@ class SecAggClient:
         crypto.apply_prg(y, rnd.self_seed, subtract=False)
         for v in sorted(p.neighbour_sets[rnd.me] & set(u2)):
             seed = crypto.pairwise_seed(
-                rnd.mask_sk, rnd.keys[v][1], self.federation_id, self.last_round, rnd.me, v
+                rnd.mask_sk, rnd.keys[v][1], self.federation_id, self.last_round, rnd.me, v,
+                rnd.view,
             )
             crypto.apply_prg(y, seed, subtract=v > rnd.me)
         rnd.held.update(held)
@@ -394,13 +405,18 @@ class SecAggClient:
                 f"U3 has {len(u3) - 1} other banks, fewer than {self.min_other_survivors}",
             )
         rnd.u3 = u3
-        return self._send(SurvivorConfirm(u3))
+        return self._send(SurvivorConfirm(u3, rnd.view))
 
     def _on_unmask(self, rnd: _Round, request: UnmaskRequest) -> bytes:
         p = rnd.params
         if request.survivors != rnd.u3:
             raise MessageRejected(
                 RejectReason.INCONSISTENT, "unmask request for another U3 than this bank confirmed"
+            )
+        if request.view != rnd.view:
+            # The banks that confirmed were shown another task, model or roster than this one.
+            raise MessageRejected(
+                RejectReason.INCONSISTENT, "the confirming banks were shown a different round"
             )
         signers = [i for i, _ in request.confirmations]
         if len(set(signers)) != len(signers) or not set(signers) <= set(rnd.u3):
@@ -410,7 +426,7 @@ class SecAggClient:
                 RejectReason.INCONSISTENT,
                 f"{len(signers)} banks confirmed U3, fewer than t={p.threshold}",
             )
-        statement = SurvivorConfirm(rnd.u3)
+        statement = SurvivorConfirm(rnd.u3, rnd.view)
         for index, signature in request.confirmations:
             signer = p.participants[index]
             public = self.allowlist.key_of(signer)
@@ -445,6 +461,7 @@ class SecAggClient:
             "last_round": self.last_round,
             "update": None if self._update is None else b64(self._update.tobytes()),
             "weight": self._weight,
+            "view": b64(self._view),
             "round": None,
         }
         rnd = self._round
@@ -462,6 +479,7 @@ class SecAggClient:
                 "u3": list(rnd.u3),
                 "replies": {str(t): [d, b64(r)] for t, (d, r) in rnd.replies.items()},
                 "abort_reason": rnd.abort_reason,
+                "view": b64(rnd.view),
             }
         return out
 
@@ -482,6 +500,7 @@ class SecAggClient:
         if state["update"] is not None:
             client._update = np.frombuffer(unb64(state["update"]), dtype=np.float64).copy()
         client._weight = state["weight"]
+        client._view = unb64(state["view"]) if "view" in state else crypto.NO_VIEW
         r = state["round"]
         if r is not None:
             client._round = _Round(
@@ -497,5 +516,6 @@ class SecAggClient:
                 u3=tuple(int(i) for i in r["u3"]),
                 replies={int(t): (d, unb64(x)) for t, (d, x) in r["replies"].items()},
                 abort_reason=r["abort_reason"],
+                view=unb64(r["view"]) if "view" in r else crypto.NO_VIEW,
             )
         return client

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fraudfl.identity import SIGNATURE_BYTES, Identity
-from fraudfl.secagg.crypto import KEY_BYTES, NONCE_BYTES
+from fraudfl.secagg.crypto import KEY_BYTES, NO_VIEW, NONCE_BYTES, VIEW_BYTES
 from fraudfl.secagg.errors import MessageRejected, RejectReason
 from fraudfl.secagg.params import (
     MAX_PARTICIPANTS,
@@ -36,7 +36,8 @@ from fraudfl.secagg.quantize import SUPPORTED_BITS
 from fraudfl.secagg.shamir import SHARE_BYTES
 
 MAGIC = b"FSAG"
-VERSION = 2
+# Version 3: the consistency stage binds the view digest (SurvivorConfirm, UnmaskRequest).
+VERSION = 3
 MAX_MESSAGE_BYTES = 4 * MAX_VECTOR_LENGTH + (1 << 20)
 _FIXED = struct.Struct(">4sBBBQ")
 SHARE_PLAINTEXT_BYTES = 2 * SHARE_BYTES
@@ -309,44 +310,50 @@ class SurvivorList:
 
 @dataclass(frozen=True)
 class SurvivorConfirm:
-    """Stage 4, bank to server: ``U3 indices``. The bank's signature over this message is its
-    one-time commitment to U3, forwarded to the other survivors in :class:`UnmaskRequest`."""
+    """Stage 4, bank to server: ``U3 indices | view 32``. The bank's signature over this message
+    is its one-time commitment to U3 and to the digest of what it was shown for the round,
+    forwarded to the other survivors in :class:`UnmaskRequest`."""
 
     TYPE: ClassVar[int] = 11
     STAGE: ClassVar[int] = STAGE_CONSISTENCY
     survivors: tuple[int, ...]
+    view: bytes = NO_VIEW
 
     def body(self) -> bytes:
-        return _indices(self.survivors)
+        return _indices(self.survivors) + self.view
 
     @classmethod
     def parse(cls, r: _Reader) -> SurvivorConfirm:
-        return cls(r.indices("U3"))
+        return cls(r.indices("U3"), bytes(r.take(VIEW_BYTES, "view digest")))
 
 
 @dataclass(frozen=True)
 class UnmaskRequest:
-    """Stage 5, server to the banks that confirmed: ``U3 indices | count u16 | count x
-    (index u16 | signature 64)``, the signatures of the banks' :class:`SurvivorConfirm`."""
+    """Stage 5, server to the banks that confirmed: ``U3 indices | view 32 | count u16 | count x
+    (index u16 | signature 64)``, the signatures of the banks' :class:`SurvivorConfirm` of U3
+    and that view."""
 
     TYPE: ClassVar[int] = 7
     STAGE: ClassVar[int] = STAGE_UNMASK
     survivors: tuple[int, ...]
     confirmations: tuple[tuple[int, bytes], ...]
+    view: bytes = NO_VIEW
 
     def body(self) -> bytes:
-        return _indices(self.survivors) + struct.pack(">H", len(self.confirmations)) + b"".join(
-            struct.pack(">H", i) + sig for i, sig in self.confirmations
+        return (
+            _indices(self.survivors) + self.view + struct.pack(">H", len(self.confirmations))
+            + b"".join(struct.pack(">H", i) + sig for i, sig in self.confirmations)
         )
 
     @classmethod
     def parse(cls, r: _Reader) -> UnmaskRequest:
         survivors = r.indices("U3")
+        view = bytes(r.take(VIEW_BYTES, "view digest"))
         confirmations = tuple(
             (r.u16("index"), bytes(r.take(SIGNATURE_BYTES, "confirmation")))
             for _ in range(r.count("confirmation count"))
         )
-        return cls(survivors, confirmations)
+        return cls(survivors, confirmations, view)
 
 
 @dataclass(frozen=True)

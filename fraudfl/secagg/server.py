@@ -12,6 +12,7 @@ kinds of share for one bank.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -104,6 +105,8 @@ class SecAggServer:
         self.total: npt.NDArray[np.unsignedinteger] | None = None
         self.u3: list[int] = []
         self.confirmations: dict[int, bytes] = {}  # bank -> its signature of SurvivorConfirm(U3)
+        self.views: dict[int, bytes] = {}  # bank -> the view digest it confirmed
+        self.view = crypto.NO_VIEW  # the view the unmasking proceeds on
         self.self_mask_shares: dict[int, dict[int, bytes]] = {}  # owner -> x -> share of b_u
         self.mask_key_shares: dict[int, dict[int, bytes]] = {}  # owner -> x -> share of s_sk
         self.u4: list[int] = []
@@ -213,6 +216,7 @@ class SecAggServer:
             if payload.survivors != tuple(self.u3):
                 raise MessageRejected(RejectReason.INCONSISTENT, "confirmed another U3")
             self.confirmations[sender] = msg.signature
+            self.views[sender] = payload.view
         else:
             assert isinstance(payload, UnmaskShares)
             self._accept_unmask(sender, payload)
@@ -325,6 +329,14 @@ class SecAggServer:
         answered = sorted(self._answered())
         if self.stage in (STAGE_ADVERTISE, STAGE_SHARE):
             answered = sorted(self._prune(set(answered)))
+        if self.stage == STAGE_CONSISTENCY and answered:
+            # Unmasking proceeds on one view only: the one most banks confirmed (the lowest
+            # digest on a tie, so a restarted server picks the same); banks that confirmed
+            # another were shown something else and are left out, as if they had dropped.
+            views = {i: self.views.get(i, crypto.NO_VIEW) for i in answered}
+            counts = Counter(views.values())
+            self.view = min(counts, key=lambda v: (-counts[v], v))
+            answered = [i for i in answered if views[i] == self.view]
         t = self.params.threshold
         if len(answered) < t:
             return self._abort(
@@ -370,7 +382,9 @@ class SecAggServer:
         if self.stage == STAGE_CONSISTENCY:
             self.stage = STAGE_UNMASK
             self.confirmations = {i: self.confirmations[i] for i in answered}
-            request = UnmaskRequest(tuple(self.u3), tuple(self.confirmations.items()))
+            request = UnmaskRequest(
+                tuple(self.u3), tuple(self.confirmations.items()), self.view
+            )
             return self._broadcast(tuple(names[i] for i in answered), request)
         return self._finish()
 
@@ -409,7 +423,7 @@ class SecAggServer:
         for v, sk in mask_keys.items():
             for u in sorted(p.neighbour_sets[v] & survivors):
                 seed = crypto.pairwise_seed(
-                    sk, self.keys[u].mask_public, self.federation_id, self.round, v, u
+                    sk, self.keys[u].mask_public, self.federation_id, self.round, v, u, self.view
                 )
                 # Bank u added +PRG(s_uv) for v < u and -PRG(s_uv) for v > u; undo it.
                 crypto.apply_prg(total, seed, subtract=v < u)
@@ -460,6 +474,8 @@ class SecAggServer:
             "total": None if self.total is None else b64(self.total.tobytes()),
             "u3": self.u3,
             "confirmations": {str(i): b64(sig) for i, sig in self.confirmations.items()},
+            "views": {str(i): b64(v) for i, v in self.views.items()},
+            "view": b64(self.view),
             "self_mask_shares": _shares_to_dict(self.self_mask_shares),
             "mask_key_shares": _shares_to_dict(self.mask_key_shares),
             "u4": self.u4,
@@ -491,6 +507,8 @@ class SecAggServer:
             server.total = np.frombuffer(unb64(state["total"]), dtype=dtype).copy()
         server.u3 = [int(i) for i in state["u3"]]
         server.confirmations = {int(i): unb64(sig) for i, sig in state["confirmations"].items()}
+        server.views = {int(i): unb64(v) for i, v in state.get("views", {}).items()}
+        server.view = unb64(state["view"]) if "view" in state else crypto.NO_VIEW
         server.self_mask_shares = _shares_from_dict(state["self_mask_shares"])
         server.mask_key_shares = _shares_from_dict(state["mask_key_shares"])
         server.u4 = [int(i) for i in state["u4"]]
