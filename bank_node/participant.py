@@ -88,6 +88,7 @@ log = logging.getLogger(__name__)
 
 
 _REPLY_STAGE = {
+    ClientStage.REVEALED: "advertise_keys",
     ClientStage.SHARED: "share_keys",
     ClientStage.MASKED: "masked_input",
     ClientStage.CONFIRMED: "consistency_check",

@@ -69,6 +69,7 @@ from fraudfl.secagg.messages import (
     STAGE_ADVERTISE,
     STAGE_CONSISTENCY,
     STAGE_MASKED,
+    STAGE_REVEAL,
     STAGE_SETUP,
     STAGE_SHARE,
     STAGE_UNMASK,
@@ -82,6 +83,8 @@ log = logging.getLogger(__name__)
 
 STAGE_LABELS = {
     STAGE_ADVERTISE: "advertise_keys",
+    # SecAgg+'s nonce reveal completes the key advertisement (same label and deadline).
+    STAGE_REVEAL: "advertise_keys",
     STAGE_SHARE: "share_keys",
     STAGE_MASKED: "masked_input",
     STAGE_CONSISTENCY: "consistency_check",
@@ -254,6 +257,7 @@ class Orchestrator:
         t = self.config.timeouts
         return {
             STAGE_ADVERTISE: t.advertise_keys,
+            STAGE_REVEAL: t.advertise_keys,
             STAGE_SHARE: t.share_keys,
             STAGE_MASKED: t.masked_input,
             STAGE_CONSISTENCY: t.consistency_check,

@@ -49,10 +49,23 @@ STAGE_SHARE = 2
 STAGE_MASKED = 3
 STAGE_CONSISTENCY = 4
 STAGE_UNMASK = 5
+# SecAgg+ only, between advertising and sharing keys: banks reveal the graph nonces they
+# committed to with their keys (fraudfl.secagg.graph). Numbered last to keep the others.
+STAGE_REVEAL = 6
 STAGE_NAMES = {
     0: "setup", 1: "advertise keys", 2: "share keys", 3: "masked input", 4: "consistency check",
-    5: "unmask",
+    5: "unmask", 6: "reveal nonces",
 }
+# The order stages run in.
+STAGE_ORDER = (
+    STAGE_SETUP, STAGE_ADVERTISE, STAGE_REVEAL, STAGE_SHARE, STAGE_MASKED, STAGE_CONSISTENCY,
+    STAGE_UNMASK,
+)
+
+
+def stage_rank(stage: int) -> int:
+    """The position of ``stage`` in :data:`STAGE_ORDER`."""
+    return STAGE_ORDER.index(stage)
 
 KIND_SELF_MASK = 0  # share of b_u, revealed for banks that sent a masked input
 KIND_MASK_KEY = 1  # share of s_sk_u, revealed for banks that dropped after sharing
@@ -166,21 +179,27 @@ class RoundSetup:
         return cls(params)
 
 
+NO_COMMITMENT = bytes(32)
+
+
 @dataclass(frozen=True)
 class AdvertiseKeys:
-    """Stage 1, bank to server: ``c_pk 32 | s_pk 32`` (X25519 encryption and mask keys)."""
+    """Stage 1, bank to server: ``c_pk 32 | s_pk 32 | nonce commitment 32`` (X25519 encryption
+    and mask keys, and the commitment to the bank's SecAgg+ graph nonce)."""
 
     TYPE: ClassVar[int] = 2
     STAGE: ClassVar[int] = STAGE_ADVERTISE
     enc_public: bytes
     mask_public: bytes
+    commitment: bytes = NO_COMMITMENT
 
     def body(self) -> bytes:
-        return self.enc_public + self.mask_public
+        return self.enc_public + self.mask_public + self.commitment
 
     @classmethod
     def parse(cls, r: _Reader) -> AdvertiseKeys:
-        return cls(bytes(r.take(KEY_BYTES, "c_pk")), bytes(r.take(KEY_BYTES, "s_pk")))
+        return cls(bytes(r.take(KEY_BYTES, "c_pk")), bytes(r.take(KEY_BYTES, "s_pk")),
+                   bytes(r.take(32, "nonce commitment")))
 
 
 @dataclass(frozen=True)
@@ -189,11 +208,13 @@ class KeyEntry:
     enc_public: bytes
     mask_public: bytes
     signature: bytes  # the bank's own signature of its AdvertiseKeys message
+    commitment: bytes = NO_COMMITMENT
 
 
 @dataclass(frozen=True)
 class KeyList:
-    """Stage 1, server to all: ``count u16 | count x (index u16 | c_pk | s_pk | sig 64)``."""
+    """Stage 1, server to all: ``count u16 | count x (index u16 | c_pk | s_pk | commitment 32 |
+    sig 64)``."""
 
     TYPE: ClassVar[int] = 3
     STAGE: ClassVar[int] = STAGE_ADVERTISE
@@ -201,7 +222,8 @@ class KeyList:
 
     def body(self) -> bytes:
         return struct.pack(">H", len(self.entries)) + b"".join(
-            struct.pack(">H", e.index) + e.enc_public + e.mask_public + e.signature
+            struct.pack(">H", e.index) + e.enc_public + e.mask_public + e.commitment
+            + e.signature
             for e in self.entries
         )
 
@@ -210,13 +232,50 @@ class KeyList:
         entries = []
         for _ in range(r.count("key count")):
             idx = r.u16("index")
+            enc, mask = bytes(r.take(KEY_BYTES, "c_pk")), bytes(r.take(KEY_BYTES, "s_pk"))
+            commitment = bytes(r.take(32, "nonce commitment"))
             entries.append(
-                KeyEntry(
-                    idx, bytes(r.take(KEY_BYTES, "c_pk")), bytes(r.take(KEY_BYTES, "s_pk")),
-                    bytes(r.take(SIGNATURE_BYTES, "key signature")),
-                )
+                KeyEntry(idx, enc, mask, bytes(r.take(SIGNATURE_BYTES, "key signature")),
+                         commitment)
             )
         return cls(tuple(entries))
+
+
+@dataclass(frozen=True)
+class NonceReveal:
+    """Reveal stage (SecAgg+), bank to server: ``nonce 32``, opening its commitment."""
+
+    TYPE: ClassVar[int] = 12
+    STAGE: ClassVar[int] = STAGE_REVEAL
+    nonce: bytes
+
+    def body(self) -> bytes:
+        return self.nonce
+
+    @classmethod
+    def parse(cls, r: _Reader) -> NonceReveal:
+        return cls(bytes(r.take(32, "nonce")))
+
+
+@dataclass(frozen=True)
+class NonceList:
+    """Reveal stage (SecAgg+), server to all: ``count u16 | count x (index u16 | nonce 32)``,
+    every nonce committed to in the key list."""
+
+    TYPE: ClassVar[int] = 13
+    STAGE: ClassVar[int] = STAGE_REVEAL
+    nonces: tuple[tuple[int, bytes], ...]
+
+    def body(self) -> bytes:
+        return struct.pack(">H", len(self.nonces)) + b"".join(
+            struct.pack(">H", i) + n for i, n in self.nonces
+        )
+
+    @classmethod
+    def parse(cls, r: _Reader) -> NonceList:
+        return cls(tuple(
+            (r.u16("index"), bytes(r.take(32, "nonce"))) for _ in range(r.count("nonce count"))
+        ))
 
 
 @dataclass(frozen=True)
@@ -407,7 +466,8 @@ _TYPES: dict[int, Any] = {
     cls.TYPE: cls
     for cls in (
         RoundSetup, AdvertiseKeys, KeyList, ShareKeys, ShareRouting, MaskedInput,
-        SurvivorList, SurvivorConfirm, UnmaskRequest, UnmaskShares, Abort,
+        SurvivorList, SurvivorConfirm, UnmaskRequest, UnmaskShares, Abort, NonceReveal,
+        NonceList,
     )
 }
 

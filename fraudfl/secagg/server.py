@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -25,7 +25,7 @@ from fraudfl.identity import Allowlist, Identity
 from fraudfl.secagg import crypto, shamir
 from fraudfl.secagg.auth import authenticate, b64, unb64
 from fraudfl.secagg.errors import MessageRejected, RejectReason
-from fraudfl.secagg.graph import graph_seed
+from fraudfl.secagg.graph import commitment, graph_seed, mixed_seed
 from fraudfl.secagg.messages import (
     KIND_MASK_KEY,
     KIND_SELF_MASK,
@@ -33,6 +33,7 @@ from fraudfl.secagg.messages import (
     STAGE_CONSISTENCY,
     STAGE_MASKED,
     STAGE_NAMES,
+    STAGE_REVEAL,
     STAGE_SETUP,
     STAGE_SHARE,
     STAGE_UNMASK,
@@ -41,6 +42,8 @@ from fraudfl.secagg.messages import (
     KeyEntry,
     KeyList,
     MaskedInput,
+    NonceList,
+    NonceReveal,
     Payload,
     RoundSetup,
     ShareKeys,
@@ -59,6 +62,7 @@ log = logging.getLogger(__name__)
 
 _BANK_PAYLOAD = {
     STAGE_ADVERTISE: AdvertiseKeys,
+    STAGE_REVEAL: NonceReveal,
     STAGE_SHARE: ShareKeys,
     STAGE_MASKED: MaskedInput,
     STAGE_CONSISTENCY: SurvivorConfirm,
@@ -100,6 +104,7 @@ class SecAggServer:
         self.status = ServerStatus.RUNNING
         self.abort_reason = ""
         self.keys: dict[int, KeyEntry] = {}  # U1
+        self.nonces: dict[int, bytes] = {}  # SecAgg+: revealed graph nonces
         self.sealed: dict[int, dict[int, bytes]] = {}  # sender -> recipient -> share (stage 2)
         self.u2: tuple[int, ...] = ()
         self.total: npt.NDArray[np.unsignedinteger] | None = None
@@ -207,6 +212,11 @@ class SecAggServer:
         payload = msg.payload
         if isinstance(payload, AdvertiseKeys):
             self._accept_keys(sender, payload, msg.signature)
+        elif isinstance(payload, NonceReveal):
+            if commitment(payload.nonce) != self.keys[sender].commitment:
+                raise MessageRejected(RejectReason.INCONSISTENT, "nonce does not open its "
+                                      "commitment")
+            self.nonces[sender] = payload.nonce
         elif isinstance(payload, ShareKeys):
             self._accept_shares(sender, payload)
         elif isinstance(payload, MaskedInput):
@@ -240,7 +250,9 @@ class SecAggServer:
             raise MessageRejected(RejectReason.INCONSISTENT, "advertised keys are not fresh")
         if not all(crypto.valid_public(k) for k in new):
             raise MessageRejected(RejectReason.MALFORMED, "advertised key of small order")
-        self.keys[sender] = KeyEntry(sender, payload.enc_public, payload.mask_public, signature)
+        self.keys[sender] = KeyEntry(
+            sender, payload.enc_public, payload.mask_public, signature, payload.commitment
+        )
 
     def _accept_shares(self, sender: int, payload: ShareKeys) -> None:
         recipients = [r for r, _ in payload.shares]
@@ -292,6 +304,7 @@ class SecAggServer:
     def _expected(self) -> list[int]:
         return {
             STAGE_ADVERTISE: list(range(self.params.n)),
+            STAGE_REVEAL: sorted(self.keys),
             STAGE_SHARE: sorted(self.keys),
             STAGE_MASKED: list(self.u2),
             STAGE_CONSISTENCY: list(self.u3),
@@ -301,6 +314,7 @@ class SecAggServer:
     def _answered(self) -> set[int]:
         return {
             STAGE_ADVERTISE: set(self.keys),
+            STAGE_REVEAL: set(self.nonces),
             STAGE_SHARE: set(self.sealed),
             STAGE_MASKED: set(self.u3),
             STAGE_CONSISTENCY: set(self.confirmations),
@@ -308,26 +322,19 @@ class SecAggServer:
         }.get(self.stage, set())
 
     def _prune(self, members: set[int]) -> set[int]:
-        """Drop banks with fewer than t group members left, until none remain (SecAgg+).
-
-        Such a bank's secrets could never be reconstructed, so it is treated as having dropped
-        now rather than failing the whole round later. With the full graph this never fires
-        while t banks remain.
-        """
-        t, groups = self.params.threshold, self.params.groups
-        while True:
-            starved = {u for u in members if len(groups[u] & members) < t}
-            if not starved:
-                return members
-            log.info(
-                "round %d: excluding %s, fewer than t=%d neighbours left", self.round,
-                [self.params.participants[u] for u in sorted(starved)], t,
-            )
-            members = members - starved
+        kept = self.params.prune(members)
+        if kept != members:
+            log.info("round %d: excluding %s, fewer than t=%d neighbours left", self.round,
+                     [self.params.participants[u] for u in sorted(members - kept)],
+                     self.params.threshold)
+        return kept
 
     def _close_stage(self) -> list[Outgoing]:
         answered = sorted(self._answered())
-        if self.stage in (STAGE_ADVERTISE, STAGE_SHARE):
+        if self.stage == STAGE_REVEAL:
+            return self._close_reveal(answered)
+        if self.stage == STAGE_SHARE or (self.stage == STAGE_ADVERTISE and self.params.full_graph):
+            # (SecAgg+ prunes once the graph is fixed, after the reveal.)
             answered = sorted(self._prune(set(answered)))
         if self.stage == STAGE_CONSISTENCY and answered:
             # Unmasking proceeds on one view only: the one most banks confirmed (the lowest
@@ -344,7 +351,7 @@ class SecAggServer:
             )
         names = self.params.participants
         if self.stage == STAGE_ADVERTISE:
-            self.stage = STAGE_SHARE
+            self.stage = STAGE_SHARE if self.params.full_graph else STAGE_REVEAL
             self.keys = {i: self.keys[i] for i in answered}
             keylist = KeyList(tuple(self.keys[i] for i in answered))
             return self._broadcast(tuple(names[i] for i in answered), keylist)
@@ -387,6 +394,25 @@ class SecAggServer:
             )
             return self._broadcast(tuple(names[i] for i in answered), request)
         return self._finish()
+
+    def _close_reveal(self, answered: list[int]) -> list[Outgoing]:
+        # Every bank in the key list must reveal: were the server free to leave some out, it
+        # could choose among the seeds of the subsets it saw.
+        if len(answered) != len(self.keys):
+            missing = sorted(set(self.keys) - set(answered))
+            return self._abort(f"{self.params.participants[missing[0]]!r} did not reveal its "
+                               "graph nonce; the graph cannot be fixed without it")
+        nonces = {i: self.nonces[i] for i in answered}
+        self.params = replace(self.params, graph_seed=mixed_seed(self.params.graph_seed, nonces))
+        members = sorted(self._prune(set(answered)))
+        if len(members) < self.params.threshold:
+            return self._abort(f"only {len(members)} banks keep t={self.params.threshold} "
+                               "neighbours")
+        self.keys = {i: self.keys[i] for i in members}
+        self.stage = STAGE_SHARE
+        names = self.params.participants
+        return self._broadcast(tuple(names[i] for i in members),
+                               NonceList(tuple(sorted(nonces.items()))))
 
     def _finish(self) -> list[Outgoing]:
         p = self.params
@@ -464,9 +490,11 @@ class SecAggServer:
             "status": self.status.value,
             "abort_reason": self.abort_reason,
             "keys": [
-                [e.index, b64(e.enc_public), b64(e.mask_public), b64(e.signature)]
+                [e.index, b64(e.enc_public), b64(e.mask_public), b64(e.signature),
+                 b64(e.commitment)]
                 for e in self.keys.values()
             ],
+            "nonces": {str(i): b64(n) for i, n in self.nonces.items()},
             "sealed": {
                 str(u): {str(v): b64(ct) for v, ct in d.items()} for u, d in self.sealed.items()
             },
@@ -495,9 +523,11 @@ class SecAggServer:
         server.status = ServerStatus(state["status"])
         server.abort_reason = state["abort_reason"]
         server.keys = {
-            int(i): KeyEntry(int(i), unb64(c), unb64(s), unb64(sig))
-            for i, c, s, sig in state["keys"]
+            int(e[0]): KeyEntry(int(e[0]), unb64(e[1]), unb64(e[2]), unb64(e[3]),
+                                *([unb64(e[4])] if len(e) > 4 else []))
+            for e in state["keys"]
         }
+        server.nonces = {int(i): unb64(n) for i, n in state.get("nonces", {}).items()}
         server.sealed = {
             int(u): {int(v): unb64(ct) for v, ct in d.items()} for u, d in state["sealed"].items()
         }
