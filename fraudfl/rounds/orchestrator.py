@@ -45,7 +45,7 @@ from fraudfl.models import ModelSpec, get_flat_params
 from fraudfl.monitoring.metrics import AbortReason, RoundKind
 from fraudfl.personalization import FedPerStrategy, ParamPartition
 from fraudfl.privacy.accountant import PrivacyAccountant
-from fraudfl.privacy.bank_level import effective_noise_multiplier
+from fraudfl.privacy.bank_level import BankDPConfig, effective_noise_multiplier, max_sum_norm
 from fraudfl.rounds import exact_sum
 from fraudfl.rounds.messages import (
     ANNOUNCE,
@@ -528,6 +528,18 @@ class Orchestrator:
         if problem is None and not np.all(np.isfinite(update_sum / weight_sum)):
             problem = "the averaged update is not finite"
         dp = self.config.bank_dp
+        if problem is None and dp.enabled:
+            # Honest banks clip their updates to C: a longer sum carries a vector no honest
+            # bank sent (a malicious bank can still add any vector within the bound).
+            bound = max_sum_norm(
+                BankDPConfig(dp.clip_norm, dp.noise_multiplier, len(rec.selected),
+                             len(self.banks)),
+                len(rec.survivors), len(update_sum), quantizer.error_bound(len(rec.survivors)),
+            )
+            norm = float(np.linalg.norm(update_sum))
+            if norm > bound:
+                problem = f"the sum's norm {norm:.4g} exceeds {bound:.4g}, the most " \
+                          f"{len(rec.survivors)} clipped updates can reach"
         if problem is None:
             # Under bank-level DP the strategy averages over the banks announced (DP-FedAvg's
             # fixed denominator, McMahan et al. 2018), not over those whose input is in the sum:
