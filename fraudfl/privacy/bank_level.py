@@ -96,6 +96,22 @@ def privatize_update(
     return noisy.astype(np.float32)
 
 
+# Gaussian concentration: ||N(0, s^2 I_d)|| exceeds s * (sqrt(d) + t) with probability at most
+# exp(-t^2 / 2); t = 10 makes an honest sum's refusal a 2e-22 event.
+NORM_TAIL = 10.0
+
+
+def max_sum_norm(
+    cfg: BankDPConfig, banks: int, dim: int, quantisation_error: float = 0.0
+) -> float:
+    """The largest L2 norm a sum of ``banks`` honest privatised updates can have (up to the
+    :data:`NORM_TAIL` event): each clipped to C plus its noise share, and the sum's rounding
+    (``quantisation_error`` per coordinate). A larger sum holds an update no honest bank sent;
+    the aggregator refuses it rather than let one bank scale everyone's model."""
+    noise = cfg.noise_std * math.sqrt(banks) * (math.sqrt(dim) + NORM_TAIL)
+    return banks * cfg.clip_norm + noise + quantisation_error * math.sqrt(dim)
+
+
 def effective_noise_multiplier(noise_multiplier: float, n_expected: int, noising: int) -> float:
     """The noise multiplier of a sum holding ``noising`` banks' shares instead of ``n_expected``."""
     if noising < 0 or n_expected < 1:

@@ -45,7 +45,7 @@ from fraudfl.models import ModelSpec, get_flat_params
 from fraudfl.monitoring.metrics import AbortReason, RoundKind
 from fraudfl.personalization import FedPerStrategy, ParamPartition
 from fraudfl.privacy.accountant import PrivacyAccountant
-from fraudfl.privacy.bank_level import effective_noise_multiplier
+from fraudfl.privacy.bank_level import BankDPConfig, effective_noise_multiplier, max_sum_norm
 from fraudfl.rounds import exact_sum
 from fraudfl.rounds.messages import (
     ANNOUNCE,
@@ -69,6 +69,7 @@ from fraudfl.secagg.messages import (
     STAGE_ADVERTISE,
     STAGE_CONSISTENCY,
     STAGE_MASKED,
+    STAGE_REVEAL,
     STAGE_SETUP,
     STAGE_SHARE,
     STAGE_UNMASK,
@@ -83,6 +84,8 @@ log = logging.getLogger(__name__)
 
 STAGE_LABELS = {
     STAGE_ADVERTISE: "advertise_keys",
+    # SecAgg+'s nonce reveal completes the key advertisement (same label and deadline).
+    STAGE_REVEAL: "advertise_keys",
     STAGE_SHARE: "share_keys",
     STAGE_MASKED: "masked_input",
     STAGE_CONSISTENCY: "consistency_check",
@@ -272,6 +275,7 @@ class Orchestrator:
         t = self.config.timeouts
         return {
             STAGE_ADVERTISE: t.advertise_keys,
+            STAGE_REVEAL: t.advertise_keys,
             STAGE_SHARE: t.share_keys,
             STAGE_MASKED: t.masked_input,
             STAGE_CONSISTENCY: t.consistency_check,
@@ -547,6 +551,18 @@ class Orchestrator:
         if problem is None and not np.all(np.isfinite(update_sum / weight_sum)):
             problem = "the averaged update is not finite"
         dp = self.config.bank_dp
+        if problem is None and dp.enabled:
+            # Honest banks clip their updates to C: a longer sum carries a vector no honest
+            # bank sent (a malicious bank can still add any vector within the bound).
+            bound = max_sum_norm(
+                BankDPConfig(dp.clip_norm, dp.noise_multiplier, len(rec.selected),
+                             len(self.banks)),
+                len(rec.survivors), len(update_sum), quantizer.error_bound(len(rec.survivors)),
+            )
+            norm = float(np.linalg.norm(update_sum))
+            if norm > bound:
+                problem = f"the sum's norm {norm:.4g} exceeds {bound:.4g}, the most " \
+                          f"{len(rec.survivors)} clipped updates can reach"
         if problem is None:
             # Under bank-level DP the strategy averages over the banks announced (DP-FedAvg's
             # fixed denominator, McMahan et al. 2018), not over those whose input is in the sum:

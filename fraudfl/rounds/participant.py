@@ -75,6 +75,7 @@ from fraudfl.rounds.policy import (
     PolicyRefusal,
     Refusal,
     check_announcement,
+    view_digest,
 )
 from fraudfl.secagg.client import ClientStage, SecAggClient
 from fraudfl.secagg.errors import MessageRejected, SecAggError, UsageError
@@ -88,6 +89,7 @@ log = logging.getLogger(__name__)
 
 
 _REPLY_STAGE = {
+    ClientStage.REVEALED: "advertise_keys",
     ClientStage.SHARED: "share_keys",
     ClientStage.MASKED: "masked_input",
     ClientStage.CONFIRMED: "consistency_check",
@@ -308,6 +310,7 @@ class BankParticipant:
         refusal = self._policy_refusal(ann, setup)
         if refusal is not None:
             return self._refuse(ann, refusal)
+        self.client.set_view(view_digest(ann, setup))
         if ann.kind == "stats":
             self.handled_round = ann.round
             self.round_times.append(self.clock())

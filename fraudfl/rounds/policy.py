@@ -31,11 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity, verify
-from fraudfl.rounds.messages import Announcement
+from fraudfl.rounds.messages import Announcement, encode
 from fraudfl.secagg.graph import FULL_GRAPH, effective_degree
 from fraudfl.secagg.params import RoundParams
 
 SIGNING_CONTEXT = b"fraudfl.consortium-policy.v1\x00"
+VIEW_CONTEXT = b"fraudfl.round-view.v1\x00"
 SIGNATURES_SUFFIX = ".sig.json"
 DAY_S = 86_400.0
 
@@ -214,6 +215,14 @@ def check_announcement(
         return refuse(Refusal.OUT_OF_BOUNDS,
                       f"round {ann.round} of {ann.planned_rounds} > {bounds.max_rounds}")
     return None
+
+
+def view_digest(ann: Announcement, setup: bytes) -> bytes:
+    """What a bank was shown for a round: the task, its parameters, the model's hash and the
+    roster (the announcement, re-encoded canonically) and the signed secure-aggregation setup.
+    Banks sign it in the consistency stage and mix it into their pairwise masks, so banks shown
+    different things (Pasquini et al., CCS'22) cannot be unmasked together."""
+    return hashlib.sha256(VIEW_CONTEXT + encode(ann, setup)).digest()
 
 
 # -- the pinned file ----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -29,7 +29,7 @@ from fraudfl.identity import Allowlist, Identity, verify
 from fraudfl.secagg import crypto, shamir
 from fraudfl.secagg.auth import authenticate, b64, digest, unb64
 from fraudfl.secagg.errors import MessageRejected, RejectReason, UsageError
-from fraudfl.secagg.graph import graph_seed
+from fraudfl.secagg.graph import commitment, graph_seed, mixed_seed
 from fraudfl.secagg.messages import (
     KIND_MASK_KEY,
     KIND_SELF_MASK,
@@ -40,6 +40,8 @@ from fraudfl.secagg.messages import (
     KeyList,
     MaskedInput,
     Message,
+    NonceList,
+    NonceReveal,
     RevealedShare,
     RoundSetup,
     ShareKeys,
@@ -61,6 +63,7 @@ log = logging.getLogger(__name__)
 
 class ClientStage(StrEnum):
     ADVERTISED = "advertised"  # keys sent, waiting for the key list
+    REVEALED = "revealed"  # SecAgg+: graph nonce revealed, waiting for everyone's nonces
     SHARED = "shared"  # shares sent, waiting for routed shares
     MASKED = "masked"  # masked input sent, waiting for the survivor list U3
     CONFIRMED = "confirmed"  # committed to U3, waiting for the unmask request
@@ -70,6 +73,7 @@ class ClientStage(StrEnum):
 
 _EXPECTED = {
     ClientStage.ADVERTISED: KeyList,
+    ClientStage.REVEALED: NonceList,
     ClientStage.SHARED: ShareRouting,
     ClientStage.MASKED: SurvivorList,
     ClientStage.CONFIRMED: UnmaskRequest,
@@ -90,6 +94,9 @@ class _Round:
     u3: tuple[int, ...] = ()  # the survivor set this bank committed to
     replies: dict[int, tuple[str, bytes]] = field(default_factory=dict)  # type -> (digest, reply)
     abort_reason: str = ""
+    view: bytes = crypto.NO_VIEW  # digest of what the bank was shown for this round
+    nonce: bytes = b""  # SecAgg+: this bank's graph nonce, committed to with its keys
+    commitments: dict[int, bytes] = field(default_factory=dict)  # index -> nonce commitment
 
 
 class SecAggClient:
@@ -124,6 +131,7 @@ class SecAggClient:
         self._round: _Round | None = None
         self._update: npt.NDArray[np.float64] | None = None
         self._weight: float | None = None
+        self._view = crypto.NO_VIEW
 
     # -- local API -------------------------------------------------------------------------
 
@@ -131,6 +139,14 @@ class SecAggClient:
         """The update to contribute this round (``weight`` only when the round is weighted)."""
         self._update = np.asarray(update, dtype=np.float64).ravel().copy()
         self._weight = weight
+
+    def set_view(self, view: bytes) -> None:
+        """The digest of what this bank was shown for the next round it sets up: it signs it
+        in the consistency stage, unmasks only for t banks that signed the same, and mixes it
+        into its pairwise masks."""
+        if len(view) != crypto.VIEW_BYTES:
+            raise ValueError(f"a view digest is {crypto.VIEW_BYTES} bytes")
+        self._view = view
 
     @property
     def stage(self) -> ClientStage | None:
@@ -202,6 +218,9 @@ class SecAggClient:
             )
         if isinstance(msg.payload, KeyList):
             reply = self._on_keys(rnd, msg.payload)
+            next_stage = ClientStage.SHARED if rnd.params.full_graph else ClientStage.REVEALED
+        elif isinstance(msg.payload, NonceList):
+            reply = self._on_nonces(rnd, msg.payload)
             next_stage = ClientStage.SHARED
         elif isinstance(msg.payload, ShareRouting):
             reply = self._on_routing(rnd, msg.payload)
@@ -235,9 +254,10 @@ class SecAggClient:
         enc_sk, enc_pk = crypto.x25519_keypair()
         mask_sk, mask_pk = crypto.x25519_keypair()
         self.last_round = h.round
-        rnd = _Round(p, me, enc_sk, mask_sk, os.urandom(32))
+        rnd = _Round(p, me, enc_sk, mask_sk, os.urandom(32), view=self._view,
+                     nonce=os.urandom(32))
         self._round = rnd
-        reply = self._send(AdvertiseKeys(enc_pk, mask_pk))
+        reply = self._send(AdvertiseKeys(enc_pk, mask_pk, commitment(rnd.nonce)))
         rnd.replies[RoundSetup.TYPE] = (digest(data), reply)
         return [reply]
 
@@ -284,7 +304,7 @@ class SecAggClient:
             owner = p.participants[e.index]
             signed = signing_bytes(
                 Header(self.federation_id, self.last_round, AdvertiseKeys.STAGE, owner),
-                AdvertiseKeys(e.enc_public, e.mask_public),
+                AdvertiseKeys(e.enc_public, e.mask_public, e.commitment),
             )
             public = self.allowlist.key_of(owner)
             if public is None:
@@ -295,10 +315,39 @@ class SecAggClient:
                 )
             keys[e.index] = (e.enc_public, e.mask_public)
         mine = (crypto.x25519_public(rnd.enc_sk), crypto.x25519_public(rnd.mask_sk))
-        if keys.get(rnd.me) != mine:
+        commitments = {e.index: e.commitment for e in keylist.entries}
+        if keys.get(rnd.me) != mine or commitments[rnd.me] != commitment(rnd.nonce):
             raise MessageRejected(
                 RejectReason.IMPERSONATION, "the key list does not carry this bank's own keys"
             )
+        if not p.full_graph:
+            # SecAgg+: the graph is fixed only once every nonce committed to here is revealed.
+            rnd.keys, rnd.commitments = keys, commitments
+            return self._send(NonceReveal(rnd.nonce))
+        rnd.keys = keys
+        return self._share(rnd)
+
+    def _on_nonces(self, rnd: _Round, nonce_list: NonceList) -> bytes:
+        nonces = dict(nonce_list.nonces)
+        if len(nonces) != len(nonce_list.nonces) or nonces.keys() != rnd.keys.keys():
+            raise MessageRejected(
+                RejectReason.INCONSISTENT, "the nonces are not those of exactly the key list"
+            )
+        if any(commitment(n) != rnd.commitments[i] for i, n in nonces.items()):
+            raise MessageRejected(RejectReason.INCONSISTENT, "a nonce does not open its commitment")
+        params = replace(rnd.params, graph_seed=mixed_seed(rnd.params.graph_seed, nonces))
+        members = params.prune(set(rnd.keys))
+        if rnd.me not in members:
+            raise MessageRejected(
+                RejectReason.INCONSISTENT, "fewer than t of this bank's group advertised keys"
+            )
+        rnd.params = params
+        rnd.keys = {i: rnd.keys[i] for i in sorted(members)}
+        return self._share(rnd)
+
+    def _share(self, rnd: _Round) -> bytes:
+        """Split this bank's self-mask seed and mask key among its group (stage 2)."""
+        p, keys = rnd.params, rnd.keys
         holders = sorted(p.groups[rnd.me] & keys.keys())
         if len(holders) < p.threshold:
             raise MessageRejected(
@@ -318,7 +367,6 @@ class SecAggClient:
             )
             aad = crypto.context(b"share", self.federation_id, self.last_round, rnd.me, v)
             sealed.append((v, crypto.seal(key, b_shares[x] + s_shares[x], aad)))
-        rnd.keys = keys
         return self._send(ShareKeys(tuple(sealed)))
 
     def _on_routing(self, rnd: _Round, routing: ShareRouting) -> bytes:
@@ -370,7 +418,8 @@ class SecAggClient:
         crypto.apply_prg(y, rnd.self_seed, subtract=False)
         for v in sorted(p.neighbour_sets[rnd.me] & set(u2)):
             seed = crypto.pairwise_seed(
-                rnd.mask_sk, rnd.keys[v][1], self.federation_id, self.last_round, rnd.me, v
+                rnd.mask_sk, rnd.keys[v][1], self.federation_id, self.last_round, rnd.me, v,
+                rnd.view,
             )
             crypto.apply_prg(y, seed, subtract=v > rnd.me)
         rnd.held.update(held)
@@ -394,13 +443,18 @@ class SecAggClient:
                 f"U3 has {len(u3) - 1} other banks, fewer than {self.min_other_survivors}",
             )
         rnd.u3 = u3
-        return self._send(SurvivorConfirm(u3))
+        return self._send(SurvivorConfirm(u3, rnd.view))
 
     def _on_unmask(self, rnd: _Round, request: UnmaskRequest) -> bytes:
         p = rnd.params
         if request.survivors != rnd.u3:
             raise MessageRejected(
                 RejectReason.INCONSISTENT, "unmask request for another U3 than this bank confirmed"
+            )
+        if request.view != rnd.view:
+            # The banks that confirmed were shown another task, model or roster than this one.
+            raise MessageRejected(
+                RejectReason.INCONSISTENT, "the confirming banks were shown a different round"
             )
         signers = [i for i, _ in request.confirmations]
         if len(set(signers)) != len(signers) or not set(signers) <= set(rnd.u3):
@@ -410,7 +464,7 @@ class SecAggClient:
                 RejectReason.INCONSISTENT,
                 f"{len(signers)} banks confirmed U3, fewer than t={p.threshold}",
             )
-        statement = SurvivorConfirm(rnd.u3)
+        statement = SurvivorConfirm(rnd.u3, rnd.view)
         for index, signature in request.confirmations:
             signer = p.participants[index]
             public = self.allowlist.key_of(signer)
@@ -445,6 +499,7 @@ class SecAggClient:
             "last_round": self.last_round,
             "update": None if self._update is None else b64(self._update.tobytes()),
             "weight": self._weight,
+            "view": b64(self._view),
             "round": None,
         }
         rnd = self._round
@@ -462,6 +517,9 @@ class SecAggClient:
                 "u3": list(rnd.u3),
                 "replies": {str(t): [d, b64(r)] for t, (d, r) in rnd.replies.items()},
                 "abort_reason": rnd.abort_reason,
+                "view": b64(rnd.view),
+                "nonce": b64(rnd.nonce),
+                "commitments": {str(i): b64(c) for i, c in rnd.commitments.items()},
             }
         return out
 
@@ -482,6 +540,7 @@ class SecAggClient:
         if state["update"] is not None:
             client._update = np.frombuffer(unb64(state["update"]), dtype=np.float64).copy()
         client._weight = state["weight"]
+        client._view = unb64(state["view"]) if "view" in state else crypto.NO_VIEW
         r = state["round"]
         if r is not None:
             client._round = _Round(
@@ -497,5 +556,8 @@ class SecAggClient:
                 u3=tuple(int(i) for i in r["u3"]),
                 replies={int(t): (d, unb64(x)) for t, (d, x) in r["replies"].items()},
                 abort_reason=r["abort_reason"],
+                view=unb64(r["view"]) if "view" in r else crypto.NO_VIEW,
+                nonce=unb64(r.get("nonce", "")),
+                commitments={int(i): unb64(c) for i, c in r.get("commitments", {}).items()},
             )
         return client

@@ -25,6 +25,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
+# The digest of what a bank was shown for a round (``fraudfl.rounds.policy.view_digest``); all
+# zeros where no view is bound (the in-memory federation, protocol tests).
+VIEW_BYTES = 32
+NO_VIEW = bytes(VIEW_BYTES)
 _ZERO_COUNTER = bytes(16)
 
 
@@ -72,13 +76,18 @@ def context(label: bytes, federation_id: str, round_number: int, *parts: int) ->
 
 def pairwise_seed(
     mask_private: bytes, peer_mask_public: bytes, federation_id: str, round_number: int,
-    index_a: int, index_b: int,
+    index_a: int, index_b: int, view: bytes = NO_VIEW,
 ) -> bytes:
-    """The seed s_uv both ends of a pair derive (the indices are ordered so both agree)."""
+    """The seed s_uv both ends of a pair derive (the indices are ordered so both agree).
+
+    ``view`` is the digest of what each bank was shown for the round (task, parameters, model,
+    roster): banks shown different things derive different seeds, so their pairwise masks do
+    not cancel and no sum over a split view can be unmasked, whoever is declared dropped.
+    """
     lo, hi = sorted((index_a, index_b))
     return hkdf(
         agree(mask_private, peer_mask_public),
-        context(b"pairwise-mask", federation_id, round_number, lo, hi),
+        context(b"pairwise-mask", federation_id, round_number, lo, hi) + view,
     )
 
 

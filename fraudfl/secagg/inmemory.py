@@ -20,6 +20,7 @@ from fraudfl.identity import Allowlist, Identity
 from fraudfl.secagg.client import SecAggClient
 from fraudfl.secagg.errors import RoundAborted
 from fraudfl.secagg.graph import effective_degree
+from fraudfl.secagg.messages import stage_rank
 from fraudfl.secagg.quantize import Quantizer, Rounding
 from fraudfl.secagg.server import SecAggServer, ServerStatus
 
@@ -135,7 +136,9 @@ class InMemoryFederation:
             out = queue.popleft()
             for name in out.recipients:
                 for reply in clients[name].receive(out.data):
-                    if server.stage >= drop_before.get(name, 99):
+                    if name in drop_before and (
+                        stage_rank(server.stage) >= stage_rank(drop_before[name])
+                    ):
                         continue
                     queue.extend(server.receive(reply))
         if server.status is ServerStatus.ABORTED:

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fraudfl.identity import SIGNATURE_BYTES, Identity
-from fraudfl.secagg.crypto import KEY_BYTES, NONCE_BYTES
+from fraudfl.secagg.crypto import KEY_BYTES, NO_VIEW, NONCE_BYTES, VIEW_BYTES
 from fraudfl.secagg.errors import MessageRejected, RejectReason
 from fraudfl.secagg.params import (
     MAX_PARTICIPANTS,
@@ -36,7 +36,8 @@ from fraudfl.secagg.quantize import SUPPORTED_BITS
 from fraudfl.secagg.shamir import SHARE_BYTES
 
 MAGIC = b"FSAG"
-VERSION = 2
+# Version 3: the consistency stage binds the view digest (SurvivorConfirm, UnmaskRequest).
+VERSION = 3
 MAX_MESSAGE_BYTES = 4 * MAX_VECTOR_LENGTH + (1 << 20)
 _FIXED = struct.Struct(">4sBBBQ")
 SHARE_PLAINTEXT_BYTES = 2 * SHARE_BYTES
@@ -48,10 +49,23 @@ STAGE_SHARE = 2
 STAGE_MASKED = 3
 STAGE_CONSISTENCY = 4
 STAGE_UNMASK = 5
+# SecAgg+ only, between advertising and sharing keys: banks reveal the graph nonces they
+# committed to with their keys (fraudfl.secagg.graph). Numbered last to keep the others.
+STAGE_REVEAL = 6
 STAGE_NAMES = {
     0: "setup", 1: "advertise keys", 2: "share keys", 3: "masked input", 4: "consistency check",
-    5: "unmask",
+    5: "unmask", 6: "reveal nonces",
 }
+# The order stages run in.
+STAGE_ORDER = (
+    STAGE_SETUP, STAGE_ADVERTISE, STAGE_REVEAL, STAGE_SHARE, STAGE_MASKED, STAGE_CONSISTENCY,
+    STAGE_UNMASK,
+)
+
+
+def stage_rank(stage: int) -> int:
+    """The position of ``stage`` in :data:`STAGE_ORDER`."""
+    return STAGE_ORDER.index(stage)
 
 KIND_SELF_MASK = 0  # share of b_u, revealed for banks that sent a masked input
 KIND_MASK_KEY = 1  # share of s_sk_u, revealed for banks that dropped after sharing
@@ -165,21 +179,27 @@ class RoundSetup:
         return cls(params)
 
 
+NO_COMMITMENT = bytes(32)
+
+
 @dataclass(frozen=True)
 class AdvertiseKeys:
-    """Stage 1, bank to server: ``c_pk 32 | s_pk 32`` (X25519 encryption and mask keys)."""
+    """Stage 1, bank to server: ``c_pk 32 | s_pk 32 | nonce commitment 32`` (X25519 encryption
+    and mask keys, and the commitment to the bank's SecAgg+ graph nonce)."""
 
     TYPE: ClassVar[int] = 2
     STAGE: ClassVar[int] = STAGE_ADVERTISE
     enc_public: bytes
     mask_public: bytes
+    commitment: bytes = NO_COMMITMENT
 
     def body(self) -> bytes:
-        return self.enc_public + self.mask_public
+        return self.enc_public + self.mask_public + self.commitment
 
     @classmethod
     def parse(cls, r: _Reader) -> AdvertiseKeys:
-        return cls(bytes(r.take(KEY_BYTES, "c_pk")), bytes(r.take(KEY_BYTES, "s_pk")))
+        return cls(bytes(r.take(KEY_BYTES, "c_pk")), bytes(r.take(KEY_BYTES, "s_pk")),
+                   bytes(r.take(32, "nonce commitment")))
 
 
 @dataclass(frozen=True)
@@ -188,11 +208,13 @@ class KeyEntry:
     enc_public: bytes
     mask_public: bytes
     signature: bytes  # the bank's own signature of its AdvertiseKeys message
+    commitment: bytes = NO_COMMITMENT
 
 
 @dataclass(frozen=True)
 class KeyList:
-    """Stage 1, server to all: ``count u16 | count x (index u16 | c_pk | s_pk | sig 64)``."""
+    """Stage 1, server to all: ``count u16 | count x (index u16 | c_pk | s_pk | commitment 32 |
+    sig 64)``."""
 
     TYPE: ClassVar[int] = 3
     STAGE: ClassVar[int] = STAGE_ADVERTISE
@@ -200,7 +222,8 @@ class KeyList:
 
     def body(self) -> bytes:
         return struct.pack(">H", len(self.entries)) + b"".join(
-            struct.pack(">H", e.index) + e.enc_public + e.mask_public + e.signature
+            struct.pack(">H", e.index) + e.enc_public + e.mask_public + e.commitment
+            + e.signature
             for e in self.entries
         )
 
@@ -209,13 +232,50 @@ class KeyList:
         entries = []
         for _ in range(r.count("key count")):
             idx = r.u16("index")
+            enc, mask = bytes(r.take(KEY_BYTES, "c_pk")), bytes(r.take(KEY_BYTES, "s_pk"))
+            commitment = bytes(r.take(32, "nonce commitment"))
             entries.append(
-                KeyEntry(
-                    idx, bytes(r.take(KEY_BYTES, "c_pk")), bytes(r.take(KEY_BYTES, "s_pk")),
-                    bytes(r.take(SIGNATURE_BYTES, "key signature")),
-                )
+                KeyEntry(idx, enc, mask, bytes(r.take(SIGNATURE_BYTES, "key signature")),
+                         commitment)
             )
         return cls(tuple(entries))
+
+
+@dataclass(frozen=True)
+class NonceReveal:
+    """Reveal stage (SecAgg+), bank to server: ``nonce 32``, opening its commitment."""
+
+    TYPE: ClassVar[int] = 12
+    STAGE: ClassVar[int] = STAGE_REVEAL
+    nonce: bytes
+
+    def body(self) -> bytes:
+        return self.nonce
+
+    @classmethod
+    def parse(cls, r: _Reader) -> NonceReveal:
+        return cls(bytes(r.take(32, "nonce")))
+
+
+@dataclass(frozen=True)
+class NonceList:
+    """Reveal stage (SecAgg+), server to all: ``count u16 | count x (index u16 | nonce 32)``,
+    every nonce committed to in the key list."""
+
+    TYPE: ClassVar[int] = 13
+    STAGE: ClassVar[int] = STAGE_REVEAL
+    nonces: tuple[tuple[int, bytes], ...]
+
+    def body(self) -> bytes:
+        return struct.pack(">H", len(self.nonces)) + b"".join(
+            struct.pack(">H", i) + n for i, n in self.nonces
+        )
+
+    @classmethod
+    def parse(cls, r: _Reader) -> NonceList:
+        return cls(tuple(
+            (r.u16("index"), bytes(r.take(32, "nonce"))) for _ in range(r.count("nonce count"))
+        ))
 
 
 @dataclass(frozen=True)
@@ -297,7 +357,7 @@ class PlainInput(MaskedInput):
     clear (same layout as :class:`MaskedInput`). A bank sends it only when its own settings
     allow rounds without masking (``fraudfl simulate``)."""
 
-    TYPE: ClassVar[int] = 12
+    TYPE: ClassVar[int] = 14
     STAGE: ClassVar[int] = STAGE_ADVERTISE
 
 
@@ -319,44 +379,50 @@ class SurvivorList:
 
 @dataclass(frozen=True)
 class SurvivorConfirm:
-    """Stage 4, bank to server: ``U3 indices``. The bank's signature over this message is its
-    one-time commitment to U3, forwarded to the other survivors in :class:`UnmaskRequest`."""
+    """Stage 4, bank to server: ``U3 indices | view 32``. The bank's signature over this message
+    is its one-time commitment to U3 and to the digest of what it was shown for the round,
+    forwarded to the other survivors in :class:`UnmaskRequest`."""
 
     TYPE: ClassVar[int] = 11
     STAGE: ClassVar[int] = STAGE_CONSISTENCY
     survivors: tuple[int, ...]
+    view: bytes = NO_VIEW
 
     def body(self) -> bytes:
-        return _indices(self.survivors)
+        return _indices(self.survivors) + self.view
 
     @classmethod
     def parse(cls, r: _Reader) -> SurvivorConfirm:
-        return cls(r.indices("U3"))
+        return cls(r.indices("U3"), bytes(r.take(VIEW_BYTES, "view digest")))
 
 
 @dataclass(frozen=True)
 class UnmaskRequest:
-    """Stage 5, server to the banks that confirmed: ``U3 indices | count u16 | count x
-    (index u16 | signature 64)``, the signatures of the banks' :class:`SurvivorConfirm`."""
+    """Stage 5, server to the banks that confirmed: ``U3 indices | view 32 | count u16 | count x
+    (index u16 | signature 64)``, the signatures of the banks' :class:`SurvivorConfirm` of U3
+    and that view."""
 
     TYPE: ClassVar[int] = 7
     STAGE: ClassVar[int] = STAGE_UNMASK
     survivors: tuple[int, ...]
     confirmations: tuple[tuple[int, bytes], ...]
+    view: bytes = NO_VIEW
 
     def body(self) -> bytes:
-        return _indices(self.survivors) + struct.pack(">H", len(self.confirmations)) + b"".join(
-            struct.pack(">H", i) + sig for i, sig in self.confirmations
+        return (
+            _indices(self.survivors) + self.view + struct.pack(">H", len(self.confirmations))
+            + b"".join(struct.pack(">H", i) + sig for i, sig in self.confirmations)
         )
 
     @classmethod
     def parse(cls, r: _Reader) -> UnmaskRequest:
         survivors = r.indices("U3")
+        view = bytes(r.take(VIEW_BYTES, "view digest"))
         confirmations = tuple(
             (r.u16("index"), bytes(r.take(SIGNATURE_BYTES, "confirmation")))
             for _ in range(r.count("confirmation count"))
         )
-        return cls(survivors, confirmations)
+        return cls(survivors, confirmations, view)
 
 
 @dataclass(frozen=True)
@@ -410,7 +476,8 @@ _TYPES: dict[int, Any] = {
     cls.TYPE: cls
     for cls in (
         RoundSetup, AdvertiseKeys, KeyList, ShareKeys, ShareRouting, MaskedInput,
-        SurvivorList, SurvivorConfirm, UnmaskRequest, UnmaskShares, Abort, PlainInput,
+        SurvivorList, SurvivorConfirm, UnmaskRequest, UnmaskShares, Abort, NonceReveal,
+        NonceList, PlainInput,
     )
 }
 

@@ -99,6 +99,20 @@ class RoundParams:
         """Each bank's share-holders: its neighbours and itself."""
         return [nb | {i} for i, nb in enumerate(self.neighbour_sets)]
 
+    def prune(self, members: set[int]) -> set[int]:
+        """Drop banks with fewer than t group members left, until none remain (SecAgg+).
+
+        Such a bank's secrets could never be reconstructed, so it is treated as having dropped
+        now rather than failing the whole round later. With the full graph this never fires
+        while t banks remain. Server and banks apply it alike once the graph is fixed.
+        """
+        t, groups = self.threshold, self.groups
+        while True:
+            starved = {u for u in members if len(groups[u] & members) < t}
+            if not starved:
+                return members
+            members = members - starved
+
     def quantizer(self, rounding: Rounding = Rounding.NEAREST) -> Quantizer:
         return Quantizer(
             clip=self.clip, bits=self.bits, max_summands=self.n, weight_max=self.weight_max,

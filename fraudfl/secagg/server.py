@@ -12,8 +12,9 @@ kinds of share for one bank.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -24,7 +25,7 @@ from fraudfl.identity import Allowlist, Identity
 from fraudfl.secagg import crypto, shamir
 from fraudfl.secagg.auth import authenticate, b64, unb64
 from fraudfl.secagg.errors import MessageRejected, RejectReason
-from fraudfl.secagg.graph import graph_seed
+from fraudfl.secagg.graph import commitment, graph_seed, mixed_seed
 from fraudfl.secagg.messages import (
     KIND_MASK_KEY,
     KIND_SELF_MASK,
@@ -32,6 +33,7 @@ from fraudfl.secagg.messages import (
     STAGE_CONSISTENCY,
     STAGE_MASKED,
     STAGE_NAMES,
+    STAGE_REVEAL,
     STAGE_SETUP,
     STAGE_SHARE,
     STAGE_UNMASK,
@@ -40,6 +42,8 @@ from fraudfl.secagg.messages import (
     KeyEntry,
     KeyList,
     MaskedInput,
+    NonceList,
+    NonceReveal,
     Payload,
     RoundSetup,
     ShareKeys,
@@ -58,6 +62,7 @@ log = logging.getLogger(__name__)
 
 _BANK_PAYLOAD = {
     STAGE_ADVERTISE: AdvertiseKeys,
+    STAGE_REVEAL: NonceReveal,
     STAGE_SHARE: ShareKeys,
     STAGE_MASKED: MaskedInput,
     STAGE_CONSISTENCY: SurvivorConfirm,
@@ -99,11 +104,14 @@ class SecAggServer:
         self.status = ServerStatus.RUNNING
         self.abort_reason = ""
         self.keys: dict[int, KeyEntry] = {}  # U1
+        self.nonces: dict[int, bytes] = {}  # SecAgg+: revealed graph nonces
         self.sealed: dict[int, dict[int, bytes]] = {}  # sender -> recipient -> share (stage 2)
         self.u2: tuple[int, ...] = ()
         self.total: npt.NDArray[np.unsignedinteger] | None = None
         self.u3: list[int] = []
         self.confirmations: dict[int, bytes] = {}  # bank -> its signature of SurvivorConfirm(U3)
+        self.views: dict[int, bytes] = {}  # bank -> the view digest it confirmed
+        self.view = crypto.NO_VIEW  # the view the unmasking proceeds on
         self.self_mask_shares: dict[int, dict[int, bytes]] = {}  # owner -> x -> share of b_u
         self.mask_key_shares: dict[int, dict[int, bytes]] = {}  # owner -> x -> share of s_sk
         self.u4: list[int] = []
@@ -204,6 +212,11 @@ class SecAggServer:
         payload = msg.payload
         if isinstance(payload, AdvertiseKeys):
             self._accept_keys(sender, payload, msg.signature)
+        elif isinstance(payload, NonceReveal):
+            if commitment(payload.nonce) != self.keys[sender].commitment:
+                raise MessageRejected(RejectReason.INCONSISTENT, "nonce does not open its "
+                                      "commitment")
+            self.nonces[sender] = payload.nonce
         elif isinstance(payload, ShareKeys):
             self._accept_shares(sender, payload)
         elif isinstance(payload, MaskedInput):
@@ -213,6 +226,7 @@ class SecAggServer:
             if payload.survivors != tuple(self.u3):
                 raise MessageRejected(RejectReason.INCONSISTENT, "confirmed another U3")
             self.confirmations[sender] = msg.signature
+            self.views[sender] = payload.view
         else:
             assert isinstance(payload, UnmaskShares)
             self._accept_unmask(sender, payload)
@@ -236,7 +250,9 @@ class SecAggServer:
             raise MessageRejected(RejectReason.INCONSISTENT, "advertised keys are not fresh")
         if not all(crypto.valid_public(k) for k in new):
             raise MessageRejected(RejectReason.MALFORMED, "advertised key of small order")
-        self.keys[sender] = KeyEntry(sender, payload.enc_public, payload.mask_public, signature)
+        self.keys[sender] = KeyEntry(
+            sender, payload.enc_public, payload.mask_public, signature, payload.commitment
+        )
 
     def _accept_shares(self, sender: int, payload: ShareKeys) -> None:
         recipients = [r for r, _ in payload.shares]
@@ -288,6 +304,7 @@ class SecAggServer:
     def _expected(self) -> list[int]:
         return {
             STAGE_ADVERTISE: list(range(self.params.n)),
+            STAGE_REVEAL: sorted(self.keys),
             STAGE_SHARE: sorted(self.keys),
             STAGE_MASKED: list(self.u2),
             STAGE_CONSISTENCY: list(self.u3),
@@ -297,6 +314,7 @@ class SecAggServer:
     def _answered(self) -> set[int]:
         return {
             STAGE_ADVERTISE: set(self.keys),
+            STAGE_REVEAL: set(self.nonces),
             STAGE_SHARE: set(self.sealed),
             STAGE_MASKED: set(self.u3),
             STAGE_CONSISTENCY: set(self.confirmations),
@@ -304,27 +322,28 @@ class SecAggServer:
         }.get(self.stage, set())
 
     def _prune(self, members: set[int]) -> set[int]:
-        """Drop banks with fewer than t group members left, until none remain (SecAgg+).
-
-        Such a bank's secrets could never be reconstructed, so it is treated as having dropped
-        now rather than failing the whole round later. With the full graph this never fires
-        while t banks remain.
-        """
-        t, groups = self.params.threshold, self.params.groups
-        while True:
-            starved = {u for u in members if len(groups[u] & members) < t}
-            if not starved:
-                return members
-            log.info(
-                "round %d: excluding %s, fewer than t=%d neighbours left", self.round,
-                [self.params.participants[u] for u in sorted(starved)], t,
-            )
-            members = members - starved
+        kept = self.params.prune(members)
+        if kept != members:
+            log.info("round %d: excluding %s, fewer than t=%d neighbours left", self.round,
+                     [self.params.participants[u] for u in sorted(members - kept)],
+                     self.params.threshold)
+        return kept
 
     def _close_stage(self) -> list[Outgoing]:
         answered = sorted(self._answered())
-        if self.stage in (STAGE_ADVERTISE, STAGE_SHARE):
+        if self.stage == STAGE_REVEAL:
+            return self._close_reveal(answered)
+        if self.stage == STAGE_SHARE or (self.stage == STAGE_ADVERTISE and self.params.full_graph):
+            # (SecAgg+ prunes once the graph is fixed, after the reveal.)
             answered = sorted(self._prune(set(answered)))
+        if self.stage == STAGE_CONSISTENCY and answered:
+            # Unmasking proceeds on one view only: the one most banks confirmed (the lowest
+            # digest on a tie, so a restarted server picks the same); banks that confirmed
+            # another were shown something else and are left out, as if they had dropped.
+            views = {i: self.views.get(i, crypto.NO_VIEW) for i in answered}
+            counts = Counter(views.values())
+            self.view = min(counts, key=lambda v: (-counts[v], v))
+            answered = [i for i in answered if views[i] == self.view]
         t = self.params.threshold
         if len(answered) < t:
             return self._abort(
@@ -332,7 +351,7 @@ class SecAggServer:
             )
         names = self.params.participants
         if self.stage == STAGE_ADVERTISE:
-            self.stage = STAGE_SHARE
+            self.stage = STAGE_SHARE if self.params.full_graph else STAGE_REVEAL
             self.keys = {i: self.keys[i] for i in answered}
             keylist = KeyList(tuple(self.keys[i] for i in answered))
             return self._broadcast(tuple(names[i] for i in answered), keylist)
@@ -370,9 +389,30 @@ class SecAggServer:
         if self.stage == STAGE_CONSISTENCY:
             self.stage = STAGE_UNMASK
             self.confirmations = {i: self.confirmations[i] for i in answered}
-            request = UnmaskRequest(tuple(self.u3), tuple(self.confirmations.items()))
+            request = UnmaskRequest(
+                tuple(self.u3), tuple(self.confirmations.items()), self.view
+            )
             return self._broadcast(tuple(names[i] for i in answered), request)
         return self._finish()
+
+    def _close_reveal(self, answered: list[int]) -> list[Outgoing]:
+        # Every bank in the key list must reveal: were the server free to leave some out, it
+        # could choose among the seeds of the subsets it saw.
+        if len(answered) != len(self.keys):
+            missing = sorted(set(self.keys) - set(answered))
+            return self._abort(f"{self.params.participants[missing[0]]!r} did not reveal its "
+                               "graph nonce; the graph cannot be fixed without it")
+        nonces = {i: self.nonces[i] for i in answered}
+        self.params = replace(self.params, graph_seed=mixed_seed(self.params.graph_seed, nonces))
+        members = sorted(self._prune(set(answered)))
+        if len(members) < self.params.threshold:
+            return self._abort(f"only {len(members)} banks keep t={self.params.threshold} "
+                               "neighbours")
+        self.keys = {i: self.keys[i] for i in members}
+        self.stage = STAGE_SHARE
+        names = self.params.participants
+        return self._broadcast(tuple(names[i] for i in members),
+                               NonceList(tuple(sorted(nonces.items()))))
 
     def _finish(self) -> list[Outgoing]:
         p = self.params
@@ -409,7 +449,7 @@ class SecAggServer:
         for v, sk in mask_keys.items():
             for u in sorted(p.neighbour_sets[v] & survivors):
                 seed = crypto.pairwise_seed(
-                    sk, self.keys[u].mask_public, self.federation_id, self.round, v, u
+                    sk, self.keys[u].mask_public, self.federation_id, self.round, v, u, self.view
                 )
                 # Bank u added +PRG(s_uv) for v < u and -PRG(s_uv) for v > u; undo it.
                 crypto.apply_prg(total, seed, subtract=v < u)
@@ -450,9 +490,11 @@ class SecAggServer:
             "status": self.status.value,
             "abort_reason": self.abort_reason,
             "keys": [
-                [e.index, b64(e.enc_public), b64(e.mask_public), b64(e.signature)]
+                [e.index, b64(e.enc_public), b64(e.mask_public), b64(e.signature),
+                 b64(e.commitment)]
                 for e in self.keys.values()
             ],
+            "nonces": {str(i): b64(n) for i, n in self.nonces.items()},
             "sealed": {
                 str(u): {str(v): b64(ct) for v, ct in d.items()} for u, d in self.sealed.items()
             },
@@ -460,6 +502,8 @@ class SecAggServer:
             "total": None if self.total is None else b64(self.total.tobytes()),
             "u3": self.u3,
             "confirmations": {str(i): b64(sig) for i, sig in self.confirmations.items()},
+            "views": {str(i): b64(v) for i, v in self.views.items()},
+            "view": b64(self.view),
             "self_mask_shares": _shares_to_dict(self.self_mask_shares),
             "mask_key_shares": _shares_to_dict(self.mask_key_shares),
             "u4": self.u4,
@@ -479,9 +523,11 @@ class SecAggServer:
         server.status = ServerStatus(state["status"])
         server.abort_reason = state["abort_reason"]
         server.keys = {
-            int(i): KeyEntry(int(i), unb64(c), unb64(s), unb64(sig))
-            for i, c, s, sig in state["keys"]
+            int(e[0]): KeyEntry(int(e[0]), unb64(e[1]), unb64(e[2]), unb64(e[3]),
+                                *([unb64(e[4])] if len(e) > 4 else []))
+            for e in state["keys"]
         }
+        server.nonces = {int(i): unb64(n) for i, n in state.get("nonces", {}).items()}
         server.sealed = {
             int(u): {int(v): unb64(ct) for v, ct in d.items()} for u, d in state["sealed"].items()
         }
@@ -491,6 +537,8 @@ class SecAggServer:
             server.total = np.frombuffer(unb64(state["total"]), dtype=dtype).copy()
         server.u3 = [int(i) for i in state["u3"]]
         server.confirmations = {int(i): unb64(sig) for i, sig in state["confirmations"].items()}
+        server.views = {int(i): unb64(v) for i, v in state.get("views", {}).items()}
+        server.view = unb64(state["view"]) if "view" in state else crypto.NO_VIEW
         server.self_mask_shares = _shares_from_dict(state["self_mask_shares"])
         server.mask_key_shares = _shares_from_dict(state["mask_key_shares"])
         server.u4 = [int(i) for i in state["u4"]]

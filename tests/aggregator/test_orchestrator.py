@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -340,3 +341,32 @@ def test_bank_level_dp_averages_over_the_announced_banks(
     step = fed.agg_config.secagg.clip_range / levels
     np.testing.assert_allclose(after, expected, rtol=0, atol=max(1e-6, 1e4 * 3 * step))
     assert not np.allclose(after, before + total / 2, rtol=0, atol=1e-4)
+
+
+def test_sum_longer_than_clipped_updates_allow_is_refused(
+    federation_factory: Callable[..., Federation], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under bank-level DP every honest update is clipped to C: bank_00 sends a vector near the
+    secure sum's per-coordinate range instead (within it, so quantisation does not clip it).
+    The unmasked sum is longer than three clipped, noised updates can be; the round is refused
+    as ``invalid_sum`` and the next one runs."""
+    import bank_node.participant as participant_module
+
+    original = participant_module.privatize_update
+    attacks = []
+
+    def malicious_once(update: np.ndarray, cfg: Any, rng: np.random.Generator) -> np.ndarray:
+        if not attacks:
+            attacks.append(len(update))
+            return np.full(len(update), 3.9, dtype=np.float32)
+        return original(update, cfg, rng)
+
+    monkeypatch.setattr(participant_module, "privatize_update", malicious_once)
+    fed = federation_factory(
+        rounds=1, agg_overrides={"bank_dp": {"enabled": True, "clip_norm": 0.5,
+                                             "noise_multiplier": 1.0}},
+    )
+    fed.pump(fed.orchestrator.start(fed.now))
+    history = fed.orchestrator.history
+    assert attacks and [r.status for r in history] == ["completed", "aborted", "completed"]
+    assert history[1].cause == "invalid_sum" and "norm" in history[1].reason

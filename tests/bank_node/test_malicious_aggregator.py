@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from fraudfl.data.stats import FeatureStats
@@ -255,3 +256,47 @@ def test_model_larger_than_the_policy_and_setup_of_another_length_are_refused(
     decline, _ = decode(other.receive(ANNOUNCE, payload)[0].payload, Decline)
     assert decline.detail == Refusal.SETUP_MISMATCH.value
     assert other.accountant.total_steps == 0 and other.client.last_round == 0
+
+
+# -- 4. Split views: different rounds shown to different banks -----------------------------------
+
+
+def test_split_views_are_not_unmasked_together(tmp_path: Path) -> None:
+    """The aggregator shows bank_00 other training instructions than bank_01 and bank_02 for
+    the same round (a model or roster would do the same). The real server then unmasks on the
+    majority view only: the victim is never asked for, and never sends, unmask shares, and
+    since its pairwise masks were derived under its own view they do not cancel against the
+    others': the round yields no sum that contains its update."""
+    fed = make_federation(tmp_path, n_banks=3, rounds=1)
+    ann, setup = _round1_announcement(fed)
+    assert ann.train is not None
+    split = ann.model_copy(update={"train": ann.train.model_copy(update={"lr": ann.train.lr / 2})})
+    stages: list[tuple[str, int, str]] = []
+    deliver = fed.deliver
+
+    def spy(out: list[Any]) -> list[tuple[str, Reply]]:
+        replies = deliver(out)
+        stages.extend((b, r.round, r.stage) for b, r in replies)
+        return replies
+
+    fed.deliver = spy  # type: ignore[method-assign]
+    queue = []
+    for bank_id, bank in sorted(fed.banks.items()):
+        for reply in bank.receive(ANNOUNCE, encode(split if bank_id == "bank_00" else ann, setup)):
+            queue += fed.orchestrator.receive(bank_id, reply.round, reply.payload_type,
+                                              reply.payload, fed.now)
+    fed.pump(queue)
+    victim_stages = {s for b, r, s in stages if b == "bank_00" and r == ann.round}
+    assert "consistency_check" in victim_stages and "unmask" not in victim_stages
+    record = next(r for r in fed.orchestrator.history if r.round == ann.round)
+    if record.status == "completed":
+        # The orchestrator's plausibility checks passed by chance: the sum it opened is still
+        # not the sum of the three updates (the split pairwise masks did not cancel).
+        before = next(p for info, p in fed.models if info.version == ann.model_version)
+        after = next(p for info, p in fed.models if info.round == ann.round)
+        plain = [fed.plain_updates(b, ann.round) for b in sorted(fed.banks)]
+        assert all(u is not None for u in plain)
+        fedavg = sum(w * u for u, w in plain) / sum(w for _, w in plain)  # type: ignore[misc]
+        assert not np.allclose(after - before, fedavg, atol=1e-3)
+    else:
+        assert record.cause == "invalid_sum"

@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from fraudfl.secagg import InMemoryFederation, SecAggClient, SecAggServer
 from fraudfl.secagg.inmemory import AGGREGATOR_ID
+from fraudfl.secagg.messages import stage_rank
 from fraudfl.secagg.server import Outgoing, ServerStatus
 
 
@@ -48,17 +49,20 @@ class Driver:
     def run(
         self, drop_before: dict[str, int] | None = None, outgoing: list[Outgoing] | None = None
     ) -> None:
-        """Play the round to its end; ``drop_before[bank] = s`` silences a bank from stage s."""
+        """Play the round to its end; ``drop_before[bank] = s`` silences a bank from stage s
+        (in running order: SecAgg+'s reveal stage comes before share keys)."""
         drop_before = drop_before or {}
         pending = self.server.start() if outgoing is None else outgoing
         while self.server.status is ServerStatus.RUNNING:
-            silent = {b for b, s in drop_before.items() if self.server.stage >= s}
+            silent = {b for b, s in drop_before.items()
+                      if stage_rank(self.server.stage) >= stage_rank(s)}
             replies = self.to_clients(pending, silent)
             pending = self.to_server(replies)
             if not pending and self.server.status is ServerStatus.RUNNING:
                 pending = self.server.stage_timeout()
         if pending:  # the abort broadcast, to the banks still listening
-            silent = {b for b, s in drop_before.items() if self.server.stage >= s}
+            silent = {b for b, s in drop_before.items()
+                      if stage_rank(self.server.stage) >= stage_rank(s)}
             self.to_clients(pending, silent)
 
     def expected_total(self, banks: Iterable[str]) -> npt.NDArray[np.unsignedinteger]:

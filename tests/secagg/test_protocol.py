@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fraudfl.secagg import ClientStage, ServerStatus
+from fraudfl.secagg.messages import STAGE_SHARE
 from tests.secagg.secagg_driver import make_driver
 
 
@@ -57,10 +58,20 @@ def test_round_aborts_below_threshold(stage: int) -> None:
 
 def test_secagg_plus_sparse_graph_with_dropouts() -> None:
     drv = make_driver(n=12, t=3, d=16, neighbours=4)
+    # The graph is fixed once every bank's nonce is revealed: play up to the share stage.
+    pending = drv.server.start()
+    while drv.server.stage != STAGE_SHARE:
+        pending = drv.to_server(drv.to_clients(pending))
     p = drv.server.params
     assert not p.full_graph and all(len(nb) == 4 for nb in p.neighbour_sets)
-    drv.run({"bank-02": 3, "bank-07": 4, "bank-09": 2})
-    summed = [b for b in drv.names if b not in ("bank-02", "bank-09")]
+    # Three dropouts (at share keys, masked input, consistency) leaving every group t members.
+    gone: list[int] = []
+    for v in range(p.n):
+        if len(gone) < 3 and all(len(g & {*gone, v}) <= 2 for g in p.groups):
+            gone.append(v)
+    a, b, c = (drv.names[v] for v in gone)
+    drv.run({a: 2, b: 3, c: 4}, outgoing=pending)
+    summed = [x for x in drv.names if x not in (a, b)]
     assert drv.server.status is ServerStatus.DONE, drv.server.abort_reason
     np.testing.assert_array_equal(drv.server.result, drv.expected_total(summed))
 
@@ -68,11 +79,15 @@ def test_secagg_plus_sparse_graph_with_dropouts() -> None:
 def test_secagg_plus_aborts_when_a_neighbourhood_cannot_reconstruct() -> None:
     drv = make_driver(n=10, t=3, d=4, neighbours=2)
     victim = 0
+    # The graph is fixed once every bank's nonce is revealed: play up to the share stage.
+    pending = drv.server.start()
+    while drv.server.stage != STAGE_SHARE:
+        pending = drv.to_server(drv.to_clients(pending))
     nb = sorted(drv.server.params.neighbour_sets[victim])
     # The victim drops after masking; its two neighbours stay silent in the unmask stage, so
     # only the victim's own share exists... and the victim is silent too.
     silent = {drv.names[victim]: 5, **{drv.names[v]: 5 for v in nb}}
-    drv.run(silent)
+    drv.run(silent, outgoing=pending)
     assert drv.server.status is ServerStatus.ABORTED
     assert "cannot reconstruct the self-mask seed" in drv.server.abort_reason
 
