@@ -350,7 +350,7 @@ def test_sum_longer_than_clipped_updates_allow_is_refused(
     secure sum's per-coordinate range instead (within it, so quantisation does not clip it).
     The unmasked sum is longer than three clipped, noised updates can be; the round is refused
     as ``invalid_sum`` and the next one runs."""
-    import bank_node.participant as participant_module
+    import fraudfl.rounds.participant as participant_module
 
     original = participant_module.privatize_update
     attacks = []
