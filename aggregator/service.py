@@ -46,7 +46,15 @@ from fraudfl.models import ModelSpec, set_flat_params
 from fraudfl.monitoring import AggregatorMetrics
 from fraudfl.monitoring.broker_probe import BrokerProbe
 from fraudfl.monitoring.health import Health
-from fraudfl.rounds.orchestrator import STAGE_LABELS, Orchestrator, Outbound, RoundRecord
+from fraudfl.rounds.events import (
+    MessageRejected,
+    OrchestratorEvent,
+    RoundAborted,
+    RoundCompleted,
+    RoundStarted,
+    StageEnded,
+)
+from fraudfl.rounds.orchestrator import Orchestrator, Outbound, RoundRecord
 from fraudfl.rounds.run import RUN, RunRecord, new_marker
 from fraudfl.training.evaluation import evaluate
 from fraudfl.transport.base import TopicPartition, Transport
@@ -121,10 +129,6 @@ class AggregatorService:
         self.checkpoint_path = config.state_dir / CHECKPOINT_FILE
         # One JSON line per finished round: for operators, and the demo's live table.
         self.round_log = config.state_dir / ROUND_LOG_FILE
-        self._stage_key: tuple[int, str] = (-1, "")
-        self._stage_since = 0.0
-        self._stage_dropouts = 0
-        self._history_seen = 0
         self.run_record: RunRecord | None = None
         self._stopping = False
         self._finished_logged = False
@@ -219,7 +223,6 @@ class AggregatorService:
             header, blobs = saved
             orch.load_state(header["orchestrator"], blobs)
             self.channel.restore(ChannelState.from_bytes(blobs["channel"]))
-            self._history_seen = len(orch.history)
             if orch.finished:
                 # Nothing was interrupted: restarting a finished federation is not a recovery.
                 log.info("restarted finished federation (%d rounds completed)", orch.completed)
@@ -406,12 +409,19 @@ class AggregatorService:
             self.metrics.checkpoint_written(duration_seconds=time.perf_counter() - start)
 
     def _observe(self) -> None:
-        """Record finished rounds in the round log and translate state changes into metrics."""
+        """Turn the orchestrator's events into the round log, logs and metrics."""
         m, orch = self.metrics, self.orchestrator
-        new = orch.history[self._history_seen:]
-        if new:
+        finished_rounds: list[RoundRecord] = []
+        for event in orch.drain_events():
+            if isinstance(event, RoundCompleted | RoundAborted):
+                rec = next((r for r in reversed(orch.history) if r.round == event.round), None)
+                if rec is not None:
+                    finished_rounds.append(rec)
+            if m is not None:
+                self._count(m, event)
+        if finished_rounds:
             with self.round_log.open("a") as fh:
-                for rec in new:
+                for rec in finished_rounds:
                     fh.write(json.dumps(rec.to_dict(), sort_keys=True) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -425,47 +435,28 @@ class AggregatorService:
             level = logging.INFO if orch.completed >= orch.planned_rounds else logging.ERROR
             log.log(level, "federation finished: %d of %d rounds completed; serving on "
                     "(fraudfl admin extend N continues it)", orch.completed, orch.planned_rounds)
-        if m is None:
-            self._history_seen = len(orch.history)
-            return
-        m.set_lifecycle(finished=orch.finished, planned_rounds=orch.planned_rounds)
-        key = (orch.round, orch.stage)
-        if key != self._stage_key:
-            self._stage_ended(m, new)
-            if orch.current is not None and key[0] != self._stage_key[0]:
-                m.round_started(orch.round, selected_banks=len(orch.current.selected),
-                                kind=orch.current.kind)
-            self._stage_key = key
-            self._stage_since = self.clock()
-            self._stage_dropouts = 0 if orch.current is None else len(orch.current.dropouts)
-        for rec in new:
-            if rec.status == "completed" and rec.model_version is not None:
-                m.round_completed(duration_seconds=rec.finished_at - rec.started_at,
-                                  model_version=rec.model_version, kind=rec.kind)
-                for name in ("auprc", "roc_auc", "loss"):
-                    if name in rec.metrics:
-                        m.set_model_quality(name, rec.metrics[name])  # type: ignore[arg-type]
-                if rec.federation_epsilon is not None:
-                    m.set_federation_epsilon(rec.federation_epsilon)
-            elif rec.status == "aborted":
-                m.round_aborted(rec.cause or "internal_error")
-        self._history_seen = len(orch.history)
+        if m is not None:
+            m.set_lifecycle(finished=orch.finished, planned_rounds=orch.planned_rounds)
 
-    def _stage_ended(self, m: AggregatorMetrics, finished: list[RoundRecord]) -> None:
-        """Metrics of the stage that just closed (its round may have just finished, too)."""
-        round_number, stage = self._stage_key
-        if stage not in STAGE_LABELS.values():
-            return
-        current = self.orchestrator.current
-        rec = current if current is not None and current.round == round_number else next(
-            (r for r in finished if r.round == round_number), None
-        )
-        if rec is None:
-            return
-        out = len(rec.dropouts) + len(rec.declined)
-        m.stage_completed(
-            stage,  # type: ignore[arg-type]
-            duration_seconds=max(0.0, self.clock() - self._stage_since),
-            participants=max(0, len(rec.selected) - out),
-            dropouts=max(0, len(rec.dropouts) - self._stage_dropouts),
-        )
+    @staticmethod
+    def _count(m: AggregatorMetrics, event: OrchestratorEvent) -> None:
+        if isinstance(event, RoundStarted):
+            m.round_started(event.round, selected_banks=len(event.selected), kind=event.kind)
+        elif isinstance(event, StageEnded):
+            m.stage_completed(
+                event.stage,  # type: ignore[arg-type]
+                duration_seconds=event.seconds, participants=event.participants,
+                dropouts=event.dropouts,
+            )
+        elif isinstance(event, RoundCompleted):
+            m.round_completed(duration_seconds=event.seconds, model_version=event.model_version,
+                              kind=event.kind)
+            for name, value in event.metrics:
+                if name in ("auprc", "roc_auc", "loss"):
+                    m.set_model_quality(name, value)  # type: ignore[arg-type]
+            if event.federation_epsilon is not None:
+                m.set_federation_epsilon(event.federation_epsilon)
+        elif isinstance(event, RoundAborted):
+            m.round_aborted(event.cause)
+        elif isinstance(event, MessageRejected):
+            m.message_rejected(event.reason)

@@ -49,6 +49,7 @@ from fraudfl.privacy.accountant import (
     default_delta,
     warn_if_vacuous,
 )
+from fraudfl.rounds.events import MessageRejected, RoundDeclined, RoundJoined, Trained
 from fraudfl.rounds.messages import ANNOUNCE, MODEL
 from fraudfl.rounds.noise import CALIBRATION_FILE, NoiseCalibration
 from fraudfl.rounds.participant import BankParticipant, Reply
@@ -137,7 +138,6 @@ class BankNodeService:
             config, self.identity, self.allowlist, self.train_frame, schema, accountant,
             NoiseCalibration.load(self.calibration_path), policy, source=str(config.data),
         )
-        self.participant.on_decline = self._count_decline
         self.channel = Channel(
             transport,
             self.identity,
@@ -175,10 +175,6 @@ class BankNodeService:
         log.info("%s: consortium policy %s (sha256 %s)", config.bank_id, config.policy,
                  config.policy_sha256)
         return policy
-
-    def _count_decline(self, reason: str) -> None:
-        if self.metrics is not None:
-            self.metrics.round_declined(reason)  # type: ignore[arg-type]
 
     def _on_reject(self, reason: RejectReason, detail: str, record: object) -> None:
         self._count_rejection(reason.value)
@@ -266,8 +262,9 @@ class BankNodeService:
                                 reply.stage,  # type: ignore[arg-type]
                                 duration_seconds=time.perf_counter() - started,
                             )
+                self._count_events(time.perf_counter() - started)
                 if after[0] != before[0]:
-                    self._after_round(time.perf_counter() - started)
+                    self._publish_privacy()
                     self._write_status()
                 new_model = new_model or (msg.payload_type == MODEL and after[1] != before[1])
                 changed = changed or bool(out) or after != before
@@ -434,17 +431,21 @@ class BankNodeService:
 
     # -- observability and scoring -----------------------------------------------------------
 
-    def _after_round(self, seconds: float) -> None:
-        report = self.participant.last_report
-        if report is None or self.metrics is None:
-            return
-        if not report.declined:  # declines are counted as they happen (participant.on_decline)
-            self.metrics.round_joined(report.kind)
-            if report.kind == "train":
+    def _count_events(self, seconds: float) -> None:
+        """The participant's events as metrics; ``seconds``: the call that produced them."""
+        for event in self.participant.drain_events():
+            if self.metrics is None:
+                continue
+            if isinstance(event, RoundJoined):
+                self.metrics.round_joined(event.kind)
+            elif isinstance(event, Trained):
                 self.metrics.training_completed(
-                    duration_seconds=seconds, examples=report.examples, loss=report.loss
+                    duration_seconds=seconds, examples=event.examples, loss=event.loss
                 )
-        self._publish_privacy()
+            elif isinstance(event, RoundDeclined):
+                self.metrics.round_declined(event.reason)  # type: ignore[arg-type]
+            elif isinstance(event, MessageRejected):
+                self.metrics.message_rejected(event.reason)
 
     def _previous_status(self) -> dict[str, Any]:
         try:

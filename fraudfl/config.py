@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from fraudfl.errors import FraudflError
-from fraudfl.identity import ID_PATTERN
+from fraudfl.vocabulary import ID_PATTERN
 
 log = logging.getLogger(__name__)
 

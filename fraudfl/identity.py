@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,13 +33,12 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from fraudfl.errors import FraudflError
+from fraudfl.vocabulary import valid_id
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 # Ids name key files and Kafka topics (``fraudfl.<federation>.bank.<id>``), so one pattern
 # holds for federation and participant ids everywhere (keys CLI, allowlist, config, topics).
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-_ID = re.compile(ID_PATTERN)
 
 Role = Literal["aggregator", "bank", "auditor"]
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -48,7 +46,7 @@ ROLES: tuple[Role, ...] = get_args(Role)
 
 def check_id(kind: str, value: str) -> str:
     """``value`` if it is a valid federation or participant id, else a FraudflError."""
-    if not _ID.fullmatch(value):
+    if not valid_id(value):
         raise FraudflError(
             f"{kind} {value!r} must be 1-64 characters of letters, digits, '_' or '-'"
         )

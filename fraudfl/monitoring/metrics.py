@@ -41,26 +41,8 @@ from prometheus_client import (
 )
 from prometheus_client.metrics import MetricWrapperBase
 
-# The secure-aggregation stages, which the aggregator times out separately (the keys of
-# ``[timeouts]`` in its config). The feature-statistics round 0 runs the same stages.
-Stage = Literal[
-    "advertise_keys",
-    "share_keys",
-    "masked_input",
-    "consistency_check",
-    "unmask",
-]
-# Round 0 computes the feature statistics; rounds 1, 2, ... train the model.
-RoundKind = Literal["stats", "train"]
-AbortReason = Literal[
-    "timeout",
-    "below_threshold",
-    "no_eligible_banks",
-    "unmasking_failed",
-    "invalid_sum",
-    "aggregator_restart",
-    "internal_error",
-]
+from fraudfl.vocabulary import ABORT_REASONS, ROUND_KINDS, STAGES, AbortReason, RoundKind, Stage
+
 # The values of ``fraudfl.transport.errors.RejectReason`` and ``fraudfl.secagg.errors.RejectReason``
 # (both StrEnums, so their members can be passed as they are).
 REJECT_REASONS: tuple[str, ...] = (
@@ -102,6 +84,7 @@ DeclineReason = Literal[
     "out_of_bounds",
     "stats_already_answered",
     "too_many_rounds",
+    "plain_sum",
 ]
 KafkaErrorReason = Literal["send_failed", "receive_failed", "connection_lost", "timeout"]
 Endpoint = Literal["score", "health", "model", "stream"]
@@ -111,9 +94,6 @@ Component = Literal["aggregator", "bank-node", "scoring"]
 ModelKind = Literal["global", "personal"]
 SkipReason = Literal["privacy_budget"]
 
-STAGES: tuple[Stage, ...] = get_args(Stage)
-ROUND_KINDS: tuple[RoundKind, ...] = get_args(RoundKind)
-ABORT_REASONS: tuple[AbortReason, ...] = get_args(AbortReason)
 RECOVERY_OUTCOMES: tuple[RecoveryOutcome, ...] = get_args(RecoveryOutcome)
 QUALITY_METRICS: tuple[QualityMetric, ...] = get_args(QualityMetric)
 DECLINE_REASONS: tuple[DeclineReason, ...] = get_args(DeclineReason)

@@ -17,6 +17,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fraudfl import boundedjson
+from fraudfl.vocabulary import DeclineReason
 
 MAGIC = b"FFRM"
 VERSION = 1
@@ -92,9 +93,6 @@ class Announcement(_Header):
     personal_layers: int = Field(default=0, ge=0)
 
 
-# "policy": the round is outside the consortium policy the bank holds (the detail names the
-# rule, a ``fraudfl.rounds.policy.Refusal``).
-DeclineReason = Literal["privacy_budget", "no_data", "error", "policy"]
 
 
 class Decline(_Header):

@@ -42,11 +42,21 @@ from fraudfl.data.stats import FeatureStats
 from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.models import ModelSpec, get_flat_params
-from fraudfl.monitoring.metrics import AbortReason, RoundKind
 from fraudfl.personalization import FedPerStrategy, ParamPartition
 from fraudfl.privacy.accountant import PrivacyAccountant
 from fraudfl.privacy.bank_level import BankDPConfig, effective_noise_multiplier, max_sum_norm
 from fraudfl.rounds import exact_sum
+from fraudfl.rounds.events import (
+    BankDeclined,
+    BankDropped,
+    FederationFinished,
+    OrchestratorEvent,
+    RoundAborted,
+    RoundCompleted,
+    RoundStarted,
+    StageEnded,
+)
+from fraudfl.rounds.events import MessageRejected as MessageRejectedEvent
 from fraudfl.rounds.messages import (
     ANNOUNCE,
     DECLINE,
@@ -79,6 +89,7 @@ from fraudfl.secagg.messages import encode as encode_secagg
 from fraudfl.secagg.plain import PlainSumServer
 from fraudfl.secagg.server import Outgoing, SecAggServer, ServerStatus
 from fraudfl.strategy import Strategy, SummedUpdate, make_strategy
+from fraudfl.vocabulary import STAGES, AbortReason, RoundKind
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +210,11 @@ class Orchestrator:
         self.federation_accountant = PrivacyAccountant("rdp", label="federation")
         self.outbox: list[Outbound] = []
         self.rejections: dict[str, int] = {}
+        # What happened since the caller last drained them (not part of the saved state).
+        self.events: list[OrchestratorEvent] = []
+        self._stage_key: tuple[int, str] = (-1, "idle")
+        self._stage_since = 0.0
+        self._stage_dropouts = 0
 
     # -- who takes part ---------------------------------------------------------------------
 
@@ -229,11 +245,16 @@ class Orchestrator:
 
     # -- events ------------------------------------------------------------------------------
 
+    def drain_events(self) -> list[OrchestratorEvent]:
+        """The events since the last call, in order (the caller logs and counts them)."""
+        events, self.events = self.events, []
+        return events
+
     def start(self, now: float) -> list[Outbound]:
         """Begin the federation: the statistics round first."""
         if self.round >= 0:
             raise RuntimeError("already started; use restart() after loading a checkpoint")
-        return self._emit(self._start_round(0, now))
+        return self._emit(self._start_round(0, now), now)
 
     def restart(self, now: float) -> list[Outbound]:
         """After loading a checkpoint: give the stage a fresh deadline and re-send its messages."""
@@ -243,7 +264,8 @@ class Orchestrator:
         if self.server is None or self.current is None:
             # The round in progress was not resumable (see load_state): re-publish the latest
             # model in case it had not gone out yet, then start the next round.
-            return self._emit(list(self.outbox) + self._next_round(now))
+            return self._emit(list(self.outbox) + self._next_round(now), now)
+        self._stage_key, self._stage_since = (self.round, self.stage), now
         return list(self.outbox)
 
     def extend(self, rounds: int, now: float) -> list[Outbound]:
@@ -255,7 +277,7 @@ class Orchestrator:
             return []
         self.finished = False
         self.consecutive_aborts = 0
-        return self._emit(self._next_round(now))
+        return self._emit(self._next_round(now), now)
 
     @property
     def stage(self) -> str:
@@ -293,7 +315,7 @@ class Orchestrator:
             pending,
         )
         self._note_dropouts(pending)
-        return self._emit(self._after_server(self.server.stage_timeout(), now))
+        return self._emit(self._after_server(self.server.stage_timeout(), now), now)
 
     def receive(
         self, sender: str, round_number: int, payload_type: str, payload: bytes, now: float
@@ -306,7 +328,7 @@ class Orchestrator:
                       round_number, self.round)
             return []
         if payload_type == DECLINE:
-            return self._emit(self._on_decline(sender, payload, now))
+            return self._emit(self._on_decline(sender, payload, now), now)
         if payload_type != SECAGG:
             self._reject("unexpected_type", f"{payload_type!r} from {sender}")
             return []
@@ -316,17 +338,39 @@ class Orchestrator:
             self._reject(exc.reason.value, f"{sender}: {exc.detail}")
             return []
         msgs = self._after_server(out, now)
-        return self._emit(msgs + self._close_if_only_declined(now))
+        return self._emit(msgs + self._close_if_only_declined(now), now)
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _emit(self, out: list[Outbound]) -> list[Outbound]:
+    def _emit(self, out: list[Outbound], now: float) -> list[Outbound]:
         if out:
             self.outbox = out
+        self._note_stage(now)
         return out
+
+    def _note_stage(self, now: float) -> None:
+        """A StageEnded event when the (round, stage) moved on since the last look."""
+        key = (self.round, self.stage)
+        if key == self._stage_key:
+            return
+        round_number, stage = self._stage_key
+        if stage in STAGES:
+            rec = (self.current if self.current is not None and self.current.round == round_number
+                   else next((r for r in reversed(self.history) if r.round == round_number),
+                             None))
+            if rec is not None:
+                out = len(rec.dropouts) + len(rec.declined)
+                self.events.append(StageEnded(
+                    round_number, stage, max(0.0, now - self._stage_since),
+                    participants=max(0, len(rec.selected) - out),
+                    dropouts=max(0, len(rec.dropouts) - self._stage_dropouts),
+                ))
+        self._stage_key, self._stage_since = key, now
+        self._stage_dropouts = 0 if self.current is None else len(self.current.dropouts)
 
     def _reject(self, reason: str, detail: str) -> None:
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
+        self.events.append(MessageRejectedEvent(reason, detail))
         log.warning("round %d: rejected a message (%s): %s", self.round, reason, detail)
 
     def _on_decline(self, sender: str, payload: bytes, now: float) -> list[Outbound]:
@@ -340,6 +384,7 @@ class Orchestrator:
             return []
         if sender not in self.current.declined:
             self.current.declined.append(sender)
+            self.events.append(BankDeclined(self.round, sender, decline.reason, decline.detail))
             log.info("round %d: %s declined (%s) %s", self.round, sender, decline.reason,
                      decline.detail)
         if decline.reason == "privacy_budget":
@@ -360,6 +405,7 @@ class Orchestrator:
         for bank in pending:
             if bank not in self.current.dropouts and bank not in self.current.declined:
                 self.current.dropouts.append(bank)
+                self.events.append(BankDropped(self.current.round, bank))
 
     def _start_round(self, round_number: int, now: float) -> list[Outbound]:
         self.round = round_number
@@ -367,6 +413,7 @@ class Orchestrator:
         selected = self._select(round_number)
         self.current = RoundRecord(round_number, kind, "running", selected, started_at=now)
         self.stage_started = now
+        self.events.append(RoundStarted(round_number, kind, tuple(selected)))
         if len(selected) < self.config.rounds.min_banks:
             self.server = None
             return self._abort(f"only {len(selected)} banks can take part", now,
@@ -469,24 +516,28 @@ class Orchestrator:
         self.history.append(rec)
         self.server = None
         self.current = None
+        self._note_stage(now)
+        self.events.append(RoundAborted(rec.round, rec.kind, cause, reason))
         self.consecutive_aborts += 1
         log.warning("round %d aborted: %s", rec.round, reason)
         if self.consecutive_aborts >= self.config.max_consecutive_aborts:
             log.error("%d rounds in a row aborted; stopping", self.consecutive_aborts)
-            self.finished = True
-            return []
+            return self._finished()
         return self._next_round(now)
+
+    def _finished(self) -> list[Outbound]:
+        self.finished = True
+        self.events.append(FederationFinished(self.completed, self.planned_rounds))
+        return []
 
     def _next_round(self, now: float) -> list[Outbound]:
         if self.completed >= self.planned_rounds:
-            self.finished = True
-            return []
+            return self._finished()
         eligible = [b for b in self.banks if b not in self.exhausted]
         if len(eligible) < self.config.rounds.min_banks:
             log.error("only %d banks have privacy budget left (%s), fewer than min_banks=%d; "
                       "stopping", len(eligible), eligible, self.config.rounds.min_banks)
-            self.finished = True
-            return []
+            return self._finished()
         return self._start_round(self.round + 1, now)
 
     def _finish(self, now: float) -> list[Outbound]:
@@ -513,6 +564,11 @@ class Orchestrator:
         self.history.append(rec)
         self.server = None
         self.current = None
+        self._note_stage(now)
+        self.events.append(RoundCompleted(
+            rec.round, rec.kind, rec.finished_at - rec.started_at, self.model_version,
+            tuple(rec.survivors), tuple(rec.metrics.items()), rec.federation_epsilon,
+        ))
         log.info(
             "round %d (%s) completed with %d banks (dropouts %s, declined %s)%s",
             rec.round, rec.kind, len(rec.survivors), rec.dropouts, rec.declined,
@@ -710,6 +766,7 @@ class Orchestrator:
                 rec.cause = "aggregator_restart"
                 self.history.append(rec)
                 self.current = None
+                self.events.append(RoundAborted(rec.round, rec.kind, rec.cause, rec.reason))
                 # Banks accept only the next round number (fraudfl.rounds.policy), so the
                 # aborted round's announcement still goes out if it had not, followed by a
                 # signed Abort of it: banks then count the round as over without training.

@@ -38,7 +38,6 @@ from fraudfl.data.stats import compute_stats
 from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.models import ModelSpec, Task
-from fraudfl.monitoring.metrics import RoundKind
 from fraudfl.personalization import (
     FedPerBank,
     Method,
@@ -52,6 +51,8 @@ from fraudfl.personalization import (
 from fraudfl.privacy.accountant import BudgetExhausted, PrivacyAccountant
 from fraudfl.privacy.bank_level import BankDPConfig, privatize_update, secure_generator
 from fraudfl.rounds import exact_sum
+from fraudfl.rounds.events import BankEvent, RoundDeclined, RoundJoined, Trained
+from fraudfl.rounds.events import MessageRejected as MessageRejectedEvent
 from fraudfl.rounds.messages import (
     ANNOUNCE,
     DECLINE,
@@ -60,7 +61,6 @@ from fraudfl.rounds.messages import (
     Announcement,
     ControlMessageError,
     Decline,
-    DeclineReason,
     ModelInfo,
     TrainInstructions,
     decode,
@@ -84,6 +84,7 @@ from fraudfl.secagg.messages import decode as decode_secagg
 from fraudfl.secagg.plain import PlainSumClient
 from fraudfl.training.local import LocalResult, TrainConfig, train_local
 from fraudfl.training.private import DPConfig, dp_planned_steps, dp_sample_rate, train_private
+from fraudfl.vocabulary import DeclineReason, RoundKind
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ class BankParticipant:
         self.stats_round = -1
         self.round_times: list[float] = []
         # Every decline (budget or policy refusal) by its reason; the service counts them.
-        self.on_decline: Callable[[str], None] | None = None
+        self.events: list[BankEvent] = []
         self.clock: Callable[[], float] = time.time
         self._data: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]] | None = None
 
@@ -229,8 +230,14 @@ class BankParticipant:
         self._reject("unexpected_type", payload_type)
         return []
 
+    def drain_events(self) -> list[BankEvent]:
+        """The events since the last call, in order (the service logs and counts them)."""
+        events, self.events = self.events, []
+        return events
+
     def _reject(self, reason: str, detail: str) -> None:
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
+        self.events.append(MessageRejectedEvent(reason, detail))
         log.warning("%s: rejected a message (%s): %s", self.bank_id, reason, detail)
 
     def _on_model(self, payload: bytes) -> list[Reply]:
@@ -359,7 +366,7 @@ class BankParticipant:
         """Decline a round outside the policy (log, count); nothing about the data leaves."""
         log.warning("%s: refusing round %d (%s): %s", self.bank_id, ann.round,
                     refusal.reason.value, refusal.detail)
-        self._count_decline(refusal.reason.value)
+        self._count_decline(ann.round, refusal.reason.value, refusal.detail)
         if self.bank_id not in ann.participants:
             return []
         if ann.round == self.last_announced and ann.round > self.handled_round:
@@ -372,9 +379,8 @@ class BankParticipant:
         body = Decline(round=ann.round, reason="policy", detail=refusal.reason.value)
         return [Reply(ann.round, "announce", DECLINE, encode(body))]
 
-    def _count_decline(self, reason: str) -> None:
-        if self.on_decline is not None:
-            self.on_decline(reason)
+    def _count_decline(self, round_number: int, reason: str, detail: str) -> None:
+        self.events.append(RoundDeclined(round_number, reason, detail))
 
     # -- local work --------------------------------------------------------------------------
 
@@ -390,7 +396,7 @@ class BankParticipant:
         self, round_number: int, reason: DeclineReason, detail: str
     ) -> list[Reply]:
         log.warning("%s: declining round %d: %s", self.bank_id, round_number, detail)
-        self._count_decline(reason)
+        self._count_decline(round_number, reason, detail)
         self.last_report = RoundReport(round_number, "train", declined=True,
                                        decline_reason=reason)
         body = Decline(round=round_number, reason=reason, detail=detail)
@@ -405,6 +411,7 @@ class BankParticipant:
         # answer, with a different set of banks, would give its statistics away by subtraction.
         self.stats_round = ann.round
         self.last_report = RoundReport(ann.round, "stats", examples=stats.count)
+        self.events.append(RoundJoined(ann.round, "stats"))
         return self._setup(ann.round, setup, ann.secure)
 
     def training_data(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
@@ -489,6 +496,8 @@ class BankParticipant:
         self.last_report = RoundReport(
             ann.round, "train", examples=result.num_examples, loss=result.loss
         )
+        self.events += [RoundJoined(ann.round, "train"),
+                        Trained(ann.round, result.num_examples, result.loss)]
         log.info("%s: round %d trained on %d examples, loss %.4f, epsilon %.3f", self.bank_id,
                  ann.round, result.num_examples, result.loss, epsilon)
         return self._setup(ann.round, setup, ann.secure)

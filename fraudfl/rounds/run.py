@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fraudfl.checkpoint import atomic_write_json
 from fraudfl.errors import FraudflError
-from fraudfl.identity import ID_PATTERN
+from fraudfl.vocabulary import ID_PATTERN
 
 RUN = "run"
 RUN_FILE = "run.json"

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from fraudfl.secagg.graph import FULL_GRAPH, effective_degree, neighbours
 from fraudfl.secagg.quantize import SUPPORTED_BITS, Quantizer, Rounding
+from fraudfl.vocabulary import valid_id
 
 MAX_PARTICIPANTS = 4096
 MAX_VECTOR_LENGTH = 1 << 28
-ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
 def valid_participant_id(participant_id: str) -> bool:
-    return ID_PATTERN.fullmatch(participant_id) is not None
+    return valid_id(participant_id)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from fraudfl.data.loading import find_data_files, load_bank_file
 from fraudfl.data.schema import load_schema
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.privacy.accountant import PrivacyAccountant, PrivacyBudget
-from fraudfl.rounds.messages import MODEL, decode_model
+from fraudfl.rounds.engine import InMemoryGrid
 from fraudfl.rounds.orchestrator import Orchestrator, Outbound
 from fraudfl.rounds.participant import BankParticipant, Reply
 from fraudfl.rounds.policy import ConsortiumPolicy
@@ -24,71 +24,72 @@ from fraudfl.rounds.policy import ConsortiumPolicy
 
 @dataclass
 class Federation:
+    """Configs, identities and state machines of a small federation, driven by the library's
+    in-memory grid (the engine ``fraudfl simulate`` runs on)."""
+
     root: Path
     agg_config: AggregatorConfig
     bank_configs: dict[str, BankNodeConfig]
     agg_identity: Identity
     identities: dict[str, Identity]
     allowlist: Allowlist
-    orchestrator: Orchestrator
-    banks: dict[str, BankParticipant]
-    now: float = 0.0
+    grid: InMemoryGrid
     models: list[tuple[Any, np.ndarray]] = field(default_factory=list)
-    # bank -> predicate(outbound, replies) returning False to drop the bank's replies (dropout)
-    drop: dict[str, Callable[[Reply], bool]] = field(default_factory=dict)
-    dead: set[str] = field(default_factory=set)
-    transcript: list[Outbound] = field(default_factory=list)
     # (bank, round) -> the bank's plain contribution, recorded in the test process only.
     inputs: dict[tuple[str, int], tuple[np.ndarray, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.grid.on_model = lambda info, params: self.models.append((info, params))
+        self.grid.transcript = []
         for bank_id, participant in self.banks.items():
             def record(rnd: int, update: np.ndarray, weight: float, bank: str = bank_id) -> None:
                 self.inputs[(bank, rnd)] = (update.copy(), weight)
             participant.on_input = record
+
+    # The grid's state, under the names the tests use.
+    @property
+    def orchestrator(self) -> Orchestrator:
+        return self.grid.orchestrator
+
+    @orchestrator.setter
+    def orchestrator(self, orchestrator: Orchestrator) -> None:
+        self.grid.orchestrator = orchestrator
+
+    @property
+    def banks(self) -> dict[str, BankParticipant]:
+        return self.grid.banks  # type: ignore[return-value]
+
+    @property
+    def now(self) -> float:
+        return self.grid.now
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self.grid.now = value
+
+    @property
+    def drop(self) -> dict[str, Callable[[Reply], bool]]:
+        return self.grid.drop
+
+    @property
+    def dead(self) -> set[str]:
+        return self.grid.dead
+
+    @property
+    def transcript(self) -> list[Outbound]:
+        assert self.grid.transcript is not None
+        return self.grid.transcript
 
     def new_orchestrator(self) -> Orchestrator:
         schema = load_schema(self.agg_config.schema_file)
         return Orchestrator(self.agg_config, self.agg_identity, self.allowlist, schema)
 
     def deliver(self, out: list[Outbound]) -> list[tuple[str, Reply]]:
-        replies: list[tuple[str, Reply]] = []
-        for msg in out:
-            self.transcript.append(msg)
-            if msg.payload_type == MODEL:
-                self.models.append(decode_model(msg.payload))
-            targets = self.banks if msg.recipient == "*" else [msg.recipient]
-            for bank_id in targets:
-                if bank_id in self.dead:
-                    continue
-                for reply in self.banks[bank_id].receive(msg.payload_type, msg.payload):
-                    rule = self.drop.get(bank_id)
-                    if rule is not None and rule(reply):
-                        self.dead.add(bank_id)
-                        break
-                    replies.append((bank_id, reply))
-        return replies
+        return self.grid.deliver(out)
 
     def pump(self, out: list[Outbound], max_events: int = 10_000) -> None:
         """Deliver until the orchestrator finishes, advancing the clock past deadlines."""
-        queue = list(out)
-        for _ in range(max_events):
-            if self.orchestrator.finished and not queue:
-                return
-            if not queue:
-                deadline = self.orchestrator.deadline()
-                assert deadline is not None, "stalled without a deadline"
-                self.now = deadline + 0.001
-                queue = self.orchestrator.timeout(self.now)
-                continue
-            replies = self.deliver(queue)
-            queue = []
-            for bank_id, reply in replies:
-                self.now += 0.001
-                queue += self.orchestrator.receive(
-                    bank_id, reply.round, reply.payload_type, reply.payload, self.now
-                )
-        raise AssertionError("federation did not finish")
+        self.grid.pump(out, max_events)
 
     def plain_updates(self, bank_id: str, round_number: int) -> tuple[np.ndarray, float] | None:
         return self.inputs.get((bank_id, round_number))
@@ -171,7 +172,8 @@ def make_federation(
         )
     orch = Orchestrator(agg_config, agg_identity, allow, schema)
     return Federation(
-        tmp_path, agg_config, bank_configs, agg_identity, identities, allow, orch, banks
+        tmp_path, agg_config, bank_configs, agg_identity, identities, allow,
+        InMemoryGrid(orch, banks),
     )
 
 

@@ -104,14 +104,14 @@ def test_declaring_the_third_bank_dropped_cannot_isolate_the_victim(tmp_path: Pa
                           policy=ConsortiumPolicy(min_other_banks=2))
     fed.drop["bank_02"] = lambda reply: reply.stage == "masked_input"
     sent: list[str] = []
-    deliver = fed.deliver
+    deliver = fed.grid.deliver
 
     def spy(out: list[Any]) -> list[tuple[str, Reply]]:
         replies = deliver(out)
         sent.extend(f"{b}:{r.stage}" for b, r in replies)
         return replies
 
-    fed.deliver = spy  # type: ignore[method-assign]
+    fed.grid.deliver = spy  # type: ignore[method-assign]
     fed.pump(fed.orchestrator.start(fed.now))
     round0 = fed.orchestrator.history[0]
     assert round0.status == "aborted"
@@ -272,14 +272,14 @@ def test_split_views_are_not_unmasked_together(tmp_path: Path) -> None:
     assert ann.train is not None
     split = ann.model_copy(update={"train": ann.train.model_copy(update={"lr": ann.train.lr / 2})})
     stages: list[tuple[str, int, str]] = []
-    deliver = fed.deliver
+    deliver = fed.grid.deliver
 
     def spy(out: list[Any]) -> list[tuple[str, Reply]]:
         replies = deliver(out)
         stages.extend((b, r.round, r.stage) for b, r in replies)
         return replies
 
-    fed.deliver = spy  # type: ignore[method-assign]
+    fed.grid.deliver = spy  # type: ignore[method-assign]
     queue = []
     for bank_id, bank in sorted(fed.banks.items()):
         for reply in bank.receive(ANNOUNCE, encode(split if bank_id == "bank_00" else ann, setup)):

@@ -54,7 +54,7 @@ def _restart(fed: Federation, *, checkpoint: bool, planned_rounds: int | None = 
 def _restart_after_model(
     fed: Federation, version: int, *, checkpoint: bool, planned_rounds: int | None = None
 ) -> None:
-    deliver = fed.deliver
+    deliver = fed.grid.deliver
 
     def deliver_then_restart(out: list[Outbound]) -> list[tuple[str, Reply]]:
         replies = deliver(out)
@@ -63,7 +63,7 @@ def _restart_after_model(
             _restart(fed, checkpoint=checkpoint, planned_rounds=planned_rounds)
         return replies
 
-    fed.deliver = deliver_then_restart  # type: ignore[method-assign]
+    fed.grid.deliver = deliver_then_restart  # type: ignore[method-assign]
 
 
 def test_restart_mid_federation_keeps_the_calibrated_noise(tmp_path: Path) -> None:

@@ -41,10 +41,11 @@ from fraudfl.cli.demo import LocalFederation
 from fraudfl.cli.init import FederationPlan, write_federation
 from fraudfl.config import AggregatorConfig, load_config
 from fraudfl.monitoring import AggregatorMetrics, config_digest, new_registry, start_metrics_server
-from fraudfl.monitoring.metrics import STAGES, fraudfl_version
+from fraudfl.monitoring.metrics import fraudfl_version
 from fraudfl.rounds.orchestrator import STAGE_LABELS
 from fraudfl.transport.broker import EmbeddedBroker
 from fraudfl.transport.kafka import KafkaSettings, KafkaTransport
+from fraudfl.vocabulary import STAGES
 from tests.integration.prometheus import (
     PrometheusServer,
     die_with_parent,

@@ -7,7 +7,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fraudfl.monitoring import AggregatorMetrics, BankMetrics, ScoringMetrics, config_digest
-from fraudfl.monitoring.metrics import REJECT_REASONS, STAGES
+from fraudfl.monitoring.metrics import REJECT_REASONS
+from fraudfl.vocabulary import STAGES
 from tests.monitoring.metrics_samples import BANKS, FEDERATION, record_sample_observations
 
 ALLOWED_LABELS = {
