@@ -50,7 +50,7 @@ class InMemoryGrid:
     # bank -> predicate(reply) returning True to lose that reply and all after it (dropout).
     drop: dict[str, Callable[[Reply], bool]] = field(default_factory=dict)
     dead: set[str] = field(default_factory=set)
-    # Called with each published model, in order.
+    # Called with each published model, in order, once the banks have received it.
     on_model: Callable[[ModelInfo, npt.NDArray[np.float32]], None] | None = None
     transcript: list[Outbound] | None = None
 
@@ -87,8 +87,6 @@ class InMemoryGrid:
         for msg in out:
             if self.transcript is not None:
                 self.transcript.append(msg)
-            if msg.payload_type == MODEL and self.on_model is not None:
-                self.on_model(*decode_model(msg.payload))
             targets = list(self.banks) if msg.recipient == "*" else [msg.recipient]
             for bank_id in targets:
                 if bank_id in self.dead or bank_id not in self.banks:
@@ -102,4 +100,7 @@ class InMemoryGrid:
                         log.info("%s dropped out before sending %s", bank_id, reply.stage)
                         break
                     replies.append((bank_id, reply))
+            if msg.payload_type == MODEL and self.on_model is not None:
+                # After the banks have it (and, for model v0, have transformed their rows).
+                self.on_model(*decode_model(msg.payload))
         return replies

@@ -41,14 +41,42 @@ def encode(
     """``limbs`` digits per value, value-major; each an integer in ``[0, 2^limb_bits)``."""
     width = limb_bits(n, bits)
     modulus = 1 << (width * limbs)
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(x)):
+        raise ValueError("cannot encode NaN or infinite statistics")
+    # Scaling by a power of two is exact; below 2^62 the fixed-point values fit int64, and the
+    # digits of ``fixed mod M`` are those of its two's complement (arithmetic shifts).
+    scaled = x * float(1 << frac_bits)
+    if len(x) and float(np.max(np.abs(scaled))) >= 2.0**62:
+        return _encode_wide(x, n, width, modulus, frac_bits, limbs)
+    fixed = np.rint(scaled).astype(np.int64)
+    limit = modulus // (2 * n)
+    if limit <= np.iinfo(np.int64).max:
+        too_large = np.abs(fixed) >= limit
+        if np.any(too_large):
+            value = x[np.argmax(too_large)]
+            raise ValueError(f"statistic {value} too large for {limbs} limbs of {width} bits")
     mask = (1 << width) - 1
-    out = np.empty(len(values) * limbs, dtype=np.float64)
-    for i, x in enumerate(np.asarray(values, dtype=np.float64)):
-        if not np.isfinite(x):
-            raise ValueError("cannot encode NaN or infinite statistics")
-        fixed = round(float(x) * (1 << frac_bits))
+    out = np.empty((len(x), limbs), dtype=np.float64)
+    for j in range(limbs):
+        shift = width * j
+        if shift < 64:
+            out[:, j] = (fixed >> shift) & mask
+        else:
+            out[:, j] = np.where(fixed < 0, mask, 0)
+    return out.ravel()
+
+
+def _encode_wide(
+    x: npt.NDArray[np.float64], n: int, width: int, modulus: int, frac_bits: int, limbs: int
+) -> npt.NDArray[np.float64]:
+    """:func:`encode` for values beyond int64 once scaled, with Python's integers."""
+    mask = (1 << width) - 1
+    out = np.empty(len(x) * limbs, dtype=np.float64)
+    for i, value in enumerate(x):
+        fixed = round(float(value) * (1 << frac_bits))
         if 2 * abs(fixed) * n >= modulus:
-            raise ValueError(f"statistic {x} too large for {limbs} limbs of {width} bits")
+            raise ValueError(f"statistic {value} too large for {limbs} limbs of {width} bits")
         residue = fixed % modulus
         for j in range(limbs):
             out[i * limbs + j] = float((residue >> (width * j)) & mask)

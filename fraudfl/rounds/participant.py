@@ -252,7 +252,10 @@ class BankParticipant:
         self.model_info, self.params = info, params
         self._note_closed(info.round)
         if info.version == 0 or self._data is None:
-            self._data = None  # the pipeline may be new: transform lazily
+            # A new pipeline: transform the rows now rather than inside the first training
+            # round, whose key-advertisement deadline also covers the local training.
+            self._data = None
+            self.training_data()
         log.info("%s: received global model v%d", self.bank_id, info.version)
         if self.pending is not None:
             pending, self.pending = self.pending, None

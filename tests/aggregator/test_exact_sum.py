@@ -42,3 +42,18 @@ def test_counts_and_large_sums_of_squares() -> None:
     assert out[0] == 12_346.0
     assert out[1] == 3.75e12
     assert out[2] == -4.25
+
+
+def test_vectorised_encoding_equals_the_integer_one() -> None:
+    """The int64 fast path gives the digits of Python's exact integer arithmetic."""
+    from fraudfl.rounds.exact_sum import _encode_wide, limb_bits
+
+    rng = np.random.default_rng(5)
+    values = np.concatenate([
+        rng.normal(0, 1, 200), rng.normal(0, 1e9, 200), -rng.exponential(1e6, 100),
+        [0.0, -0.0, 2.0**-21, -(2.0**-21), 0.5 / 2**20, 1.5 / 2**20, 2.0**41, -(2.0**41)],
+    ])
+    for n, bits in ((3, 32), (50, 32), (1000, 32)):
+        width = limb_bits(n, bits)
+        expected = _encode_wide(values, n, width, 1 << (width * 4), 20, 4)
+        np.testing.assert_array_equal(exact_sum.encode(values, n, bits), expected)
