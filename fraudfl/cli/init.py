@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fraudfl.config import DEFAULT_MAX_GRAD_NORM
 from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
 
@@ -337,7 +338,7 @@ def _bank_sections(
         "kafka": {"bootstrap_servers": plan.bootstrap_servers},
         "privacy": {
             "target_epsilon": 8.0,
-            "max_grad_norm": 1.0,
+            "max_grad_norm": DEFAULT_MAX_GRAD_NORM,
             "planned_rounds": plan.rounds,
         },
     }
