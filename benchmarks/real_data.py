@@ -3,9 +3,9 @@
 On a dataset from ``generate-data banks --messy`` (missing values, hashed merchant/device ids,
 heavy-tailed amounts, a time column) one run measures, all on the same global test set:
 
-* fraudfl's logistic regression and MLP trained federated (FedProx, every bank every round)
-  without DP and with record-level DP at epsilon 3 (the DP training defaults of
-  ``fraudfl simulate``), each bank alone (local-only baseline: the same local work), and pooled
+* fraudfl's logistic regression and MLP trained federated (FedProx, every bank every round,
+  ``fraudfl simulate``'s defaults) without DP and with record-level DP at epsilon 3, each bank
+  alone (local-only baseline: the same local work), and pooled
   (centralised baseline: all training rows in one place);
 * scikit-learn's ``HistGradientBoostingClassifier`` pooled and per bank, on the same feature
   matrices (quantile-transformed numerics, missing indicators, one-hot and hashed categoricals,
@@ -34,32 +34,20 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from fraudfl.data import load_dataset
 from fraudfl.data.generators import generate_bank_data
-from fraudfl.privacy.options import (
-    BATCH_SIZE,
-    DP_BATCH_SIZE,
-    DP_LR,
-    DP_MAX_GRAD_NORM,
-    LR,
-    PrivacyOptions,
-)
+from fraudfl.privacy.options import PrivacyOptions
 from fraudfl.simulation import PreparedData, SimulationConfig, prepare_data, run_simulation
 from fraudfl.training.evaluation import binary_ranking_metrics
 
 
 def fraudfl_rows(dataset: Any, args: argparse.Namespace, model: str) -> dict[str, Any]:
     common = dict(strategy="fedprox", mu=args.mu, rounds=args.rounds, banks_per_round=args.banks,
-                  local_epochs=1, seed=args.seed, model=model, val_fraction=args.val_fraction)
+                  local_epochs=1, seed=args.seed, model=model, val_fraction=args.val_fraction,
+                  update_weight=args.update_weight)
     t0 = time.perf_counter()
-    plain = run_simulation(
-        dataset, SimulationConfig(**common, batch_size=BATCH_SIZE, lr=LR, baseline="all"),
-        progress=False,
-    )
+    plain = run_simulation(dataset, SimulationConfig(**common, baseline="all"))
     private = run_simulation(
         dataset,
-        SimulationConfig(**common, batch_size=DP_BATCH_SIZE, lr=DP_LR,
-                         privacy=PrivacyOptions(target_epsilon=args.epsilon,
-                                                max_grad_norm=DP_MAX_GRAD_NORM)),
-        progress=False,
+        SimulationConfig(**common, privacy=PrivacyOptions(target_epsilon=args.epsilon)),
     )
     baselines = plain.final["baselines"]
     local = {bank: v["global"]["auprc"] for bank, v in baselines["local"]["banks"].items()}
@@ -103,6 +91,9 @@ def main() -> None:
     p.add_argument("--mu", type=float, default=0.1)
     p.add_argument("--epsilon", type=float, default=3.0)
     p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--update-weight", choices=["constant", "examples"], default="examples",
+                   help="banks' update weights: by examples (FedAvg) or equal (the services' "
+                   "default, no example count leaves a bank)")
     p.add_argument("--data", type=Path, help="an existing dataset directory instead")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)

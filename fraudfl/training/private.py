@@ -368,7 +368,8 @@ class _PerSampleClipper:
     With ``g_i`` the gradient of sample i's loss w.r.t. a layer's output and ``a_i`` its input,
     a Linear layer's per-sample weight gradient is ``g_i a_i^T`` with squared norm
     ``|g_i|^2 |a_i|^2``, its bias gradient ``g_i``; a LayerNorm's are ``g_i * xhat_i`` and
-    ``g_i``; an embedding table's ``a_i g_i^T`` over its input block and output columns. The clipped sum over the batch is then one matmul per layer: the ghost-clipping
+    ``g_i``; an embedding table's ``a_i g_i^T`` over its input block and output columns.
+    The clipped sum over the batch is then one matmul per layer: the ghost-clipping
     identity (Li et al. 2022, Bu et al. 2023) without materialising per-sample gradients and
     without the second backward pass and hook machinery that dominate a DP step on small models.
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from aggregator.service import AggregatorService
-from bank_node.service import MODEL_DIR, VAL_FRACTION, BankNodeService
+from bank_node.service import MODEL_DIR, BankNodeService
 from fraudfl.cli.init import FederationPlan, write_federation
 from fraudfl.config import AggregatorConfig, BankNodeConfig, load_config
 from fraudfl.data import (
@@ -55,7 +55,8 @@ def test_messy_federation_fits_the_pooled_pipeline_and_scores(tmp_path: Path) ->
 
     schema = load_schema(agg_cfg.schema_file)
     trains = [
-        train_val_split(load_bank_file(cfg.data, schema), schema, VAL_FRACTION, seed=0)[0]
+        train_val_split(load_bank_file(cfg.data, schema), schema, cfg.val_fraction,
+                        seed=cfg.split_seed)[0]
         for cfg in configs.values()
     ]
     expected = FeaturePipeline.fit(sum_stats(compute_stats(f, schema) for f in trains))
