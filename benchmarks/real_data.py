@@ -14,7 +14,8 @@ heavy-tailed amounts, a time column) one run measures, all on the same global te
 Prints one AUPRC table (local-only as the smallest / median / largest bank's model).
 
     .venv/bin/python benchmarks/real_data.py
-    .venv/bin/python benchmarks/real_data.py --banks 5 --transactions 30000 --seed 3 --rounds 20
+    .venv/bin/python benchmarks/real_data.py --banks 5 --transactions 30000 --seed 3 --rounds 10 \
+        --local-epochs 3 --update-weight examples
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ from fraudfl.training.evaluation import binary_ranking_metrics
 
 def fraudfl_rows(dataset: Any, args: argparse.Namespace, model: str) -> dict[str, Any]:
     common = dict(strategy="fedprox", mu=args.mu, rounds=args.rounds, banks_per_round=args.banks,
-                  local_epochs=1, seed=args.seed, model=model, val_fraction=args.val_fraction,
-                  update_weight=args.update_weight)
+                  local_epochs=args.local_epochs, seed=args.seed, model=model,
+                  val_fraction=args.val_fraction, update_weight=args.update_weight)
     t0 = time.perf_counter()
     plain = run_simulation(dataset, SimulationConfig(**common, baseline="all"))
     private = run_simulation(
@@ -87,7 +88,8 @@ def main() -> None:
     p.add_argument("--banks", type=int, default=5)
     p.add_argument("--transactions", type=int, default=30_000)
     p.add_argument("--seed", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--local-epochs", type=int, default=3)
     p.add_argument("--mu", type=float, default=0.1)
     p.add_argument("--epsilon", type=float, default=3.0)
     p.add_argument("--val-fraction", type=float, default=0.2)
