@@ -102,6 +102,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--rounds", type=int, default=5, help="rounds to run (default: 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: 0)")
+    p.add_argument("--messy", action="store_true",
+                   help="real-export style synthetic data: missing values, hashed merchant and "
+                        "device ids, heavy tails, a time column (docs/data.md)")
     p.add_argument("--per-bank-kits", action="store_true",
                    help="write one kit per participant (its own keys, config, data, the public "
                         "allowlist and policy) instead of one directory holding every key")
@@ -134,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
             personalization=args.personalization,
             admin_port=args.admin_port,
             per_bank_kits=args.per_bank_kits,
+            messy=args.messy,
         )
     )
     banks = len(fed.bank_configs)
@@ -322,6 +326,8 @@ def _aggregator_sections(
 def _bank_sections(
     plan: FederationPlan, bank_id: str, data_file: str
 ) -> dict[str, dict[str, TomlValue]]:
+    from fraudfl.config import PrivacySettings
+
     sections: dict[str, dict[str, TomlValue]] = {
         "": {
             "federation_id": plan.federation_id,
@@ -337,7 +343,7 @@ def _bank_sections(
         "kafka": {"bootstrap_servers": plan.bootstrap_servers},
         "privacy": {
             "target_epsilon": 8.0,
-            "max_grad_norm": 1.0,
+            "max_grad_norm": PrivacySettings().max_grad_norm,
             "planned_rounds": plan.rounds,
         },
     }

@@ -87,7 +87,7 @@ def summary_lines(result: SimulationResult) -> list[str]:
     central = result.final.get("baselines", {}).get("centralized")
     if central is not None:
         lines.append(
-            "centralised (pooled) baseline: "
+            "centralised (pooled, non-private) baseline: "
             + ", ".join(f"{n} {_fmt(central['global'][n])}" for n in names)
         )
     return lines
@@ -125,10 +125,12 @@ def plot_convergence(result: SimulationResult, path: Path) -> None:
     cmp = smallest_bank_comparison(result)
     if cmp is not None:
         local = result.final["baselines"]["local"]
-        baselines[f"local only ({cmp['bank']}, smallest)"] = local["banks"][cmp["bank"]]["global"]
+        baselines[f"local only ({cmp['bank']}, smallest, non-private)"] = (
+            local["banks"][cmp["bank"]]["global"])
     central = result.final.get("baselines", {}).get("centralized")
     if central is not None:
-        baselines["centralised"] = central["global"]
+        # Baselines train without DP, whatever the federation does.
+        baselines["centralised (non-private)"] = central["global"]
     _plot_panels(
         {str(result.config["strategy"]): (rounds, curves)}, list(curves), baselines, path,
         title=f"{result.config['strategy']}: global model per round",

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fraudfl.config import SecAggSettings, TrainingSettings
+from fraudfl.config import DEFAULT_MAX_GRAD_NORM, SecAggSettings, TrainingSettings
 from fraudfl.errors import FraudflError
 from fraudfl.strategy import STRATEGY_NAMES
 
@@ -124,7 +124,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     dp.add_argument("--noise-multiplier", type=float,
                     help="record-level DP-SGD with this noise multiplier")
     dp.add_argument("--max-grad-norm", type=float, default=None,
-                    help="per-sample gradient clipping norm (default: 1.0)")
+                    help=f"per-sample gradient clipping norm (default: {DEFAULT_MAX_GRAD_NORM})")
     dp.add_argument("--accountant", choices=["rdp", "prv"], default=None,
                     help="privacy accountant (default: rdp; prv is tighter)")
     dp.add_argument("--dp-engine", choices=["vectorized", "ghost", "hooks", "functorch"],
@@ -207,7 +207,8 @@ _DEPENDENT_FLAGS: dict[str, tuple[object, str, Callable[[argparse.Namespace], bo
     "personal_epochs": (3, "--personalization finetune or ditto",
                         lambda a: a.personalization in ("finetune", "ditto")),
     "ditto_lambda": (0.1, "--personalization ditto", lambda a: a.personalization == "ditto"),
-    "max_grad_norm": (1.0, "--target-epsilon or --noise-multiplier", _record_level),
+    "max_grad_norm": (DEFAULT_MAX_GRAD_NORM, "--target-epsilon or --noise-multiplier",
+                      _record_level),
     "accountant": ("rdp", "--target-epsilon or --noise-multiplier", _record_level),
     "dp_engine": ("vectorized", "--target-epsilon or --noise-multiplier", _record_level),
 }

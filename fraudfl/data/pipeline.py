@@ -133,6 +133,15 @@ class FeaturePipeline:
     def transform_of(self, column: str) -> Transform:
         return self.transforms.get(column, "standard")
 
+    def hashed_blocks(self) -> tuple[tuple[int, int], ...]:
+        """``(first feature, buckets)`` of every hashed column's bucket block, in feature order
+        (what :class:`~fraudfl.models.ModelSpec` embeds)."""
+        return tuple(
+            (self.feature_names.index(f"{col}#0"), self.hashed[col])
+            for col in self.categorical
+            if col in self.hashed
+        )
+
     @classmethod
     def fit(cls, stats: FeatureStats, *, standardize: bool = True) -> FeaturePipeline:
         """Fit from (summed) statistics only (``standardize=False``: numeric columns are

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from fraudfl.config import DEFAULT_MAX_GRAD_NORM
 from fraudfl.errors import FraudflError
 from fraudfl.privacy.accountant import MECHANISMS, Mechanism
 
@@ -27,7 +28,7 @@ class PrivacyOptions:
     target_epsilon: float | None = None
     delta: float | None = None
     noise_multiplier: float | None = None
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = DEFAULT_MAX_GRAD_NORM
     accountant: Mechanism = "rdp"
     engine: DPEngine = "vectorized"
     state_dir: str | None = None

@@ -588,6 +588,7 @@ class Orchestrator:
             num_features=self.pipeline.num_features,
             num_classes=self.pipeline.num_classes,
             hidden=tuple(t.hidden),
+            embed=self.pipeline.hashed_blocks(),
         )
         self.params = get_flat_params(self.spec.build(seed=self.config.rounds.seed))
         log.info("fitted the feature pipeline from %d rows of %d banks; model has %d parameters",

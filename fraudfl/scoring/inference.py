@@ -16,6 +16,7 @@ import numpy.typing as npt
 from torch import nn
 
 from fraudfl.errors import FraudflError
+from fraudfl.models import HashedEmbedding
 
 Layer = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
 
@@ -53,6 +54,19 @@ def _layer_norm(module: nn.LayerNorm) -> Layer:
     return forward
 
 
+def _embedding(module: HashedEmbedding) -> Layer:
+    dense = module.dense_index.numpy()
+    tables = [(start, width, t.detach().numpy().astype(np.float32))
+              for (start, width), t in zip(module.blocks, module.tables, strict=True)]
+
+    def forward(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        parts = [x[:, dense]] + [x[:, s : s + w] @ t for s, w, t in tables]
+        out: npt.NDArray[np.float32] = np.concatenate(parts, axis=1)
+        return out
+
+    return forward
+
+
 def _relu(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     out: npt.NDArray[np.float32] = np.maximum(x, np.float32(0.0))
     return out
@@ -71,10 +85,13 @@ class NumpyModel:
                 self._layers.append(_layer_norm(module))
             elif isinstance(module, nn.ReLU):
                 self._layers.append(_relu)
+            elif isinstance(module, HashedEmbedding):
+                self._layers.append(_embedding(module))
             else:
                 raise FraudflError(
                     f"cannot score with layer type {type(module).__name__}; expected "
-                    "Linear, LayerNorm and ReLU (the fraudfl logistic and mlp models)"
+                    "Linear, LayerNorm, ReLU and HashedEmbedding (the fraudfl logistic and mlp "
+                    "models)"
                 )
 
     def logits(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

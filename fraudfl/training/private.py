@@ -23,7 +23,8 @@ Engines (``DPConfig.engine``), all giving the same model for the same seeds (tes
 - ``ghost``, ``hooks``, ``functorch``: Opacus ``PrivacyEngine.make_private`` in that
   grad-sample mode; the optimiser's step hook does step 3.
 - ``vectorized`` (default): the ghost-clipping identity computed directly for the Sequential
-  Linear/LayerNorm models of :mod:`fraudfl.models`, with Opacus' loader and Opacus' noise recipe.
+  Linear/LayerNorm/HashedEmbedding models of :mod:`fraudfl.models`, with Opacus' loader and
+  Opacus' noise recipe.
   On the fraud MLP, Opacus' hook machinery costs 7-8x a non-private epoch; this costs about
   2.8x (``benchmarks/dp_overhead.py``, ``docs/privacy.md``).
 """
@@ -41,11 +42,18 @@ import torch
 import torch.nn.functional as F
 from opacus import PrivacyEngine
 from opacus.data_loader import DPDataLoader
+from opacus.grad_sample.utils import register_grad_sampler, register_norm_sampler
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from fraudfl.errors import FraudflError
-from fraudfl.models import BinaryLoss, get_flat_params, make_loss, set_flat_params
+from fraudfl.models import (
+    BinaryLoss,
+    HashedEmbedding,
+    get_flat_params,
+    make_loss,
+    set_flat_params,
+)
 from fraudfl.privacy.accountant import PrivacyAccountant
 from fraudfl.privacy.options import DP_ENGINES, DPEngine
 from fraudfl.training.local import (
@@ -312,14 +320,56 @@ def _loader_batches(
                 return
 
 
+def _embedding_slices(
+    layer: HashedEmbedding, activations: torch.Tensor, backprops: torch.Tensor
+) -> list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]]:
+    """Per table: its input block ``a`` and the gradient ``g`` of its output columns; the
+    table's per-sample gradient is ``a_i g_i^T``."""
+    out = []
+    offset = len(layer.dense_index)
+    for (start, width), table in zip(layer.blocks, layer.tables, strict=True):
+        a = activations[:, start : start + width].to(backprops.dtype)
+        out.append((table, a, backprops[:, offset : offset + layer.dim]))
+        offset += layer.dim
+    return out
+
+
+def _embedding_grad_sample(
+    layer: HashedEmbedding, activations: list[torch.Tensor], backprops: torch.Tensor
+) -> dict[nn.Parameter, torch.Tensor]:
+    """Opacus' per-sample gradients of the embedding tables (hooks and functorch modes)."""
+    return {
+        table: torch.einsum("ni,nj->nij", a, g)
+        for table, a, g in _embedding_slices(layer, activations[0], backprops)
+        if table.requires_grad
+    }
+
+
+def _embedding_norm_sample(
+    layer: HashedEmbedding, activations: list[torch.Tensor], backprops: torch.Tensor
+) -> dict[nn.Parameter, torch.Tensor]:
+    """Opacus' per-sample gradient norms (ghost mode): ``|a_i| |g_i|`` for an outer product."""
+    return {
+        table: a.norm(dim=1) * g.norm(dim=1)
+        for table, a, g in _embedding_slices(layer, activations[0], backprops)
+        if table.requires_grad
+    }
+
+
+register_grad_sampler(HashedEmbedding)(_embedding_grad_sample)
+register_norm_sampler(HashedEmbedding)(_embedding_norm_sample)
+
+
 class _PerSampleClipper:
-    """Exact per-sample clipping for Sequential stacks of Linear / LayerNorm / parameter-free
-    layers (every model in :mod:`fraudfl.models`), in one forward and one backward pass.
+    """Exact per-sample clipping for Sequential stacks of Linear / LayerNorm / HashedEmbedding /
+    parameter-free layers (every model in :mod:`fraudfl.models`), in one forward and one
+    backward pass.
 
     With ``g_i`` the gradient of sample i's loss w.r.t. a layer's output and ``a_i`` its input,
     a Linear layer's per-sample weight gradient is ``g_i a_i^T`` with squared norm
     ``|g_i|^2 |a_i|^2``, its bias gradient ``g_i``; a LayerNorm's are ``g_i * xhat_i`` and
-    ``g_i``. The clipped sum over the batch is then one matmul per layer: the ghost-clipping
+    ``g_i``; an embedding table's ``a_i g_i^T`` over its input block and output columns.
+    The clipped sum over the batch is then one matmul per layer: the ghost-clipping
     identity (Li et al. 2022, Bu et al. 2023) without materialising per-sample gradients and
     without the second backward pass and hook machinery that dominate a DP step on small models.
 
@@ -343,6 +393,9 @@ class _PerSampleClipper:
                 covered += own
                 kind = _LINEAR if isinstance(layer, nn.Linear) else _NORM
                 self.plan.append((kind, layer, layer.weight, layer.bias))
+            elif isinstance(layer, HashedEmbedding):
+                covered += own
+                self.plan.append((_EMBED, layer, None, None))
             elif own:
                 raise FraudflError(
                     f"the vectorized DP engine cannot clip {type(layer).__name__} layers; "
@@ -378,6 +431,9 @@ class _PerSampleClipper:
                 elif kind is _RELU:
                     h = torch.relu(h)
                     saved.append((h,))
+                elif kind is _EMBED:
+                    saved.append((h,))
+                    h = layer(h)
                 else:
                     with torch.enable_grad():
                         a = h.detach().requires_grad_()
@@ -388,9 +444,9 @@ class _PerSampleClipper:
         with torch.no_grad():
             n = xb.shape[0]
             sq_norms = torch.zeros(n, dtype=xb.dtype)
-            # Per parameter layer, in reverse: (has bias, output gradients, their weight
-            # feature, is Linear).
-            parts: list[tuple[bool, torch.Tensor, torch.Tensor, bool]] = []
+            # Per parameter, in reverse: (kind, has bias, output gradients, their weight
+            # feature); an embedding table's "gradients" are its input block.
+            parts: list[tuple[str, bool, torch.Tensor, torch.Tensor]] = []
             for i in range(len(self.plan) - 1, -1, -1):
                 kind, layer, weight, bias = self.plan[i]
                 if kind is _LINEAR:
@@ -399,7 +455,7 @@ class _PerSampleClipper:
                     if bias is not None:
                         a_sq += 1.0
                     sq_norms.addcmul_(torch.linalg.vecdot(g, g), a_sq)
-                    parts.append((bias is not None, g, a, True))
+                    parts.append((_LINEAR, bias is not None, g, a))
                     if i:
                         g = g.mm(weight)  # type: ignore[arg-type]
                 elif kind is _NORM:
@@ -409,13 +465,29 @@ class _PerSampleClipper:
                         sq_norms += torch.linalg.vecdot(g_xhat, g_xhat)
                         if bias is not None:
                             sq_norms += torch.linalg.vecdot(g, g)
-                        parts.append((bias is not None, g, g_xhat, False))
+                        parts.append((_NORM, bias is not None, g, g_xhat))
                     g = torch.ops.aten.native_layer_norm_backward(
                         g, a, layer.normalized_shape, mean, rstd, weight, bias,
                         [True, False, False],
                     )[0]
                 elif kind is _RELU:
                     g = torch.ops.aten.threshold_backward(g, saved[i][0], 0)
+                elif kind is _EMBED:
+                    embed: HashedEmbedding = layer  # type: ignore[assignment]
+                    (a,) = saved[i]
+                    slices = _embedding_slices(embed, a, g)
+                    for _, block, g_block in reversed(slices):
+                        sq_norms.addcmul_(torch.linalg.vecdot(g_block, g_block),
+                                          torch.linalg.vecdot(block, block))
+                        parts.append((_EMBED, False, block, g_block))
+                    if i:
+                        g_in = torch.zeros_like(a)
+                        g_in[:, embed.dense_index] = g[:, : len(embed.dense_index)]
+                        for (start, width), (table, _, g_block) in zip(
+                            embed.blocks, slices, strict=True
+                        ):
+                            g_in[:, start : start + width] = g_block.mm(table.T)
+                        g = g_in
                 else:
                     a, y_out = saved[i]
                     with torch.enable_grad():
@@ -423,17 +495,17 @@ class _PerSampleClipper:
             # The same clip factor as Opacus' DPOptimizer.
             factor = (self.max_grad_norm / (sq_norms.sqrt_() + 1e-6)).clamp_(max=1.0)
             slots = iter(out)
-            for has_bias, g, feat, linear in reversed(parts):
-                if linear:
-                    torch.mm(g.T, feat * factor.unsqueeze(1), out=next(slots))
-                else:
+            for kind, has_bias, g, feat in reversed(parts):
+                if kind is _NORM:
                     torch.mv(feat.T, factor, out=next(slots))
+                else:  # Linear: g^T (a * factor); embedding table: block^T (g * factor)
+                    torch.mm(g.T, feat * factor.unsqueeze(1), out=next(slots))
                 if has_bias:
                     torch.mv(g.T, factor, out=next(slots))
         return loss / max(1, n)
 
 
-_LINEAR, _NORM, _RELU, _OTHER = "linear", "norm", "relu", "other"
+_LINEAR, _NORM, _RELU, _EMBED, _OTHER = "linear", "norm", "relu", "embed", "other"
 
 
 def _loss_and_logit_gradient(

@@ -1,3 +1,4 @@
+import argparse
 import json
 from pathlib import Path
 
@@ -65,3 +66,14 @@ def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
     (tmp_path / "bank_a.csv").write_text("amount,Class\n1.0,0\n2.0,1\n")
     assert main(["simulate", "--data", str(tmp_path), "--label-column", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_dp_runs_clip_at_the_dp_default() -> None:
+    from fraudfl.cli.simulate import _apply_dependent_flags, register
+    from fraudfl.config import DEFAULT_MAX_GRAD_NORM, PrivacySettings
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    private = parser.parse_args(["simulate", "--data", "d", "--target-epsilon", "3"])
+    _apply_dependent_flags(private)
+    assert private.max_grad_norm == DEFAULT_MAX_GRAD_NORM == PrivacySettings().max_grad_norm

@@ -6,6 +6,7 @@ from torch import nn
 
 from fraudfl.errors import FraudflError
 from fraudfl.models import (
+    HashedEmbedding,
     ModelSpec,
     build_model,
     get_flat_params,
@@ -66,6 +67,26 @@ def test_spec_roundtrip_and_param_count(kind: str) -> None:
     again = ModelSpec.from_dict(spec.to_dict())
     assert again == spec
     assert spec.num_params == num_params(again.build())
+
+
+def test_embedding_spec_roundtrip_param_count_and_lookup() -> None:
+    spec = ModelSpec("mlp", 20, 2, (6,), embed=((3, 8), (11, 5)), embed_dim=4)
+    again = ModelSpec.from_dict(spec.to_dict())
+    assert again == spec
+    model = again.build(seed=2)
+    assert spec.num_params == num_params(model)
+    embedding = model[0]
+    assert isinstance(embedding, HashedEmbedding) and embedding.out_features == 20 - 13 + 8
+    # A signed one-hot block picks its bucket's row, times the sign.
+    x = torch.zeros(1, 20)
+    x[0, 3 + 5] = -1.0
+    out = embedding(x)
+    torch.testing.assert_close(out[0, 7:11], -embedding.tables[0][5])
+    torch.testing.assert_close(out[0, 11:], torch.zeros(4))
+    # A logistic model has no use for the blocks; overlapping blocks are refused.
+    assert ModelSpec("logistic", 20, 2, embed=((3, 8),)).embed == ()
+    with pytest.raises(FraudflError, match="disjoint"):
+        ModelSpec("mlp", 20, 2, embed=((3, 8), (10, 5)))
 
 
 def test_spec_rejects_bad_fields() -> None:

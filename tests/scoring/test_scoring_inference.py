@@ -25,9 +25,12 @@ def test_encoder_matches_the_pipeline(trained_bank: TrainedBank, n: int) -> None
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["logistic", "mlp"])
+@pytest.mark.parametrize("kind", ["logistic", "mlp", "embedding"])
 def test_numpy_forward_matches_torch(kind: str) -> None:
-    model = ModelSpec(kind, 24, 2, hidden=(64, 32)).build(seed=4)  # type: ignore[arg-type]
+    if kind == "embedding":  # an MLP embedding two hashed blocks
+        model = ModelSpec("mlp", 24, 2, hidden=(16,), embed=((4, 8), (14, 10))).build(seed=4)
+    else:
+        model = ModelSpec(kind, 24, 2, hidden=(64, 32)).build(seed=4)  # type: ignore[arg-type]
     with torch.no_grad():
         for p in model.parameters():  # move LayerNorm off its identity initialisation
             p.add_(torch.randn_like(p) * 0.1)

@@ -112,7 +112,20 @@ def _odd_model() -> torch.nn.Module:
     )
 
 
-@pytest.mark.parametrize("kind", ["mlp", "logistic", "odd", "multiclass"])
+def _with_hashed_blocks(X: np.ndarray, seed: int) -> np.ndarray:
+    """``X`` plus two signed one-hot hashed blocks (8 and 4 buckets), the second with gaps."""
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for buckets in (8, 4):
+        block = np.zeros((len(X), buckets), dtype=np.float32)
+        rows = np.arange(len(X))
+        block[rows, rng.integers(0, buckets, len(X))] = rng.choice([-1.0, 1.0], len(X))
+        blocks.append(block)
+    blocks[1][rng.random(len(X)) < 0.2] = 0.0
+    return np.concatenate([X, *blocks], axis=1)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "logistic", "odd", "multiclass", "embedding"])
 def test_every_engine_reproduces_opacus_hooks_mode(data, kind: str) -> None:  # type: ignore[no-untyped-def]
     """Same seeds -> same Poisson batches and noise draws, so every engine must land on the
     same model as Opacus' reference per-sample-gradient mode (here with momentum, weight decay,
@@ -122,6 +135,10 @@ def test_every_engine_reproduces_opacus_hooks_mode(data, kind: str) -> None:  # 
                       pos_weight=5.0)
     if kind == "odd":
         model = _odd_model()
+    elif kind == "embedding":
+        X = _with_hashed_blocks(X, seed=4)
+        model = build_model("mlp", D + 12, 2, (16, 8), seed=1, embed=((D, 8), (D + 8, 4)),
+                            embed_dim=3)
     elif kind == "multiclass":
         model = build_model("mlp", D, 3, (16, 8), seed=1)
         y = np.digitize(X[:, 0], [-0.5, 0.5])
@@ -130,7 +147,8 @@ def test_every_engine_reproduces_opacus_hooks_mode(data, kind: str) -> None:  # 
         model = build_model(kind, D, 2, (16, 8), seed=1)
     start = get_flat_params(model)
     out = {}
-    engines = ("vectorized", "ghost", "hooks") + (("functorch",) if kind == "mlp" else ())
+    engines = ("vectorized", "ghost", "hooks") + (
+        ("functorch",) if kind in ("mlp", "embedding") else ())
     for engine in engines:
         result = train_private(
             model, start, X, y, cfg, rng=np.random.default_rng(11), accountant=accountant(),
