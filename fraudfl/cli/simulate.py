@@ -79,6 +79,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                      help="FedAdam/FedYogi beta2 (default: 0.99)")
     fed.add_argument("--tau", type=float, default=None,
                      help="FedAdam/FedYogi adaptivity (default: 0.001)")
+    fed.add_argument("--update-weight", choices=["constant", "examples"], default="constant",
+                     help="each bank's weight in the average: constant (the consortium "
+                     "policy's default: no example count leaves a bank) or its example count "
+                     "(FedAvg by size; default: constant)")
     fed.add_argument("--secure-aggregation", action="store_true", default=None,
                      help="run the real SecAgg protocol; without it the same quantised sum is "
                      "computed in the clear (faster, bit-identical)")
@@ -275,6 +279,7 @@ def run(args: argparse.Namespace) -> int:
         secure_aggregation=bool(args.secure_aggregation),
         secagg_neighbours=args.secagg_neighbours or 0,
         secagg_clip_range=getattr(args, "secagg_clip_range", SecAggSettings().clip_range),
+        update_weight=args.update_weight,
         personalization=args.personalization, personal_epochs=args.personal_epochs,
         ditto_lambda=args.ditto_lambda,
     )

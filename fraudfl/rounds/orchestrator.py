@@ -227,7 +227,14 @@ class Orchestrator:
         return sorted(rng.choice(eligible, size=wanted, replace=False).tolist())
 
     def threshold(self, n: int) -> int:
-        """t: more than half of each bank's group (what banks accept), at least ``min_banks``."""
+        """t: more than half of each bank's group (what banks accept), at least ``min_banks``.
+
+        A plain sum (secure aggregation off, which only simulated banks answer) shares no
+        secret: any bank's input completes it, as the FedProx paper's FedAvg keeps a round in
+        which one device of ten finished.
+        """
+        if not self.config.secagg.enabled:
+            return 1
         degree = effective_degree(n, self.config.secagg.neighbours)
         group = n if degree == 0 else degree + 1
         return max(group // 2 + 1, min(self.config.rounds.min_banks, group))

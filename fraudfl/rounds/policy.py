@@ -185,7 +185,9 @@ def check_announcement(
     ):
         return refuse(Refusal.GRAPH_TOO_SPARSE,
                       f"k={setup.neighbours}, the policy requires k >= {policy.min_neighbours}")
-    if setup.threshold <= policy.min_threshold_fraction * setup.group_size:
+    # The threshold guards Shamir's secret sharing; a plain sum (simulation only, refused
+    # before this unless the bank allows it) shares no secret.
+    if ann.secure and setup.threshold <= policy.min_threshold_fraction * setup.group_size:
         return refuse(Refusal.THRESHOLD_TOO_LOW,
                       f"t={setup.threshold} for a group of {setup.group_size}")
     if history.rounds_last_day >= policy.max_rounds_per_day:

@@ -82,21 +82,32 @@ def test_fedavg_drops_stragglers_fedprox_keeps_partial_work(small_dataset: Path)
     ds = load_dataset(small_dataset, label_column="Class", drop_columns=["tx_id"])
     runs = {}
     for name in ("fedavg", "fedprox"):
-        # One straggler of four: FedAvg still has t = 3 banks for the secure sum.
         runs[name] = _run_recording(ds, _cfg(strategy=name, local_epochs=4,
-                                             straggler_fraction=0.25))
+                                             straggler_fraction=0.5))
     (avg, avg_in), (prox, prox_in) = runs["fedavg"], runs["fedprox"]
     for r_avg, r_prox in zip(avg.records, prox.records, strict=True):
         # the same banks straggle under both strategies
-        assert r_avg.stragglers == r_prox.stragglers and len(r_avg.stragglers) == 1
+        assert r_avg.stragglers == r_prox.stragglers and len(r_avg.stragglers) == 2
         assert set(r_avg.dropped) == set(r_avg.stragglers) and r_prox.dropped == []
-        # FedAvg sums the three banks that finished in time; FedProx all four, the
-        # straggler's partial work included
+        # FedAvg sums the two banks that finished in time (a plain sum needs no majority);
+        # FedProx all four, the stragglers' partial work included
         avg_sum = {r.round: r.survivors for r in avg.orchestrator.history}[r_avg.round]
         prox_sum = {r.round: r.survivors for r in prox.orchestrator.history}[r_prox.round]
-        assert set(avg_sum).isdisjoint(r_avg.stragglers) and len(avg_sum) == 3
+        assert set(avg_sum).isdisjoint(r_avg.stragglers) and len(avg_sum) == 2
         assert len(prox_sum) == 4 and set(prox_in[r_prox.round]) == set(prox_sum)
         assert set(avg_in[r_avg.round]) >= set(avg_sum)
+
+
+def test_secure_sums_keep_the_majority_threshold(small_dataset: Path) -> None:
+    """With secure aggregation a round needs t > half of the banks, as in the services: FedAvg
+    losing two stragglers of four aborts the round instead of unmasking a sum of two."""
+    ds = load_dataset(small_dataset, label_column="Class", drop_columns=["tx_id"])
+    sim, _ = _run_recording(ds, _cfg(strategy="fedavg", local_epochs=4, straggler_fraction=0.5,
+                                     secure_aggregation=True, rounds=1))
+    training = [r for r in sim.orchestrator.history if r.kind == "train"]
+    assert training and all(r.status == "aborted" and r.cause == "below_threshold"
+                            for r in training)
+    assert sim.records == []
 
 
 def test_strategy_applied_to_the_aggregated_sum(small_dataset: Path) -> None:
