@@ -103,6 +103,14 @@ def test_every_refusal_is_a_counted_decline_reason() -> None:
     assert set(REFUSALS) <= set(DECLINE_REASONS)
 
 
+def _allowlist() -> Allowlist:
+    allow = Allowlist()
+    for pid in ("agg", "b1", "b2", "b3"):
+        allow.enroll(pid, Identity.generate(pid).public_bytes,
+                     "aggregator" if pid == "agg" else "bank")
+    return allow
+
+
 def _announcement(kind: str = "train", **fields: object) -> tuple[Any, Any]:
     from fraudfl.rounds.messages import Announcement, TrainInstructions
     from fraudfl.secagg.graph import graph_seed
@@ -131,9 +139,18 @@ def test_check_announcement_is_a_pure_rule_table(
     policy: ConsortiumPolicy, history: BankHistory, kind: str, reason: str | None
 ) -> None:
     ann, setup = _announcement(kind)
-    allow = Allowlist()
-    for pid in ("agg", "b1", "b2", "b3"):
-        allow.enroll(pid, Identity.generate(pid).public_bytes,
-                     "aggregator" if pid == "agg" else "bank")
-    refusal = check_announcement(policy, ann, setup, allow, "agg", history)
+    refusal = check_announcement(policy, ann, setup, _allowlist(), "agg", history)
     assert (refusal.reason.value if refusal else None) == reason
+
+
+def test_a_task_kind_is_refused_with_allowed_false(tmp_path: Path) -> None:
+    policy = tmp_path / "p.toml"
+    policy.write_text("[tasks.stats]\nallowed = false\n")
+    loaded = load_pinned_policy(policy, file_sha256(policy), Allowlist())
+    ann, setup = _announcement("stats")
+    history = BankHistory(3, False, 0)
+    refusal = check_announcement(loaded, ann, setup, _allowlist(), "agg", history)
+    assert refusal is not None and refusal.reason.value == "task_not_allowed"
+    assert loaded.tasks.train is not None and loaded.tasks.train.allowed
+    default = check_announcement(ConsortiumPolicy(), ann, setup, _allowlist(), "agg", history)
+    assert default is None
