@@ -60,6 +60,7 @@ MuRange = tuple[Annotated[float, Field(ge=0, allow_inf_nan=False)],
 class TrainBounds(_Strict):
     """What a training round may ask of a bank (inclusive ranges)."""
 
+    allowed: bool = True
     local_epochs: PositiveRange = (1, 10)
     batch_size: PositiveRange = (8, 4096)
     lr: RateRange = (1e-5, 1.0)
@@ -81,9 +82,11 @@ class StatsBounds(_Strict):
     a bank's statistics away by subtraction), so there is nothing to configure but whether the
     task is allowed at all."""
 
+    allowed: bool = True
+
 
 class TaskPolicy(_Strict):
-    """The task kinds a bank accepts; a kind set to false (or omitted as a table) is refused."""
+    """The task kinds a bank accepts: a kind whose table says ``allowed = false`` is refused."""
 
     stats: StatsBounds | None = StatsBounds()
     train: TrainBounds | None = TrainBounds()
@@ -194,14 +197,14 @@ def check_announcement(
         return refuse(Refusal.TOO_MANY_ROUNDS,
                       f"{history.rounds_last_day} rounds in the last day already")
     if ann.kind == "stats":
-        if policy.tasks.stats is None:
+        if policy.tasks.stats is None or not policy.tasks.stats.allowed:
             return refuse(Refusal.TASK_NOT_ALLOWED, "statistics rounds are not allowed")
         if history.stats_answered:
             return refuse(Refusal.STATS_ALREADY_ANSWERED,
                           "this bank answered the statistics task already")
         return None
     bounds = policy.tasks.train
-    if bounds is None:
+    if bounds is None or not bounds.allowed:
         return refuse(Refusal.TASK_NOT_ALLOWED, "training rounds are not allowed")
     if ann.train is None:
         return refuse(Refusal.OUT_OF_BOUNDS, "a training round without training instructions")

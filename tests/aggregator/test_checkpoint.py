@@ -53,3 +53,17 @@ def test_corruption_detected(tmp_path: Path) -> None:
 def test_atomic_json(tmp_path: Path) -> None:
     atomic_write_json(tmp_path / "a.json", {"b": [1, 2]})
     assert (tmp_path / "a.json").read_text().startswith("{")
+
+
+@pytest.mark.parametrize("head", [
+    b"[" * 100_000 + b"]" * 100_000,  # RecursionError in json.loads before the depth limit
+    b'{"state": {}, "blobs": [{"name": "x"}]}',  # a blob entry without length or digest
+    b'{"state": {}, "blobs": [{"name": "x", "length": -5, "sha256": ""}]}',
+    b'{"state": {}, "blobs": 7}',
+    b"\xff\xfe",
+])
+def test_malformed_header_is_a_one_line_user_error(tmp_path: Path, head: bytes) -> None:
+    path = tmp_path / "svc.ckpt"
+    path.write_bytes(b"FFLCKPT1" + len(head).to_bytes(4, "big") + head)
+    with pytest.raises(FraudflError, match=r"svc\.ckpt: checkpoint"):
+        load_checkpoint(path)

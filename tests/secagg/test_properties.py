@@ -30,6 +30,9 @@ def test_result_or_abort_matches_the_dropout_pattern(data: st.DataObject) -> Non
     )
     drops = {name: s for name, s in zip(drv.names, stages, strict=True) if s is not None}
     drv.run(drops)
+    # SecAgg+ fixes the graph only after every bank's nonce is revealed: the server's final
+    # parameters hold the graph the round actually used.
+    groups = drv.server.params.groups
 
     def alive(stage: int) -> set[int]:
         return {i for i, s in enumerate(stages) if s is None or s > stage}
