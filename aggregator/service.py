@@ -352,7 +352,9 @@ class AggregatorService:
         if self.metrics is None or now - self._progress_at < PROGRESS_EVERY_S:
             return
         self._progress_at = now
-        report_consumer_progress(self.transport, self.metrics)
+        report_consumer_progress(
+            self.transport, self.metrics, {self.layout.to_aggregator: "to-aggregator"}
+        )
 
     def _dispatch(self, out: list[Outbound], *, force_checkpoint: bool = False) -> None:
         """Checkpoint, then publish: a crash in between re-sends from the checkpoint."""

@@ -41,7 +41,7 @@ from fraudfl.models import ModelSpec, set_flat_params
 from fraudfl.monitoring import BankMetrics
 from fraudfl.monitoring.broker_probe import BrokerProbe, report_consumer_progress
 from fraudfl.monitoring.health import Health
-from fraudfl.monitoring.metrics import QUALITY_METRICS, ModelKind
+from fraudfl.monitoring.metrics import QUALITY_METRICS, ConsumedTopic, ModelKind
 from fraudfl.privacy.accountant import (
     BudgetExhausted,
     PrivacyAccountant,
@@ -163,6 +163,10 @@ class BankNodeService:
         self.refused: str | None = None
         self._had_state = False
         self._progress_at = -PROGRESS_EVERY_S
+        self._topic_roles: dict[str, ConsumedTopic] = {
+            self.layout.control: "control", self.layout.models: "models",
+            self.layout.inbox(config.bank_id): "inbox",
+        }
         self.health.check("keys", True, "identity, encryption key and allowlist loaded")
         self.health.check("run", True, self._run_detail())
 
@@ -245,7 +249,7 @@ class BankNodeService:
             now = time.monotonic()
             if self.metrics is not None and now - self._progress_at >= PROGRESS_EVERY_S:
                 self._progress_at = now
-                report_consumer_progress(self.transport, self.metrics)
+                report_consumer_progress(self.transport, self.metrics, self._topic_roles)
             messages = self._of_our_run(messages)
             replies: list[Reply] = []
             changed = new_model = False

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from fraudfl.monitoring.health import Health
-from fraudfl.monitoring.metrics import KafkaErrorReason
+from fraudfl.monitoring.metrics import ConsumedTopic, KafkaErrorReason
 from fraudfl.transport.base import Transport
 from fraudfl.transport.errors import TransportError
 
@@ -35,12 +35,17 @@ class KafkaMetrics(Protocol):
 
 
 class ProgressMetrics(Protocol):
-    def set_consumer_progress(self, topic: str, *, position: int, lag: int) -> None: ...
+    def set_consumer_progress(
+        self, topic: ConsumedTopic, *, position: int, lag: int
+    ) -> None: ...
 
 
-def report_consumer_progress(transport: Transport, metrics: ProgressMetrics) -> None:
+def report_consumer_progress(
+    transport: Transport, metrics: ProgressMetrics, roles: Mapping[str, ConsumedTopic]
+) -> None:
     """Position and lag per topic (summed over its partitions) from the consumer's own view:
-    partitions not fetched yet are left out rather than guessed."""
+    partitions not fetched yet are left out rather than guessed. ``roles`` maps the topic names
+    to their metric label."""
     try:
         ends = transport.highwater()
         positions = transport.position() if ends else {}
@@ -53,7 +58,8 @@ def report_consumer_progress(transport: Transport, metrics: ProgressMetrics) -> 
         have = per_topic.get(tp.topic, (0, 0))
         per_topic[tp.topic] = (have[0] + pos, have[1] + max(0, end - pos))
     for topic, (pos, lag) in per_topic.items():
-        metrics.set_consumer_progress(topic, position=pos, lag=lag)
+        if topic in roles:
+            metrics.set_consumer_progress(roles[topic], position=pos, lag=lag)
 
 
 class BrokerProbe:

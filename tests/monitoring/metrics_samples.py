@@ -54,7 +54,7 @@ class SampleServices:
             agg.set_model_quality(metric, 0.5)
         agg.set_federation_epsilon(2.0)
         agg.set_broker_up(True)
-        agg.set_consumer_progress("fraudfl.fed-test.to-aggregator", position=40, lag=2)
+        agg.set_consumer_progress("to-aggregator", position=40, lag=2)
         agg.set_lifecycle(finished=False, planned_rounds=10)
 
         for i, bank in enumerate(self.banks):
@@ -73,7 +73,7 @@ class SampleServices:
             bank.message_rejected("replay")
             bank.set_model_version(self.rounds)
             bank.set_broker_up(True)
-            bank.set_consumer_progress("fraudfl.fed-test.models", position=self.rounds, lag=0)
+            bank.set_consumer_progress("models", position=self.rounds, lag=0)
             bank.set_run_refused(False)
 
         for scorer in self.scorers:
