@@ -44,7 +44,7 @@ from fraudfl.identity import Allowlist, Identity
 from fraudfl.isolation import isolated
 from fraudfl.models import ModelSpec, set_flat_params
 from fraudfl.monitoring import AggregatorMetrics
-from fraudfl.monitoring.broker_probe import BrokerProbe
+from fraudfl.monitoring.broker_probe import BrokerProbe, report_consumer_progress
 from fraudfl.monitoring.health import Health
 from fraudfl.rounds.events import (
     MessageRejected,
@@ -265,9 +265,14 @@ class AggregatorService:
             log.warning("receive failed (%s); retrying", exc)
             if self.metrics is not None:
                 self.metrics.kafka_error("receive_failed")
+                if self.probe is None:
+                    self.metrics.set_broker_up(False)
             time.sleep(POLL_S)
             return
         self.health.polled()
+        if self.metrics is not None and self.probe is None:
+            # Without a probe, the main loop's own polls are the evidence.
+            self.metrics.set_broker_up(True)
         for msg in messages:
             if self.metrics is not None:
                 self.metrics.message_received(len(msg.payload))
@@ -350,19 +355,9 @@ class AggregatorService:
         if self.metrics is None or now - self._progress_at < PROGRESS_EVERY_S:
             return
         self._progress_at = now
-        try:
-            ends = self.transport.highwater()
-            positions = self.transport.position() if ends else {}
-        except TransportError as exc:
-            log.debug("no consumer progress: %s", exc)
-            return
-        per_topic: dict[str, tuple[int, int]] = {}
-        for tp, end in ends.items():
-            pos = positions.get(tp, 0)
-            have = per_topic.get(tp.topic, (0, 0))
-            per_topic[tp.topic] = (have[0] + pos, have[1] + max(0, end - pos))
-        for topic, (pos, lag) in per_topic.items():
-            self.metrics.set_consumer_progress(topic, position=pos, lag=lag)
+        report_consumer_progress(
+            self.transport, self.metrics, {self.layout.to_aggregator: "to-aggregator"}
+        )
 
     def _dispatch(self, out: list[Outbound], *, force_checkpoint: bool = False) -> None:
         """Checkpoint, then publish: a crash in between re-sends from the checkpoint."""

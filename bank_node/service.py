@@ -39,9 +39,9 @@ from fraudfl.identity import Allowlist, Identity
 from fraudfl.isolation import isolated
 from fraudfl.models import ModelSpec, set_flat_params
 from fraudfl.monitoring import BankMetrics
-from fraudfl.monitoring.broker_probe import BrokerProbe
+from fraudfl.monitoring.broker_probe import BrokerProbe, report_consumer_progress
 from fraudfl.monitoring.health import Health
-from fraudfl.monitoring.metrics import QUALITY_METRICS, ModelKind
+from fraudfl.monitoring.metrics import QUALITY_METRICS, ConsumedTopic, ModelKind
 from fraudfl.privacy.accountant import (
     BudgetExhausted,
     PrivacyAccountant,
@@ -73,6 +73,8 @@ POLL_S = 0.2
 DRAIN_POLL_S = 0.05
 DRAIN_POLLS = 200
 PUBLISH_ATTEMPTS = 30
+# Lag and position metrics are refreshed this often, not on every poll.
+PROGRESS_EVERY_S = 5.0
 # The stages a bank answers; advertise_keys includes local training.
 BANK_STAGES = (
     "advertise_keys", "share_keys", "masked_input", "consistency_check", "unmask"
@@ -160,6 +162,11 @@ class BankNodeService:
         self.skipping = False
         self.refused: str | None = None
         self._had_state = False
+        self._progress_at = -PROGRESS_EVERY_S
+        self._topic_roles: dict[str, ConsumedTopic] = {
+            self.layout.control: "control", self.layout.models: "models",
+            self.layout.inbox(config.bank_id): "inbox",
+        }
         self.health.check("keys", True, "identity, encryption key and allowlist loaded")
         self.health.check("run", True, self._run_detail())
 
@@ -227,9 +234,18 @@ class BankNodeService:
                 log.warning("%s: receive failed (%s); retrying", self.config.bank_id, exc)
                 if self.metrics is not None:
                     self.metrics.kafka_error("receive_failed")
+                    if self.probe is None:
+                        self.metrics.set_broker_up(False)
                 time.sleep(POLL_S)
                 continue
             self.health.polled()
+            if self.metrics is not None and self.probe is None:
+                # Without a probe, the main loop's own polls are the evidence.
+                self.metrics.set_broker_up(True)
+            now = time.monotonic()
+            if self.metrics is not None and now - self._progress_at >= PROGRESS_EVERY_S:
+                self._progress_at = now
+                report_consumer_progress(self.transport, self.metrics, self._topic_roles)
             messages = self._of_our_run(messages)
             replies: list[Reply] = []
             changed = new_model = False

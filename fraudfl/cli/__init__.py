@@ -73,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.log_level or "INFO", args.log_format or "text")
     try:
         code: int = args.func(args)
+    except TransportError as exc:
+        # Before FraudflError, of which it is a kind: the broker, not the user's input.
+        log.error("giving up on the broker: %s", exc)
+        return EXIT_BROKER
     except FraudflError as exc:
         if args.log_format == "json":
             # Log collectors parse every line of a JSON-logging process.
@@ -80,9 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"fraudfl {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except TransportError as exc:
-        log.error("giving up on the broker: %s", exc)
-        return EXIT_BROKER
     except KeyboardInterrupt:
         log.warning("interrupted")
         return EXIT_INTERRUPTED

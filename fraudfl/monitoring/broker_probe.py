@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from fraudfl.monitoring.health import Health
-from fraudfl.monitoring.metrics import KafkaErrorReason
+from fraudfl.monitoring.metrics import ConsumedTopic, KafkaErrorReason
+from fraudfl.transport.base import Transport
+from fraudfl.transport.errors import TransportError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,34 @@ class KafkaMetrics(Protocol):
     def set_broker_up(self, up: bool) -> None: ...
 
     def kafka_error(self, reason: KafkaErrorReason) -> None: ...
+
+
+class ProgressMetrics(Protocol):
+    def set_consumer_progress(
+        self, topic: ConsumedTopic, *, position: int, lag: int
+    ) -> None: ...
+
+
+def report_consumer_progress(
+    transport: Transport, metrics: ProgressMetrics, roles: Mapping[str, ConsumedTopic]
+) -> None:
+    """Position and lag per topic (summed over its partitions) from the consumer's own view:
+    partitions not fetched yet are left out rather than guessed. ``roles`` maps the topic names
+    to their metric label."""
+    try:
+        ends = transport.highwater()
+        positions = transport.position() if ends else {}
+    except TransportError as exc:
+        log.debug("no consumer progress: %s", exc)
+        return
+    per_topic: dict[str, tuple[int, int]] = {}
+    for tp, end in ends.items():
+        pos = positions.get(tp, 0)
+        have = per_topic.get(tp.topic, (0, 0))
+        per_topic[tp.topic] = (have[0] + pos, have[1] + max(0, end - pos))
+    for topic, (pos, lag) in per_topic.items():
+        if topic in roles:
+            metrics.set_consumer_progress(roles[topic], position=pos, lag=lag)
 
 
 class BrokerProbe:

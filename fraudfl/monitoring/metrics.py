@@ -90,6 +90,8 @@ KafkaErrorReason = Literal["send_failed", "receive_failed", "connection_lost", "
 Endpoint = Literal["score", "health", "model", "stream"]
 Outcome = Literal["ok", "client_error", "server_error"]
 Component = Literal["aggregator", "bank-node", "scoring"]
+# The federation's topics a service consumes, by role (a bank's own inbox is "inbox").
+ConsumedTopic = Literal["to-aggregator", "control", "models", "inbox"]
 # The bank's models compared on its validation split: the federation's and its personalised one.
 ModelKind = Literal["global", "personal"]
 SkipReason = Literal["privacy_budget"]
@@ -219,30 +221,29 @@ def _count(value: float, what: str) -> float:
 class _Connectivity:
     """Broker connectivity and consumer progress; the same families for every Kafka service."""
 
-    def __init__(self, f: _Factory, prefix: str) -> None:
-        self._f = f
+    def __init__(self, f: _Factory, prefix: str, topics: tuple[ConsumedTopic, ...]) -> None:
         self._broker_up = f.one(
             Gauge, f"{prefix}_broker_up",
-            "1 when the latest broker probe (a metadata request) succeeded, else 0.",
+            "1 when the latest broker check (the probe's metadata request, or the main loop's "
+            "poll where no probe runs) succeeded, else 0.",
         )
-        self._position = f.family(
+        self._position = f.each(
             Gauge, f"{prefix}_consumer_position",
             "Offset of the next record the service will read, summed over a topic's "
-            "partitions.", (*f.base, "topic"),
+            "partitions.", "topic", topics,
         )
-        self._lag = f.family(
+        self._lag = f.each(
             Gauge, f"{prefix}_consumer_lag_records",
             "Records in a topic not yet read by the service (high watermark - position).",
-            (*f.base, "topic"),
+            "topic", topics,
         )
 
     def set_broker_up(self, up: bool) -> None:
         self._broker_up.set(1 if up else 0)
 
-    def set_consumer_progress(self, topic: str, *, position: int, lag: int) -> None:
-        """``topic`` is one of the federation's topics: a fixed, small set per process."""
-        self._position.labels(**self._f.fixed, topic=topic).set(_count(position, "position"))
-        self._lag.labels(**self._f.fixed, topic=topic).set(_count(lag, "lag"))
+    def set_consumer_progress(self, topic: ConsumedTopic, *, position: int, lag: int) -> None:
+        _pick(self._position, topic, "consumed topic").set(_count(position, "position"))
+        _pick(self._lag, topic, "consumed topic").set(_count(lag, "lag"))
 
 
 class AggregatorMetrics(_Connectivity):
@@ -257,7 +258,7 @@ class AggregatorMetrics(_Connectivity):
     ) -> None:
         self.registry = REGISTRY if registry is None else registry
         f = _Factory(self.registry, "aggregator", {"federation": federation}, config_hash)
-        super().__init__(f, "fraudfl_aggregator")
+        super().__init__(f, "fraudfl_aggregator", ("to-aggregator",))
         self._finished = f.one(
             Gauge, "fraudfl_aggregator_finished",
             "1 when the planned rounds are done and the aggregator waits for an extension "
@@ -437,7 +438,7 @@ class BankMetrics(_Connectivity):
         f = _Factory(
             self.registry, "bank-node", {"federation": federation, "bank": bank}, config_hash
         )
-        super().__init__(f, "fraudfl_bank")
+        super().__init__(f, "fraudfl_bank", ("control", "models", "inbox"))
         self._run_refused = f.one(
             Gauge, "fraudfl_bank_run_refused",
             "1 while the bank refuses a new run of its federation (it holds state of an "

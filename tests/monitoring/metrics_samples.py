@@ -53,6 +53,9 @@ class SampleServices:
         for metric in QUALITY_METRICS:
             agg.set_model_quality(metric, 0.5)
         agg.set_federation_epsilon(2.0)
+        agg.set_broker_up(True)
+        agg.set_consumer_progress("to-aggregator", position=40, lag=2)
+        agg.set_lifecycle(finished=False, planned_rounds=10)
 
         for i, bank in enumerate(self.banks):
             bank.training_completed(duration_seconds=1.5 + i, examples=10_000, loss=0.12)
@@ -69,6 +72,9 @@ class SampleServices:
             bank.kafka_error("send_failed")
             bank.message_rejected("replay")
             bank.set_model_version(self.rounds)
+            bank.set_broker_up(True)
+            bank.set_consumer_progress("models", position=self.rounds, lag=0)
+            bank.set_run_refused(False)
 
         for scorer in self.scorers:
             scorer.model_loaded(self.rounds, swapped=self.rounds > 1)

@@ -12,7 +12,8 @@ from fraudfl.vocabulary import STAGES
 from tests.monitoring.metrics_samples import BANKS, FEDERATION, record_sample_observations
 
 ALLOWED_LABELS = {
-    "federation", "bank", "stage", "reason", "metric", "model", "endpoint", "outcome", "kind"
+    "federation", "bank", "stage", "reason", "metric", "model", "endpoint", "outcome", "kind",
+    "topic",
 }
 BUILD_INFO_LABELS = {"federation", "bank", "component", "version", "config_hash"}
 UNITS = ("_seconds", "_bytes")

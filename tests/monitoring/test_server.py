@@ -124,3 +124,30 @@ def test_without_health_only_metrics_are_served(registry: CollectorRegistry) -> 
         assert info.value.code == 404
     finally:
         server.stop()
+
+
+def test_metrics_over_tls_with_client_certificates(
+    registry: CollectorRegistry, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import ssl
+
+    from fraudfl.monitoring.server import ServerTLS
+    from tests.scoring.test_scoring_security import make_pki
+
+    pki = make_pki(tmp_path_factory.mktemp("pki"))
+    tls = ServerTLS(pki.server_cert, pki.server_key, client_cafile=pki.ca)
+    server = start_metrics_server(0, host="127.0.0.1", registry=registry, tls=tls)
+    try:
+        assert server.url.startswith("https://")
+        anonymous = ssl.create_default_context(cafile=str(pki.ca))
+        with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+            urllib.request.urlopen(server.url, timeout=10, context=anonymous).read()
+        client = ssl.create_default_context(cafile=str(pki.ca))
+        client.load_cert_chain(str(pki.client_cert), str(pki.client_key))
+        with urllib.request.urlopen(server.url, timeout=10, context=client) as response:
+            assert response.status == 200 and b"process_start_time_seconds" in response.read()
+    finally:
+        server.stop()
+    with pytest.raises(FraudflError, match="cannot load the TLS certificate"):
+        start_metrics_server(0, host="127.0.0.1", registry=registry,
+                             tls=ServerTLS(pki.ca, pki.server_key))
