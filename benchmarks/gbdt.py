@@ -1,7 +1,9 @@
 """Federated histogram GBDT vs each bank alone, pooled, and scikit-learn's pooled
 ``HistGradientBoostingClassifier`` with the same trees, depth and learning rate.
 
-On generated bank data (``fraudfl.data.generators.generate_bank_data``) every model sees the
+On generated messy bank data (``generate_bank_data(messy=True)``: missing values, hashed
+high-cardinality ids, heavy tails, a time column; ``--clean`` for the plain generator) every
+model sees the
 same features (the feature pipeline fitted from the banks' summed statistics) and is scored by
 AUPRC on the global test set. The federated models bin with cut points read off the banks'
 summed quantile-sketch counts (``fraudfl.data.sketch`` through ``fraudfl.trees.binning``);
@@ -52,6 +54,7 @@ from fraudfl.trees import (
 from fraudfl.trees.federation import FitResult, secure_sum
 
 RESULTS = Path(__file__).parent / "results"
+log = logging.getLogger("gbdt")
 
 
 def auprc(model_p: np.ndarray, y: np.ndarray) -> float:
@@ -74,6 +77,9 @@ def main() -> None:
     ap.add_argument("--banks", type=int, default=5)
     ap.add_argument("--transactions", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--clean", action="store_true",
+                    help="the plain generator (default: --messy data: missing values, hashed "
+                    "ids, heavy tails, a time column)")
     ap.add_argument("--trees", type=int, default=100)
     ap.add_argument("--max-depth", type=int, default=6)
     ap.add_argument("--learning-rate", type=float, default=0.1)
@@ -97,11 +103,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "gbdt.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    log.setLevel(logging.INFO)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     with tempfile.TemporaryDirectory() as tmp:
         generate_bank_data(Path(tmp), n_banks=args.banks, total_transactions=args.transactions,
-                           seed=args.seed)
+                           seed=args.seed, messy=not args.clean)
         ds = load_dataset(Path(tmp))
     assert ds.test is not None
     pipeline = FeaturePipeline.fit(sum_stats(compute_stats(f, ds.schema)
@@ -125,6 +132,8 @@ def main() -> None:
     console = Console()
     with threadpool_limits(1):
         rows.append(run_ours("federated (plain sums)", banks, params, edges, X_test, y_test))
+        log.info("%d features, %d coordinates per node", n_features,
+                 sum(len(e) + 2 for e in edges.edges) * 3)
         if args.secure_trees:
             sp = params.model_copy(update={"n_estimators": args.secure_trees})
             # The largest coordinate a bank sends is a row count of one bin.
@@ -193,7 +202,8 @@ def main() -> None:
         rows.append(run_ours("federated, DP settings without noise (random splits)", dp_banks,
                              dp_plain, dp_edges, X_test, y_test))
 
-    table = Table(title=f"GBDT on generated banks: {args.banks} banks, {args.transactions} "
+    data = "clean" if args.clean else "messy"
+    table = Table(title=f"GBDT on generated {data} banks: {args.banks} banks, {args.transactions} "
                         f"transactions, {args.trees} trees, depth {args.max_depth}, "
                         f"lr {args.learning_rate}")
     for col in ("model", "AUPRC (test)", "trees", "s / tree", "sums", "epsilon"):

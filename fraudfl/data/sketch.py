@@ -33,15 +33,16 @@ GRID_MAX_EXP = 36
 GRID_SUBBINS = 4
 
 
-def _grid_edges() -> FloatArray:
-    steps = (GRID_MAX_EXP - GRID_MIN_EXP) * GRID_SUBBINS
-    positive = np.exp2(GRID_MIN_EXP + np.arange(steps + 1) / GRID_SUBBINS)
+def grid_edges(subbins: int = GRID_SUBBINS) -> FloatArray:
+    """The grid with ``subbins`` bins per power of two (a finer grid for tree bins)."""
+    steps = (GRID_MAX_EXP - GRID_MIN_EXP) * subbins
+    positive = np.exp2(GRID_MIN_EXP + np.arange(steps + 1) / subbins)
     return np.concatenate([-positive[::-1], positive])
 
 
 # Ascending; bin i holds x with GRID_EDGES[i-1] <= x < GRID_EDGES[i] (bin 0 everything below
 # the first edge, the last bin everything from the last edge up).
-GRID_EDGES: FloatArray = _grid_edges()
+GRID_EDGES: FloatArray = grid_edges()
 GRID_BINS = len(GRID_EDGES) + 1
 # Room for 254 value bins (at most 253 edges) and the missing bin, as scikit-learn's
 # HistGradientBoosting does.
@@ -49,11 +50,11 @@ MAX_BINS = 255
 MISSING_BIN = 255
 
 
-def grid_histogram(values: FloatArray) -> IntArray:
-    """Counts of the present (non-NaN) ``values`` in the :data:`GRID_BINS` grid bins."""
+def grid_histogram(values: FloatArray, grid: FloatArray = GRID_EDGES) -> IntArray:
+    """Counts of the present (non-NaN) ``values`` in the ``len(grid) + 1`` grid bins."""
     present = values[~np.isnan(values)]
-    index = np.searchsorted(GRID_EDGES, present, side="right")
-    return np.bincount(index, minlength=GRID_BINS).astype(np.int64)
+    index = np.searchsorted(grid, present, side="right")
+    return np.bincount(index, minlength=len(grid) + 1).astype(np.int64)
 
 
 def _upper_cdf(counts: IntArray) -> FloatArray:
@@ -93,7 +94,9 @@ def quantile_knots(counts: IntArray) -> tuple[FloatArray, FloatArray]:
     return x.astype(np.float64), f.astype(np.float64)
 
 
-def quantile_edges(counts: IntArray, max_bins: int = MAX_BINS - 1) -> FloatArray:
+def quantile_edges(
+    counts: IntArray, max_bins: int = MAX_BINS - 1, grid: FloatArray = GRID_EDGES
+) -> FloatArray:
     """Up to ``max_bins - 1`` ascending grid edges splitting the values into near-equal shares.
 
     Each edge is the first grid edge below which at least ``j / max_bins`` of the values lie;
@@ -109,11 +112,11 @@ def quantile_edges(counts: IntArray, max_bins: int = MAX_BINS - 1) -> FloatArray
     below = np.cumsum(counts)[:-1]  # values below each edge
     targets = np.arange(1, max_bins) * total / max_bins
     positions = np.searchsorted(below, targets, side="left")
-    positions = positions[positions < len(GRID_EDGES)]
+    positions = positions[positions < len(grid)]
     chosen = np.unique(positions)
     # An edge with nothing below it or everything below it splits nothing.
     chosen = chosen[(below[chosen] > 0) & (below[chosen] < total)]
-    return GRID_EDGES[chosen].astype(np.float64)
+    return grid[chosen].astype(np.float64)
 
 
 def bin_edges(

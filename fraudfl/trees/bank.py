@@ -19,10 +19,7 @@ from fraudfl.errors import FraudflError
 from fraudfl.privacy.accountant import PrivacyAccountant
 from fraudfl.trees.binning import BinnedArray
 from fraudfl.trees.ensemble import TreeEnsemble, traverse
-from fraudfl.trees.histogram import (
-    gradients,
-    node_histograms,
-)
+from fraudfl.trees.histogram import cell_codes, gradients, node_histograms
 from fraudfl.trees.params import GBDTParams
 from fraudfl.trees.privacy import TreeNoise, add_noise_share, clip_gradients
 from fraudfl.trees.protocol import (
@@ -114,6 +111,8 @@ class TreeBank:
         self._g: FloatArray = np.zeros((0, 1))
         self._h: FloatArray = np.zeros((0, 1))
         self._nodes: IntArray = np.zeros((0, 1), dtype=np.int64)
+        self._X_round: BinnedArray = X_binned[:0]
+        self._cells: npt.NDArray[np.unsignedinteger] | None = None
         self._depth = 0
 
     def handle(self, task: Task) -> FloatArray:
@@ -158,6 +157,8 @@ class TreeBank:
             self._rows = np.flatnonzero(self.rng.random(n) < self.params.subsample)
         else:
             self._rows = np.arange(n, dtype=np.int64)
+        self._X_round = self.X[self._rows]
+        self._cells = None
         margin = self._margins.of(task.ensemble)[self._rows]
         g, h = gradients(margin, self.y[self._rows], self.params.num_class)
         self._g, self._h = clip_gradients(g, h) if self.noise is not None else (g, h)
@@ -170,7 +171,7 @@ class TreeBank:
         if depth < self._depth:
             raise TaskRefused(f"{self.label}: asked for depth {depth} after {self._depth}")
         self._nodes = traverse(
-            trees.feature, trees.split_bin, trees.default_left, self.X[self._rows],
+            trees.feature, trees.split_bin, trees.default_left, self._X_round,
             depth - self._depth, missing_bin, start=self._nodes,
         )
         self._depth = depth
@@ -191,9 +192,11 @@ class TreeBank:
             np.arange(t.feature.shape[0])[None, :], self._nodes
         ]
         layout = task.layout()
-        codes = self.X[self._rows][:, task.features]
-        missing = task.ensemble.edges.missing_bin
-        vec = node_histograms(slots, codes, missing, self._g, self._h, layout)
+        if self._cells is None:
+            # The round's features and sample are fixed: map its codes to cells once.
+            missing = task.ensemble.edges.missing_bin
+            self._cells = cell_codes(self._X_round[:, task.features], layout, missing)
+        vec = node_histograms(slots, self._cells, self._g, self._h, layout)
         if self.noise is not None:
             std = self.noise.level_std(len(task.features), self.params.n_outputs)
             vec = add_noise_share(vec, std, self.noise_shares, self.rng)
@@ -214,8 +217,8 @@ class TreeBank:
             np.arange(t.feature.shape[0])[None, :], self._nodes
         ]
         layout = task.layout()
-        codes = np.zeros((len(self._rows), 1), dtype=np.uint8)
-        vec = node_histograms(slots, codes, -1, self._g, self._h, layout)
+        cells = np.zeros((1, len(self._rows)), dtype=np.uint8)
+        vec = node_histograms(slots, cells, self._g, self._h, layout)
         if self.noise is not None:
             std = self.noise.leaf_std(self.params.n_outputs)
             vec = add_noise_share(vec, std, self.noise_shares, self.rng)

@@ -8,8 +8,9 @@ convention); a split "bin <= t" is therefore "x < edges[f][t]". Missing values (
 above 255 value bins) and the histogram layout is rectangular.
 
 The cut points come from the data layer's federated quantile sketch
-(:mod:`fraudfl.data.sketch`): each bank counts every feature column on the sketch's fixed,
-data-independent grid (:func:`feature_histograms`, a secure sum of integers), and
+(:mod:`fraudfl.data.sketch`, on a 4x finer grid, :data:`TREE_GRID`): each bank counts every
+feature column on the fixed, data-independent grid (:func:`feature_histograms`, a secure sum
+of integers), and
 :func:`edges_from_histograms` reads equal-count cuts off the summed counts, so the federation's
 edges are exactly those of the pooled rows.
 """
@@ -24,11 +25,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fraudfl.data.sketch import GRID_BINS, MAX_BINS, grid_histogram, quantile_edges
+from fraudfl.data.sketch import MAX_BINS, grid_edges, grid_histogram, quantile_edges
 from fraudfl.errors import FraudflError
 
 FloatArray = npt.NDArray[np.float64]
 BinnedArray = npt.NDArray[np.unsignedinteger[Any]]
+
+# The sketch's grid at 16 bins per power of two (4.4% of |x|) instead of its default 4 (19%):
+# at 4, a quantile-transformed feature (values in [-1.7, 1.7]) got ~47 cut points instead of
+# ~120, which cost 0.07 AUPRC after 10 trees on the messy banks (0.45 vs 0.52, scikit-learn's
+# exact quantiles 0.52).
+TREE_GRID_SUBBINS = 16
+TREE_GRID = grid_edges(TREE_GRID_SUBBINS)
+TREE_GRID_BINS = len(TREE_GRID) + 1
 
 EDGES_FORMAT = "fraudfl.trees.bin_edges"
 EDGES_VERSION = 1
@@ -137,7 +146,8 @@ class BinEdges:
 # ---- cut points from the federated quantile sketch ---------------------------------------
 
 def feature_histograms(X: npt.ArrayLike) -> FloatArray:
-    """One bank's sketch counts of every feature column, flattened ``features x GRID_BINS``.
+    """One bank's sketch counts of every feature column, flattened ``features x
+    TREE_GRID_BINS``.
 
     The bank's contribution to the secure sum the cut points are read from; missing values are
     not counted.
@@ -146,7 +156,7 @@ def feature_histograms(X: npt.ArrayLike) -> FloatArray:
     if x.ndim != 2:
         raise FraudflError(f"feature histograms: expected a matrix, got shape {x.shape}")
     return np.concatenate(
-        [grid_histogram(x[:, f]) for f in range(x.shape[1])]
+        [grid_histogram(x[:, f], TREE_GRID) for f in range(x.shape[1])]
     ).astype(np.float64)
 
 
@@ -161,10 +171,12 @@ def edges_from_histograms(counts: npt.ArrayLike, n_features: int, max_bin: int) 
             f"max_bin: the quantile sketch gives 2 .. {MAX_BINS - 1} bins, got {max_bin}"
         )
     c = np.rint(np.asarray(counts, dtype=np.float64)).astype(np.int64)
-    if c.shape != (n_features * GRID_BINS,) or np.any(c < 0):
+    if c.shape != (n_features * TREE_GRID_BINS,) or np.any(c < 0):
         raise FraudflError(
-            f"feature histograms: expected {n_features} x {GRID_BINS} non-negative counts, "
-            f"got shape {c.shape}"
+            f"feature histograms: expected {n_features} x {TREE_GRID_BINS} non-negative "
+            f"counts, got shape {c.shape}"
         )
-    per_feature = c.reshape(n_features, GRID_BINS)
-    return BinEdges.of([quantile_edges(row, max_bin) for row in per_feature], max_bin)
+    per_feature = c.reshape(n_features, TREE_GRID_BINS)
+    return BinEdges.of(
+        [quantile_edges(row, max_bin, TREE_GRID) for row in per_feature], max_bin
+    )

@@ -107,11 +107,14 @@ def train_federated(
     accountants: Sequence[PrivacyAccountant] | None = None,
     noise_shares: int | None = None,
     seed: int = 0,
+    initial: TreeEnsemble | None = None,
 ) -> FitResult:
     """Boost trees over ``banks`` (one bank = local or pooled training with the same code).
 
     With ``noise`` every bank clips, adds ``noise`` / sqrt(``noise_shares``) (default: every
-    bank's share is in the sum) and charges its accountant in ``accountants``.
+    bank's share is in the sum) and charges its accountant in ``accountants``. With
+    ``initial``, ``params.n_estimators`` rounds are added to that ensemble (a bank's local
+    trees on top of the federated model: pass its own rows as the only bank).
     """
     if not banks:
         raise FraudflError("tree job: no banks")
@@ -132,7 +135,7 @@ def train_federated(
         )
         for i, b in enumerate(banks)
     ]
-    builder = TreeBuilder(params, edges, estimate_base_score=noise is None)
+    builder = TreeBuilder(params, edges, estimate_base_score=noise is None, initial=initial)
     seconds: list[float] = []
     sums = 0
     start = time.perf_counter()

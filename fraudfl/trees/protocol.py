@@ -230,10 +230,18 @@ class TreeBuilder:
     ``estimate_base_score``: ask for label counts when ``params.base_score`` is None (plain
     jobs); a DP job passes False and starts from ``base_score`` or probability 1/2 (uniform
     for softmax), because released label counts would need their own budget.
+
+    ``initial``: continue boosting from this ensemble for ``n_estimators`` more rounds (a bank
+    adding local trees to the federated model, or a job resumed from its last whole round).
     """
 
     def __init__(
-        self, params: GBDTParams, edges: BinEdges, *, estimate_base_score: bool = True
+        self,
+        params: GBDTParams,
+        edges: BinEdges,
+        *,
+        estimate_base_score: bool = True,
+        initial: TreeEnsemble | None = None,
     ) -> None:
         self.params = params
         self.edges = edges
@@ -241,6 +249,18 @@ class TreeBuilder:
         self._best: tuple[float, int] | None = None
         self._levels = 0
         self._task: Task | None
+        if initial is not None:
+            if (initial.edges != edges or initial.num_class != params.num_class
+                    or initial.max_depth != params.max_depth):
+                raise FraudflError(
+                    "tree job: the initial ensemble needs the job's bin edges, num_class and "
+                    f"max_depth (it has {initial.num_class} classes, depth {initial.max_depth})"
+                )
+            self.ensemble = initial
+            self._target = initial.n_rounds + params.n_estimators
+            self._task = self._start_round()
+            return
+        self._target = params.n_estimators
         if params.base_score is None and estimate_base_score:
             self.ensemble = TreeEnsemble.empty(
                 edges, params.num_class, params.max_depth, np.zeros(params.n_outputs)
@@ -275,7 +295,7 @@ class TreeBuilder:
     def _after_round(self) -> Task | None:
         if self.params.early_stopping_rounds is not None:
             return ValidationTask(self.ensemble)
-        if self.ensemble.n_rounds >= self.params.n_estimators:
+        if self.ensemble.n_rounds >= self._target:
             return None
         return self._start_round()
 
@@ -338,7 +358,7 @@ class TreeBuilder:
             self._best = (loss, rounds)
         patience = self.params.early_stopping_rounds
         assert patience is not None
-        if rounds - self._best[1] >= patience or rounds >= self.params.n_estimators:
+        if rounds - self._best[1] >= patience or rounds >= self._target:
             if self._best[1] < rounds:
                 log.info("early stopping: keeping %d of %d rounds (validation log loss %.5f)",
                          self._best[1], rounds, self._best[0])

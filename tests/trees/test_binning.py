@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fraudfl.data.sketch import GRID_BINS
 from fraudfl.errors import FraudflError
 from fraudfl.trees import BinEdges, edges_from_histograms, feature_histograms
+from fraudfl.trees.binning import TREE_GRID_BINS
 
 
 def test_bins_follow_edge_le_x_lt_next_edge_and_missing_has_its_own_code() -> None:
@@ -26,7 +26,7 @@ def test_edges_from_summed_sketches_are_the_pooled_equal_count_cuts() -> None:
         X[:, 1] = rng.integers(0, 2, len(X))  # an indicator
         X[rng.random(len(X)) < 0.1, 0] = np.nan
     summed = sum(feature_histograms(X) for X in banks)
-    assert summed.shape == (2 * GRID_BINS,)
+    assert summed.shape == (2 * TREE_GRID_BINS,)
     edges = edges_from_histograms(summed, 2, max_bin=16)
     pooled = np.concatenate(banks)
     # The same edges as from the pooled rows (the sum of integer counts is exact), ...
@@ -51,9 +51,9 @@ def test_bad_edges_and_shapes_are_refused() -> None:
     with pytest.raises(FraudflError, match="2 feature columns"):
         BinEdges.of([[0.0], [0.0]], max_bin=4).transform(np.zeros((3, 3)))
     with pytest.raises(FraudflError, match="max_bin"):
-        edges_from_histograms(np.zeros(GRID_BINS), 1, 255)
+        edges_from_histograms(np.zeros(TREE_GRID_BINS), 1, 255)
     with pytest.raises(FraudflError, match="non-negative counts"):
-        edges_from_histograms(np.zeros(GRID_BINS + 1), 1, 16)
+        edges_from_histograms(np.zeros(TREE_GRID_BINS + 1), 1, 16)
     e = BinEdges.of([[0.5, 2.0], []], max_bin=300)
     assert e.transform(np.array([[np.nan, 1.0]])).dtype == np.uint16
     assert BinEdges.from_dict(e.to_dict()) == e

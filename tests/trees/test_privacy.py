@@ -15,7 +15,7 @@ from fraudfl.privacy.accountant import (
 )
 from fraudfl.trees import BankData, BinEdges, GBDTParams, calibrate_tree_noise, train_federated
 from fraudfl.trees.bank import TaskRefused, TreeBank
-from fraudfl.trees.histogram import HistogramLayout, node_histograms
+from fraudfl.trees.histogram import HistogramLayout, cell_codes, node_histograms
 from fraudfl.trees.privacy import STAT_BOUNDS, add_noise_share, clip_gradients, level_sensitivity
 from fraudfl.trees.protocol import LabelCountTask
 from tests.trees.conftest import MAX_BIN
@@ -38,11 +38,12 @@ def test_one_row_moves_a_level_vector_by_at_most_the_sensitivity() -> None:
     g, h = clip_gradients(rng.normal(0, 3, (n, k)), rng.normal(0, 1, (n, k)))
     layout = HistogramLayout(4 * k, (MAX_BIN + 1,) * n_features)
     slots = slots + np.arange(k) * 4 * (slots >= 0)  # each output's nodes in its own slots
-    full = node_histograms(slots, codes, MAX_BIN, g, h, layout)
+    full = node_histograms(slots, cell_codes(codes, layout, MAX_BIN), g, h, layout)
     worst = 0.0
     for i in range(0, n, 37):
         keep = np.arange(n) != i
-        less = node_histograms(slots[keep], codes[keep], MAX_BIN, g[keep], h[keep], layout)
+        less = node_histograms(slots[keep], cell_codes(codes[keep], layout, MAX_BIN), g[keep],
+                               h[keep], layout)
         diff = ((full - less).reshape(-1, 3) / STAT_BOUNDS).reshape(-1)
         worst = max(worst, float(np.linalg.norm(diff)))
     assert worst <= level_sensitivity(n_features, k) + 1e-9

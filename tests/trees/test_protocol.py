@@ -71,3 +71,28 @@ def test_reducer_refuses_a_sum_of_the_wrong_shape_and_keeps_its_state(
     builder.reduce(np.array([10.0, 30.0]))
     assert builder.ensemble.base_margin[0] == pytest.approx(np.log(3.0))
     assert not isinstance(builder.task, ValidationTask)
+
+
+def test_a_bank_adds_local_trees_to_the_federated_model_on_its_budget(
+    binary_banks: tuple[list[BankData], BinEdges, list[np.ndarray]],
+) -> None:
+    from fraudfl.privacy.accountant import HistoryEntry, PrivacyAccountant, PrivacyBudget
+    from fraudfl.trees import calibrate_tree_noise
+
+    banks, edges, _ = binary_banks
+    params = GBDTParams(n_estimators=4, max_depth=3, max_bin=MAX_BIN, base_score=0.4)
+    federated = train_federated(banks, params, edges).ensemble
+    local = params.model_copy(update={"n_estimators": 2, "subsample": 0.5})
+    acc = PrivacyAccountant(budget=PrivacyBudget(2.0, 1e-5))
+    noise = calibrate_tree_noise(acc, 2.0, local)
+    fit = train_federated([banks[2]], local, edges, noise=noise, accountants=[acc],
+                          initial=federated)
+    tuned = fit.ensemble
+    assert tuned.n_rounds == 6
+    np.testing.assert_array_equal(tuned.truncated(4).feature, federated.feature)
+    np.testing.assert_array_equal(tuned.truncated(4).value, federated.value)
+    np.testing.assert_array_equal(tuned.base_margin, federated.base_margin)
+    assert acc.history == (HistoryEntry(noise.tree_multiplier, 0.5, 2),)
+    with pytest.raises(FraudflError, match="initial ensemble"):
+        train_federated([banks[2]], local.model_copy(update={"max_depth": 2}), edges,
+                        initial=federated)
