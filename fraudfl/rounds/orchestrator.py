@@ -38,14 +38,11 @@ import numpy.typing as npt
 from fraudfl.config import FederationSettings
 from fraudfl.data.pipeline import FeaturePipeline
 from fraudfl.data.schema import Schema
-from fraudfl.data.stats import FeatureStats
 from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
-from fraudfl.models import ModelSpec, get_flat_params
+from fraudfl.models import ModelSpec
 from fraudfl.personalization import FedPerStrategy, ParamPartition
 from fraudfl.privacy.accountant import PrivacyAccountant
-from fraudfl.privacy.bank_level import BankDPConfig, effective_noise_multiplier, max_sum_norm
-from fraudfl.rounds import exact_sum
 from fraudfl.rounds.events import (
     BankDeclined,
     BankDropped,
@@ -62,17 +59,15 @@ from fraudfl.rounds.messages import (
     DECLINE,
     MODEL,
     SECAGG,
-    Announcement,
-    BankDPInstructions,
     ControlMessageError,
     Decline,
     ModelInfo,
-    TrainInstructions,
     decode,
     encode,
     encode_model,
     params_digest,
 )
+from fraudfl.rounds.tasks import TASKS
 from fraudfl.secagg.errors import MessageRejected
 from fraudfl.secagg.graph import effective_degree
 from fraudfl.secagg.messages import (
@@ -88,7 +83,7 @@ from fraudfl.secagg.messages import (
 from fraudfl.secagg.messages import encode as encode_secagg
 from fraudfl.secagg.plain import PlainSumServer
 from fraudfl.secagg.server import Outgoing, SecAggServer, ServerStatus
-from fraudfl.strategy import Strategy, SummedUpdate, make_strategy
+from fraudfl.strategy import Strategy, make_strategy
 from fraudfl.vocabulary import STAGES, AbortReason, RoundKind
 
 log = logging.getLogger(__name__)
@@ -246,7 +241,7 @@ class Orchestrator:
             return None
         return ParamPartition.for_model(self.spec.build(), layers)
 
-    def _round_strategy(self) -> Strategy:
+    def round_strategy(self) -> Strategy:
         partition = self.partition()
         return self.strategy if partition is None else FedPerStrategy(self.strategy, partition)
 
@@ -425,64 +420,23 @@ class Orchestrator:
             self.server = None
             return self._abort(f"only {len(selected)} banks can take part", now,
                                "no_eligible_banks")
+        task = TASKS[kind]
+        shape = task.shape(self, selected)
         sa = self.config.secagg
-        if kind == "stats":
-            vector_length = FeatureStats.vector_size(self.schema) * exact_sum.DEFAULT_LIMBS
-            clip = float(exact_sum.levels(len(selected), 32))
-            weighted, bits = False, 32
-        else:
-            assert self.params is not None
-            partition = self.partition()
-            # FedPer: the banks' heads never leave them, only the body is summed.
-            vector_length = len(self.params) if partition is None else partition.shared_size
-            clip, weighted, bits = sa.clip_range, True, sa.bits
         server_cls = SecAggServer if sa.enabled else PlainSumServer
         self.server = server_cls.create(
             self.identity, self.allowlist, self.federation, round_number, selected,
-            threshold=self.threshold(len(selected)), vector_length=vector_length,
-            neighbours=sa.neighbours, weighted=weighted, bits=bits, clip=clip, weight_max=1.0,
+            threshold=self.threshold(len(selected)), vector_length=shape.vector_length,
+            neighbours=sa.neighbours, weighted=shape.weighted, bits=shape.bits, clip=shape.clip,
+            weight_max=1.0,
         )
         setup = self.server.start()
-        announcement = self._announcement(kind, selected)
+        announcement = task.announce(self, selected)
         log.info("round %d (%s): announced to %s", round_number, kind, selected)
         return [
             Outbound("control", "*", round_number, "announce", ANNOUNCE,
                      encode(announcement, setup[0].data), self.banks)
         ]
-
-    def _announcement(self, kind: Literal["stats", "train"], selected: list[str]) -> Announcement:
-        if kind == "stats":
-            return Announcement(
-                round=self.round, kind="stats", participants=tuple(selected),
-                secure=self.config.secagg.enabled, stats_frac_bits=exact_sum.DEFAULT_FRAC_BITS,
-                planned_rounds=self.planned_rounds,
-            )
-        assert self.params is not None
-        instructions = self._round_strategy().configure_round(self.round, self.params)
-        cfg = instructions.config
-        dp = self.config.bank_dp
-        return Announcement(
-            round=self.round, kind="train", participants=tuple(selected),
-            secure=self.config.secagg.enabled, model_version=self.model_version,
-            model_sha256=params_digest(self.params),
-            train=TrainInstructions(
-                local_epochs=int(cfg.get("local_epochs", self.config.training.local_epochs)),
-                batch_size=int(cfg.get("batch_size", self.config.training.batch_size)),
-                lr=float(cfg.get("lr", self.config.training.lr)),
-                mu=float(cfg.get("mu", 0.0)),
-                max_steps=self.config.training.max_steps,
-                pos_weight=self.config.training.pos_weight,
-                focal_gamma=self.config.training.focal_gamma,
-                accept_partial_work=instructions.accept_partial_work,
-            ),
-            bank_dp=BankDPInstructions(
-                enabled=dp.enabled, clip_norm=dp.clip_norm, noise_multiplier=dp.noise_multiplier,
-                expected_banks=len(selected), total_banks=len(self.banks),
-            ),
-            weight_scale=self.config.secagg.weight_scale,
-            planned_rounds=self.planned_rounds,
-            personal_layers=self.config.training.personal_layers,
-        )
 
     def _after_server(self, out: list[Outgoing], now: float) -> list[Outbound]:
         assert self.server is not None and self.current is not None
@@ -553,18 +507,13 @@ class Orchestrator:
         rec.survivors = sorted(self.server.survivors)
         self._note_dropouts([b for b in self.server.params.participants
                              if b not in rec.survivors])
-        if rec.kind == "stats":
-            self._fit_initial_model(self.server)
-        else:
-            new_params = self._apply_strategy(self.server, rec)
-            if isinstance(new_params, str):
-                return self._abort(new_params, now, "invalid_sum")
-            self.params = new_params
-            self.completed += 1
+        problem = TASKS[rec.kind].reduce(self, self.server, rec)
+        if problem is not None:
+            return self._abort(problem, now, "invalid_sum")
         rec.status, rec.finished_at = "completed", now
         self.consecutive_aborts = 0
         assert self.params is not None and self.spec is not None and self.pipeline is not None
-        self.model_version = rec.round if rec.kind == "train" else 0
+        assert self.model_version is not None
         rec.model_version = self.model_version
         if self.evaluator is not None:
             rec.metrics = self.evaluator(self.spec, self.pipeline, self.params)
@@ -582,96 +531,6 @@ class Orchestrator:
             "".join(f", {k} {v:.4f}" for k, v in rec.metrics.items()),
         )
         return [self._model_message(rec), *self._next_round(now)]
-
-    def _fit_initial_model(self, server: SecAggServer | PlainSumServer) -> None:
-        n = server.params.n
-        ring_sum = server.params.quantizer().decode(server.result)
-        totals = exact_sum.decode(ring_sum, n, 32)
-        stats = FeatureStats.from_vector(self.schema, totals)
-        self.pipeline = FeaturePipeline.fit(stats, standardize=self.config.features.standardize)
-        t = self.config.training
-        self.spec = ModelSpec(
-            kind=t.model,
-            num_features=self.pipeline.num_features,
-            num_classes=self.pipeline.num_classes,
-            hidden=tuple(t.hidden),
-            embed=self.pipeline.hashed_blocks(),
-        )
-        self.params = get_flat_params(self.spec.build(seed=self.config.rounds.seed))
-        log.info("fitted the feature pipeline from %d rows of %d banks; model has %d parameters",
-                 stats.count, len(server.survivors), len(self.params))
-
-    def _apply_strategy(
-        self, server: SecAggServer | PlainSumServer, rec: RoundRecord
-    ) -> npt.NDArray[np.float32] | str:
-        """The new global parameters, or why the unmasked sum is refused."""
-        assert self.params is not None
-        quantizer = server.params.quantizer()
-        update_sum, weight_sum = quantizer.decode_weighted(server.result)
-        problem = self._implausible_weight_sum(
-            weight_sum, len(rec.survivors), server.params.weight_max,
-            quantizer.weight_error_bound(len(rec.survivors)),
-        )
-        if problem is None and not np.all(np.isfinite(update_sum / weight_sum)):
-            problem = "the averaged update is not finite"
-        dp = self.config.bank_dp
-        if problem is None and dp.enabled:
-            # Honest banks clip their updates to C: a longer sum carries a vector no honest
-            # bank sent (a malicious bank can still add any vector within the bound).
-            bound = max_sum_norm(
-                BankDPConfig(dp.clip_norm, dp.noise_multiplier, len(rec.selected),
-                             len(self.banks)),
-                len(rec.survivors), len(update_sum), quantizer.error_bound(len(rec.survivors)),
-            )
-            norm = float(np.linalg.norm(update_sum))
-            if norm > bound:
-                problem = f"the sum's norm {norm:.4g} exceeds {bound:.4g}, the most " \
-                          f"{len(rec.survivors)} clipped updates can reach"
-        if problem is None:
-            # Under bank-level DP the strategy averages over the banks announced (DP-FedAvg's
-            # fixed denominator, McMahan et al. 2018), not over those whose input is in the sum:
-            # the accounted mechanism is the noised sum, dividing it by a public constant is
-            # post-processing, whereas the realised count would also release who took part.
-            denominator = float(len(rec.selected)) if dp.enabled else weight_sum
-            new_params = np.asarray(
-                self._round_strategy().aggregate(rec.round, self.params, SummedUpdate(
-                    update_sum, denominator, len(rec.survivors)
-                )),
-                dtype=np.float32,
-            )
-            if not np.all(np.isfinite(new_params)):
-                problem = "the strategy's new model is not finite"
-        if problem is not None:
-            # A bank can put any value into its masked vector (no range proofs): a sum that
-            # honest banks cannot produce would scale or corrupt everyone's model.
-            log.error("round %d: refusing the unmasked sum: %s", rec.round, problem)
-            return f"invalid sum: {problem}"
-        if dp.enabled and rec.survivors:
-            # Charged at the noise actually in the sum: dropouts' shares are missing from it.
-            sigma = effective_noise_multiplier(
-                dp.noise_multiplier, len(rec.selected), len(rec.survivors)
-            )
-            rate = len(rec.selected) / max(1, len(self.banks))
-            self.federation_accountant.charge(sigma, rate, 1)
-            rec.federation_epsilon = self.federation_accountant.epsilon(dp.delta)
-        return new_params
-
-    def _implausible_weight_sum(
-        self, weight_sum: float, banks: int, weight_max: float, tolerance: float
-    ) -> str | None:
-        """Why ``weight_sum`` cannot come from ``banks`` honest banks (None if it can).
-
-        An honest bank's weight is in (0, weight_max]; under bank-level DP it is exactly 1.
-        """
-        if not math.isfinite(weight_sum) or weight_sum <= 0:
-            return f"weight sum {weight_sum:g} is not positive"
-        if self.config.bank_dp.enabled:
-            if abs(weight_sum - banks) > tolerance:
-                return f"weight sum {weight_sum:g} is not {banks} (one per bank under bank DP)"
-        elif weight_sum > banks * weight_max + tolerance:
-            return (f"weight sum {weight_sum:g} exceeds what {banks} banks can send "
-                    f"({banks} x {weight_max:g})")
-        return None
 
     def _model_message(self, rec: RoundRecord) -> Outbound:
         assert self.params is not None and self.spec is not None and self.pipeline is not None

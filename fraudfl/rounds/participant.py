@@ -34,8 +34,6 @@ from torch import nn
 from fraudfl.config import BankSettings
 from fraudfl.data.pipeline import FeaturePipeline
 from fraudfl.data.schema import Schema
-from fraudfl.data.stats import compute_stats
-from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.models import ModelSpec, Task
 from fraudfl.personalization import (
@@ -48,9 +46,8 @@ from fraudfl.personalization import (
     plain_trainer,
     private_trainer,
 )
-from fraudfl.privacy.accountant import BudgetExhausted, PrivacyAccountant
-from fraudfl.privacy.bank_level import BankDPConfig, privatize_update, secure_generator
-from fraudfl.rounds import exact_sum
+from fraudfl.privacy.accountant import PrivacyAccountant
+from fraudfl.privacy.bank_level import secure_generator
 from fraudfl.rounds.events import BankEvent, RoundDeclined, RoundJoined, Trained
 from fraudfl.rounds.events import MessageRejected as MessageRejectedEvent
 from fraudfl.rounds.messages import (
@@ -77,13 +74,14 @@ from fraudfl.rounds.policy import (
     check_announcement,
     view_digest,
 )
+from fraudfl.rounds.tasks import TASKS, Contribution, Declined
 from fraudfl.secagg.client import ClientStage, SecAggClient
 from fraudfl.secagg.errors import MessageRejected, SecAggError, UsageError
 from fraudfl.secagg.messages import RoundSetup
 from fraudfl.secagg.messages import decode as decode_secagg
 from fraudfl.secagg.plain import PlainSumClient
-from fraudfl.training.local import LocalResult, TrainConfig, train_local
-from fraudfl.training.private import DPConfig, dp_planned_steps, dp_sample_rate, train_private
+from fraudfl.training.local import TrainConfig
+from fraudfl.training.private import DPConfig, dp_planned_steps, dp_sample_rate
 from fraudfl.vocabulary import DeclineReason, RoundKind
 
 log = logging.getLogger(__name__)
@@ -148,7 +146,7 @@ class BankParticipant:
         self.config = config
         self.source = source
         self.rng: Callable[[int], np.random.Generator] = rng or (lambda _round: secure_generator())
-        self._work_fraction = work_fraction or (lambda _round: 1.0)
+        self.work_fraction: Callable[[int], float] = work_fraction or (lambda _round: 1.0)
         self.on_input: Callable[[int, npt.NDArray[np.float64], float], None] | None = None
         self.bank_id = config.bank_id
         self.identity = identity
@@ -321,22 +319,34 @@ class BankParticipant:
         if refusal is not None:
             return self._refuse(ann, refusal)
         self.client.set_view(view_digest(ann, setup))
-        if ann.kind == "stats":
-            self.handled_round = ann.round
-            self.round_times.append(self.clock())
-            return self._stats_round(ann, setup)
-        if (
-            self.model_info is None
-            or self.model_info.version != ann.model_version
-            or self.model_info.sha256 != ann.model_sha256
-        ):
+        task = TASKS[ann.kind]
+        if not task.ready(self, ann):
             log.info("%s: round %d needs model v%s; waiting for it", self.bank_id, ann.round,
                      ann.model_version)
             self.pending = payload
             return []
         self.handled_round = ann.round
         self.round_times.append(self.clock())
-        return self._train_round(ann, setup)
+        outcome = task.contribute(self, ann, setup)
+        if isinstance(outcome, PolicyRefusal):
+            return self._refuse(ann, outcome)
+        if isinstance(outcome, Declined):
+            return self._decline(ann.round, outcome.reason, outcome.detail)
+        return self._contribute(ann, setup, outcome)
+
+    def _contribute(self, ann: Announcement, setup: bytes, c: Contribution) -> list[Reply]:
+        """Hand the task's vector to the round's client and answer the setup."""
+        if c.weight is not None and self.on_input is not None:
+            self.on_input(ann.round, c.vector, c.weight)
+        (self.client if ann.secure else self.plain).set_input(c.vector, c.weight)
+        self.last_report = RoundReport(ann.round, ann.kind, examples=c.examples, loss=c.loss)
+        self.events.append(RoundJoined(ann.round, ann.kind))
+        if c.trained:
+            self.events.append(Trained(ann.round, c.examples, c.loss))
+            epsilon = self.accountant.epsilon() if self.accountant.history else 0.0
+            log.info("%s: round %d trained on %d examples, loss %.4f, epsilon %.3f",
+                     self.bank_id, ann.round, c.examples, c.loss, epsilon)
+        return self._setup(ann.round, setup, ann.secure)
 
     def _policy_refusal(self, ann: Announcement, setup: bytes) -> PolicyRefusal | None:
         # The policy is checked on the setup's parameters, then the whole setup is verified
@@ -405,18 +415,6 @@ class BankParticipant:
         body = Decline(round=round_number, reason=reason, detail=detail)
         return [Reply(round_number, "announce", DECLINE, encode(body))]
 
-    def _stats_round(self, ann: Announcement, setup: bytes) -> list[Reply]:
-        stats = compute_stats(self.frame, self.schema, source=self.source)
-        frac = ann.stats_frac_bits or exact_sum.DEFAULT_FRAC_BITS
-        digits = exact_sum.encode(stats.to_vector(), len(ann.participants), 32, frac)
-        (self.client if ann.secure else self.plain).set_input(digits)
-        # Answered once per federation (policy) once its unmask shares are out: a second
-        # answer, with a different set of banks, would give its statistics away by subtraction.
-        self.stats_round = ann.round
-        self.last_report = RoundReport(ann.round, "stats", examples=stats.count)
-        self.events.append(RoundJoined(ann.round, "stats"))
-        return self._setup(ann.round, setup, ann.secure)
-
     def training_data(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         if self._data is None:
             assert self.model_info is not None
@@ -430,83 +428,8 @@ class BankParticipant:
             return 0.0
         return self.accountant.epsilon()
 
-    def _train_round(self, ann: Announcement, setup: bytes) -> list[Reply]:
-        assert self.model_info is not None and self.params is not None and ann.train is not None
-        X, y = self.training_data()
-        spec = ModelSpec.from_dict(self.model_info.spec)
-        model = spec.build()
-        self.last_train = ann.train
-        cfg = self._train_config(spec, ann.train)
-        fedper = self._fedper_state(model, ann.personal_layers)
-        length = len(self.params) if fedper is None else fedper.partition.shared_size
-        setup_params = decode_secagg(setup).payload
-        assert isinstance(setup_params, RoundSetup)  # checked in _policy_refusal
-        if setup_params.params.vector_length != length or not setup_params.params.weighted:
-            # Found now rather than after training, when masking would fail on it.
-            return self._refuse(ann, PolicyRefusal(
-                Refusal.SETUP_MISMATCH,
-                f"setup sums {setup_params.params.vector_length} values, the update has {length}",
-            ))
-        # FedPer: train the global body with this bank's own head, which never leaves it.
-        start = self.params if fedper is None else fedper.start_params(self.params)
-        rng = self.rng(ann.round)
-        work_fraction = 1.0
-        if ann.train.accept_partial_work:
-            work_fraction = self._work_fraction(ann.round)
-        privacy = self.config.privacy
-        epsilon = 0.0
-        result: LocalResult
-        if privacy.enabled:
-            try:
-                noise = self._noise_multiplier(cfg, len(y))
-            except FraudflError as exc:  # no noise multiplier reaches the target epsilon
-                return self._decline(ann.round, "privacy_budget", str(exc))
-            try:
-                # The accountant authorises the whole round first and refuses, before any data
-                # is touched, if it would exceed the budget: then the bank declines.
-                private = train_private(
-                    model, start, X, y, cfg, rng=rng, accountant=self.accountant,
-                    dp=DPConfig(noise, privacy.max_grad_norm, privacy.engine),
-                    work_fraction=work_fraction,
-                )
-            except BudgetExhausted as exc:
-                return self._decline(ann.round, "privacy_budget", str(exc))
-            result, epsilon = private, private.epsilon
-            if privacy.noise_multiplier is None and self.calibration is not None:
-                self.calibration = self.calibration.model_copy(
-                    update={"rounds_trained": self.calibration.rounds_trained + 1}
-                )
-        else:
-            result = train_local(model, start, X, y, cfg, rng=rng, work_fraction=work_fraction)
-        if fedper is None:
-            update = result.params.astype(np.float64) - self.params.astype(np.float64)
-        else:
-            update = fedper.finish_round(result.params, self.params).astype(np.float64)
-        weight = (1.0 if self.policy.update_weight == "constant"
-                  else min(1.0, result.num_examples / ann.weight_scale))
-        if ann.bank_dp is not None and ann.bank_dp.enabled:
-            dp = ann.bank_dp
-            update = privatize_update(
-                update,
-                BankDPConfig(dp.clip_norm, dp.noise_multiplier, dp.expected_banks, dp.total_banks),
-                rng,
-            ).astype(np.float64)
-            # DP-FedAvg sums clipped updates with weight 1: the sum's sensitivity is C.
-            weight = 1.0
-        if self.on_input is not None:
-            self.on_input(ann.round, update, weight)
-        (self.client if ann.secure else self.plain).set_input(update, weight)
-        self.last_report = RoundReport(
-            ann.round, "train", examples=result.num_examples, loss=result.loss
-        )
-        self.events += [RoundJoined(ann.round, "train"),
-                        Trained(ann.round, result.num_examples, result.loss)]
-        log.info("%s: round %d trained on %d examples, loss %.4f, epsilon %.3f", self.bank_id,
-                 ann.round, result.num_examples, result.loss, epsilon)
-        return self._setup(ann.round, setup, ann.secure)
-
     @staticmethod
-    def _train_config(spec: ModelSpec, train: TrainInstructions) -> TrainConfig:
+    def train_config(spec: ModelSpec, train: TrainInstructions) -> TrainConfig:
         task: Task = "binary" if spec.num_classes == 2 else "multiclass"
         return TrainConfig(
             task=task, local_epochs=train.local_epochs, max_steps=train.max_steps,
@@ -519,7 +442,7 @@ class BankParticipant:
         return PersonalizationConfig(method=method, epochs=pt.epochs, lr=pt.lr,
                                      lam=pt.ditto_lambda)
 
-    def _noise_multiplier(self, cfg: TrainConfig, num_examples: int) -> float:
+    def noise_multiplier(self, cfg: TrainConfig, num_examples: int) -> float:
         """The bank's DP-SGD noise: configured, or calibrated so that the planned rounds, and
         the personal training after each of their models, spend the target epsilon.
 
@@ -559,7 +482,7 @@ class BankParticipant:
                  "spent)", self.bank_id, noise, plan.target_epsilon, rounds, self._epsilon())
         return noise
 
-    def _fedper_state(self, model: nn.Module, personal_layers: int) -> FedPerBank | None:
+    def fedper_state(self, model: nn.Module, personal_layers: int) -> FedPerBank | None:
         if not personal_layers:
             return None
         partition = ParamPartition.for_model(model, personal_layers)
@@ -593,12 +516,12 @@ class BankParticipant:
         spec = ModelSpec.from_dict(info.spec)
         X, y = self.training_data()
         privacy = self.config.privacy
-        base = self._train_config(spec, self.last_train or TrainInstructions(
+        base = self.train_config(spec, self.last_train or TrainInstructions(
             local_epochs=1, batch_size=256, lr=0.05, mu=0.0,
         ))
         trainer = plain_trainer
         if privacy.enabled and method != "fedper":
-            dp = DPConfig(self._noise_multiplier(base, len(y)), privacy.max_grad_norm,
+            dp = DPConfig(self.noise_multiplier(base, len(y)), privacy.max_grad_norm,
                           privacy.engine)
             trainer = private_trainer({self.bank_id: self.accountant}, dp)
         return personalize_for_bank(

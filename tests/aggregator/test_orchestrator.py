@@ -350,9 +350,9 @@ def test_sum_longer_than_clipped_updates_allow_is_refused(
     secure sum's per-coordinate range instead (within it, so quantisation does not clip it).
     The unmasked sum is longer than three clipped, noised updates can be; the round is refused
     as ``invalid_sum`` and the next one runs."""
-    import fraudfl.rounds.participant as participant_module
+    import fraudfl.rounds.tasks as tasks_module
 
-    original = participant_module.privatize_update
+    original = tasks_module.privatize_update
     attacks = []
 
     def malicious_once(update: np.ndarray, cfg: Any, rng: np.random.Generator) -> np.ndarray:
@@ -361,7 +361,7 @@ def test_sum_longer_than_clipped_updates_allow_is_refused(
             return np.full(len(update), 3.9, dtype=np.float32)
         return original(update, cfg, rng)
 
-    monkeypatch.setattr(participant_module, "privatize_update", malicious_once)
+    monkeypatch.setattr(tasks_module, "privatize_update", malicious_once)
     fed = federation_factory(
         rounds=1, agg_overrides={"bank_dp": {"enabled": True, "clip_norm": 0.5,
                                              "noise_multiplier": 1.0}},
