@@ -26,7 +26,7 @@ from fraudfl.scoring.artifact import load_artifact
 from fraudfl.secagg.messages import MaskedInput
 from fraudfl.secagg.messages import decode as decode_secagg
 from fraudfl.transport.memory import MemoryBroker, MemoryTransport
-from tests.aggregator.fedharness import make_federation
+from tests.rounds.federation import make_federation
 
 
 def test_fedper_banks_send_the_body_only(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from fraudfl.rounds.events import (
 )
 from fraudfl.rounds.messages import ANNOUNCE, SECAGG
 from fraudfl.vocabulary import STAGES
-from tests.aggregator.fedharness import make_federation
+from tests.rounds.federation import make_federation
 
 
 def test_a_federation_reports_rounds_and_stages_in_order(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from fraudfl.rounds.messages import (
     decode,
     decode_model,
 )
-from tests.aggregator.fedharness import make_federation
+from tests.rounds.federation import make_federation
 
 VALID: dict[type[Any], dict[str, Any]] = {
     Announcement: {"round": 1, "kind": "train", "participants": ["bank_00", "bank_01"]},

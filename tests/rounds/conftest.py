@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.aggregator.fedharness import Federation, make_federation
+from tests.rounds.federation import Federation, make_federation
 
 
 @pytest.fixture()

@@ -28,7 +28,7 @@ from fraudfl.rounds.policy import ConsortiumPolicy, Refusal, TaskPolicy, TrainBo
 from fraudfl.secagg.errors import MessageRejected
 from fraudfl.secagg.graph import graph_seed, neighbours
 from fraudfl.secagg.server import SecAggServer
-from tests.aggregator.fedharness import Federation, make_federation
+from tests.rounds.federation import Federation, make_federation
 
 
 def forge(

@@ -13,7 +13,7 @@ from fraudfl.rounds.messages import MODEL, decode_model
 from fraudfl.rounds.noise import CALIBRATION_FILE, NoiseCalibration
 from fraudfl.rounds.orchestrator import Outbound
 from fraudfl.rounds.participant import BankParticipant, Reply
-from tests.aggregator.fedharness import Federation, make_federation
+from tests.rounds.federation import Federation, make_federation
 
 TARGET = 3.0
 BANK = "bank_00"

@@ -1,5 +1,5 @@
-"""An in-memory federation of the sans-IO pieces: the real Orchestrator, BankParticipants,
-SecAgg client/server and (DP) training on a tiny synthetic dataset; messages are passed by hand."""
+"""The test federation: the real Orchestrator, BankParticipants, SecAgg client/server and (DP)
+training on a tiny synthetic dataset, driven by the library's in-memory grid."""
 
 from __future__ import annotations
 

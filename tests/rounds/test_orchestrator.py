@@ -15,7 +15,7 @@ from fraudfl.rounds.policy import ConsortiumPolicy
 from fraudfl.secagg.messages import MaskedInput, UnmaskShares
 from fraudfl.secagg.messages import decode as decode_secagg
 from fraudfl.secagg.quantize import Quantizer
-from tests.aggregator.fedharness import Federation
+from tests.rounds.federation import Federation
 
 
 def plain_fedavg(

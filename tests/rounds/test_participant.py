@@ -7,7 +7,7 @@ from pathlib import Path
 from fraudfl.rounds.messages import ANNOUNCE, MODEL
 from fraudfl.rounds.orchestrator import Outbound
 from fraudfl.rounds.participant import BankParticipant
-from tests.aggregator.fedharness import make_federation
+from tests.rounds.federation import make_federation
 
 
 def _round_messages(out: list[Outbound]) -> list[Outbound]:
