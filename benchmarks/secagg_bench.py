@@ -36,6 +36,15 @@ class Result:
     target: str
 
 
+def _survivable_dropouts(server: SecAggServer, rng: np.random.Generator, count: int) -> set[str]:
+    p = server.params
+    gone: set[int] = set()
+    for v in rng.permutation(p.n).tolist():
+        if len(gone) < count and all(len(g - gone - {v}) >= p.threshold for g in p.groups):
+            gone.add(v)
+    return {p.participants[v] for v in gone}
+
+
 def run(n: int, d: int, dropout: float, neighbours: int, label: str, target: str) -> Result:
     rng = np.random.default_rng(0)
     fed = InMemoryFederation([f"bank-{i:03d}" for i in range(n)], "bench")
@@ -53,19 +62,23 @@ def run(n: int, d: int, dropout: float, neighbours: int, label: str, target: str
     for b in names:
         clients[b].set_input(updates[b])
     # Banks that drop after sharing keys: the costly case, their pairwise masks must be removed.
-    dropped = set(rng.choice(names, size=round(dropout * n), replace=False).tolist())
+    # Chosen once the graph is fixed (SecAgg+ mixes every bank's nonce into it), in a random
+    # order, skipping any that would leave a group with fewer than t holders.
+    dropped: set[str] | None = None
     client_time = dict.fromkeys(names, 0.0)
     receive_time, unmask_time, unmask_cpu = 0.0, 0.0, 0.0
     upload = 0
     pending = server.start()
     while server.status is ServerStatus.RUNNING:
+        if dropped is None and server.stage == STAGE_MASKED:
+            dropped = _survivable_dropouts(server, rng, round(dropout * n))
         replies: list[bytes] = []
         for out in pending:
             for b in out.recipients:
                 t0 = time.perf_counter()
                 answer = clients[b].receive(out.data)
                 client_time[b] += time.perf_counter() - t0
-                if server.stage == STAGE_MASKED and b in dropped:
+                if server.stage == STAGE_MASKED and dropped and b in dropped:
                     continue
                 if server.stage == STAGE_MASKED:
                     upload = max(upload, len(answer[0]))
@@ -85,7 +98,7 @@ def run(n: int, d: int, dropout: float, neighbours: int, label: str, target: str
             pending = server.stage_timeout()
             receive_time += time.perf_counter() - t0
     assert server.status is ServerStatus.DONE, server.abort_reason
-    survivors = [b for b in names if b not in dropped]
+    survivors = [b for b in names if b not in (dropped or set())]
     assert server.survivors == survivors
     # Plain aggregation of the same vectors: accumulate float32 updates one by one.
     # Best of five, as the machine is shared and a single pass of ~20 ms is noisy.

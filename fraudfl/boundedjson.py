@@ -13,6 +13,8 @@ import json
 import re
 from typing import Any
 
+import numpy as np
+
 # Real headers (announcements, models with their pipeline, checkpoints) nest fewer than ten
 # levels; the limit leaves room while staying far below the interpreter's recursion limit.
 DEFAULT_MAX_DEPTH = 32
@@ -28,12 +30,9 @@ class JSONLimitError(ValueError):
 
 def nesting_depth(raw: bytes) -> int:
     """The deepest bracket nesting of ``raw`` (brackets inside strings do not count)."""
-    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKET)
-    depth = deepest = 0
-    for b in brackets:
-        depth += 1 if b in b"[{" else -1
-        deepest = max(deepest, depth)
-    return deepest
+    brackets = np.frombuffer(_STRING.sub(b"", raw).translate(None, _NOT_BRACKET), np.uint8)
+    steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1)
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def loads(raw: bytes, *, max_bytes: int, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fraudfl.data.stats import FeatureStats, compute_stats
-from fraudfl.rounds.messages import MODEL, SECAGG
+from fraudfl.rounds.messages import ANNOUNCE, MODEL, SECAGG
 from fraudfl.rounds.orchestrator import Outbound
 from fraudfl.rounds.participant import BankParticipant, Reply
 from fraudfl.rounds.policy import ConsortiumPolicy
@@ -370,3 +370,31 @@ def test_sum_longer_than_clipped_updates_allow_is_refused(
     history = fed.orchestrator.history
     assert attacks and [r.status for r in history] == ["completed", "aborted", "completed"]
     assert history[1].cause == "invalid_sum" and "norm" in history[1].reason
+
+
+def test_unresumable_round_keeps_round_numbers_consecutive_for_banks(
+    federation_factory: Callable[..., Federation],
+) -> None:
+    """Banks accept only the next round number. An aggregator that cannot resume round r (its
+    announcement never went out) publishes it anyway, then a signed Abort of it, then round
+    r + 1: a bank reading them as one batch skips r without training and joins r + 1."""
+    fed = federation_factory(rounds=2)
+    queue = fed.orchestrator.start(fed.now)
+    while fed.orchestrator.completed < 1 or fed.orchestrator.server is None:
+        replies = fed.deliver(queue)
+        queue = [o for b, r in replies for o in fed.orchestrator.receive(
+            b, r.round, r.payload_type, r.payload, fed.now)]
+    header, blobs = fed.orchestrator.to_state()
+    broken = header["round"]
+    header["server"]["version"] = 99
+    fed.orchestrator = fed.new_orchestrator()
+    fed.orchestrator.load_state(header, blobs)
+    out = fed.orchestrator.restart(fed.now)
+    assert [(o.round, o.payload_type) for o in out if o.topic == "control"] == [
+        (broken, ANNOUNCE), (broken, SECAGG), (broken + 1, ANNOUNCE)
+    ]
+    bank = fed.banks["bank_00"]
+    replies = _catch_up(bank, [out])
+    assert {r.round for r in replies} == {broken + 1}
+    assert [r.stage for r in replies] == ["advertise_keys"]
+    assert bank.last_announced == broken + 1
