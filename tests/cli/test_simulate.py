@@ -77,3 +77,71 @@ def test_dp_runs_clip_at_the_dp_default() -> None:
     private = parser.parse_args(["simulate", "--data", "d", "--target-epsilon", "3"])
     _apply_dependent_flags(private)
     assert private.max_grad_norm == DEFAULT_MAX_GRAD_NORM == PrivacySettings().max_grad_norm
+
+
+def test_secure_aggregation_and_secagg_plus_flags(generated: Path, tmp_path: Path) -> None:
+    out = tmp_path / "secure.json"
+    assert main(["simulate", "--data", str(generated), "--rounds", "1", "--model", "logistic",
+                 "--no-progress", "--secure-aggregation", "--secagg-neighbours", "2",
+                 "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["config"]["secure_aggregation"] is True
+
+
+def test_personalization_is_reported_per_bank(
+    generated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results.json"
+    code = main(["simulate", "--data", str(generated), "--rounds", "2", "--hidden", "16,8",
+                 "--personalization", "finetune", "--personal-epochs", "1", "--no-progress",
+                 "--out", str(out)])
+    assert code == 0
+    assert "personalisation (finetune)" in capsys.readouterr().out
+    results = json.loads(out.read_text())
+    pers = results["final"]["personalization"]
+    assert pers["method"] == "finetune"
+    assert [b["bank_id"] for b in pers["banks"]] == [
+        b for b in sorted(results["rounds"][-1]["banks"])]
+    assert all({"auprc", "roc_auc"} <= set(b["personal"]) for b in pers["banks"])
+
+
+def test_save_model_writes_scoring_artifacts(generated: Path, tmp_path: Path) -> None:
+    """The researcher's path to scoring: what simulate saves, score reads as it is."""
+    saved = tmp_path / "model"
+    assert main(["simulate", "--data", str(generated), "--rounds", "1", "--no-progress",
+                 "--personalization", "finetune", "--personal-epochs", "1",
+                 "--save-model", str(saved)]) == 0
+    banks = sorted(p.name for p in saved.iterdir() if p.is_dir())
+    assert banks and all((saved / b / "model.json").exists() or any((saved / b).iterdir())
+                         for b in banks)
+    test_file = next(generated.glob("test.*"))
+    scored = tmp_path / "scored.csv"
+    assert main(["score", "--model", str(saved), "--input", str(test_file),
+                 "--output", str(scored)]) == 0
+    assert scored.read_text().count("\n") > 10
+
+
+def test_config_file_sections_and_flags(generated: Path, tmp_path: Path) -> None:
+    """--config takes the services' sections; a flag overrides the file."""
+    config = tmp_path / "fed.toml"
+    config.write_text(
+        'federation_id = "ignored-here"\n[rounds]\nrounds = 2\n'
+        '[training]\nmodel = "logistic"\nlr = 0.2\nbatch_size = 128\n'
+        '[strategy]\nname = "fedavg"\n'
+    )
+    out = tmp_path / "results.json"
+    assert main(["simulate", "--data", str(generated), "--config", str(config), "--lr", "0.1",
+                 "--no-progress", "--out", str(out)]) == 0
+    cfg = json.loads(out.read_text())["config"]
+    assert (cfg["rounds"], cfg["model"], cfg["strategy"]) == (2, "logistic", "fedavg")
+    assert (cfg["lr"], cfg["batch_size"]) == (0.1, 128)
+
+
+def test_config_file_errors_name_the_field(
+    generated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "fed.toml"
+    config.write_text("[training]\nlr = -1\n")
+    assert main(["simulate", "--data", str(generated), "--config", str(config),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training.lr" in err[0] and str(config) in err[0]

@@ -141,26 +141,3 @@ def test_config_validation() -> None:
     ditto = PersonalizationConfig(method="ditto", epochs=5, lam=0.3).train_config(base)
     assert (ditto.mu, ditto.local_epochs, ditto.max_steps, ditto.lr) == (0.3, 5, None, 0.1)
     assert PersonalizationConfig(method="finetune", lr=0.01).train_config(base).mu == 0.0
-
-
-
-
-def test_simulate_cli_reports_personalization(
-    heterogeneous: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import json
-
-    from fraudfl.cli import main
-
-    out = tmp_path / "results.json"
-    code = main(["simulate", "--data", str(heterogeneous), "--rounds", "2", "--hidden", "16,8",
-                 "--personalization", "finetune", "--personal-epochs", "1", "--no-progress",
-                 "--out", str(out)])
-    assert code == 0
-    assert "personalisation (finetune)" in capsys.readouterr().out
-    pers = json.loads(out.read_text())["final"]["personalization"]
-    assert pers["method"] == "finetune"
-    assert [b["bank_id"] for b in pers["banks"]] == sorted(DIRECTIONS)
-    assert all({"auprc", "roc_auc"} <= set(b["personal"]) for b in pers["banks"])
-
-

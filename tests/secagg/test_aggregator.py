@@ -36,15 +36,3 @@ def test_simulation_with_secure_aggregation(tmp_path: Path, neighbours: int) -> 
     assert len(secure.rounds) == 2
     # The same quantised sum, masked or not: bit-identical models.
     np.testing.assert_array_equal(secure.final_params, plain.final_params)
-
-
-def test_simulate_cli_secure_aggregation_flag(tmp_path: Path) -> None:
-    from fraudfl.cli import main
-
-    data = _dataset(tmp_path / "data")
-    args = ["simulate", "--data", str(data), "--label-column", "Class", "--rounds", "1",
-            "--banks-per-round", "3", "--model", "logistic", "--no-progress"]
-    out = tmp_path / "secure.json"
-    assert main([*args, "--secure-aggregation", "--secagg-neighbours", "2",
-                 "--out", str(out)]) == 0
-    assert out.exists()
