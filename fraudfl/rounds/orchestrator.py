@@ -82,7 +82,7 @@ from fraudfl.secagg.messages import (
 )
 from fraudfl.secagg.messages import encode as encode_secagg
 from fraudfl.secagg.plain import PlainSumServer
-from fraudfl.secagg.server import Outgoing, SecAggServer, ServerStatus
+from fraudfl.secagg.server import Outgoing, SecAggServer, ServerStatus, round_params
 from fraudfl.strategy import Strategy, make_strategy
 from fraudfl.vocabulary import STAGES, AbortReason, RoundKind
 
@@ -423,13 +423,14 @@ class Orchestrator:
         task = TASKS[kind]
         shape = task.shape(self, selected)
         sa = self.config.secagg
-        server_cls = SecAggServer if sa.enabled else PlainSumServer
-        self.server = server_cls.create(
-            self.identity, self.allowlist, self.federation, round_number, selected,
-            threshold=self.threshold(len(selected)), vector_length=shape.vector_length,
-            neighbours=sa.neighbours, weighted=shape.weighted, bits=shape.bits, clip=shape.clip,
-            weight_max=1.0,
+        params = round_params(
+            self.federation, round_number, selected, threshold=self.threshold(len(selected)),
+            vector_length=shape.vector_length, neighbours=sa.neighbours, weighted=shape.weighted,
+            bits=shape.bits, clip=shape.clip, weight_max=1.0,
         )
+        server_cls = SecAggServer if sa.enabled else PlainSumServer
+        self.server = server_cls(self.identity, self.allowlist, self.federation, round_number,
+                                 params)
         setup = self.server.start()
         announcement = task.announce(self, selected)
         log.info("round %d (%s): announced to %s", round_number, kind, selected)

@@ -99,6 +99,21 @@ class _Round:
     commitments: dict[int, bytes] = field(default_factory=dict)  # index -> nonce commitment
 
 
+def from_server(data: bytes, federation_id: str, server_id: str, allowlist: Allowlist) -> Message:
+    """The aggregator's message to a bank, decoded and authenticated; :class:`MessageRejected`
+    if another federation's or another sender's."""
+    msg = decode(data)
+    h = msg.header
+    if h.federation_id != federation_id:
+        raise MessageRejected(
+            RejectReason.WRONG_FEDERATION, f"message for federation {h.federation_id!r}"
+        )
+    if h.sender != server_id:
+        raise MessageRejected(RejectReason.UNKNOWN_SENDER, f"{h.sender!r} is not the aggregator")
+    authenticate(allowlist, msg)
+    return msg
+
+
 class SecAggClient:
     """One bank's protocol endpoint; it can take part in successive rounds."""
 
@@ -159,18 +174,7 @@ class SecAggClient:
     # -- protocol ----------------------------------------------------------------------------
 
     def _authentic(self, data: bytes) -> Message:
-        msg = decode(data)
-        h = msg.header
-        if h.federation_id != self.federation_id:
-            raise MessageRejected(
-                RejectReason.WRONG_FEDERATION, f"message for federation {h.federation_id!r}"
-            )
-        if h.sender != self.server_id:
-            raise MessageRejected(
-                RejectReason.UNKNOWN_SENDER, f"{h.sender!r} is not the aggregator"
-            )
-        authenticate(self.allowlist, msg)
-        return msg
+        return from_server(data, self.federation_id, self.server_id, self.allowlist)
 
     def check_setup(self, data: bytes) -> RoundParams:
         """The parameters of a new round's setup message if this bank would accept them, else

@@ -15,27 +15,25 @@ server in the clear.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from fraudfl.identity import Allowlist, Identity
-from fraudfl.secagg.auth import authenticate, b64, unb64
+from fraudfl.secagg.auth import b64, unb64
+from fraudfl.secagg.client import from_server
 from fraudfl.secagg.errors import MessageRejected, RejectReason, UsageError
-from fraudfl.secagg.graph import graph_seed
 from fraudfl.secagg.messages import (
     STAGE_ADVERTISE,
     STAGE_SETUP,
     PlainInput,
     RoundSetup,
-    decode,
     encode,
 )
 from fraudfl.secagg.params import RoundParams
 from fraudfl.secagg.quantize import Rounding
-from fraudfl.secagg.server import Outgoing, ServerStatus
+from fraudfl.secagg.server import Outgoing, ServerStatus, from_participant
 from fraudfl.secagg.state import params_from_dict, params_to_dict
 
 log = logging.getLogger(__name__)
@@ -63,21 +61,6 @@ class PlainSumServer:
         self.answered: list[int] = []
         self.seen: dict[int, str] = {}
         self.outbox: list[Outgoing] = []
-
-    @classmethod
-    def create(
-        cls, identity: Identity, allowlist: Allowlist, federation_id: str, round_number: int,
-        participants: Sequence[str], *, threshold: int, vector_length: int,
-        neighbours: int = 0, weighted: bool = False, bits: int = 32, clip: float = 1.0,
-        weight_max: float = 1.0,
-    ) -> PlainSumServer:
-        names = tuple(sorted(participants))
-        params = RoundParams(
-            participants=names, threshold=threshold, neighbours=neighbours,
-            vector_length=vector_length, weighted=weighted, bits=bits, clip=clip,
-            weight_max=weight_max, graph_seed=graph_seed(federation_id, round_number, names),
-        )
-        return cls(identity, allowlist, federation_id, round_number, params)
 
     @property
     def result(self) -> npt.NDArray[np.unsignedinteger]:
@@ -107,22 +90,10 @@ class PlainSumServer:
         return list(self.outbox)
 
     def receive(self, data: bytes) -> list[Outgoing]:
-        msg = decode(data)
+        msg, sender = from_participant(
+            data, self.federation_id, self.round, self.params, self.allowlist
+        )
         h = msg.header
-        if h.federation_id != self.federation_id:
-            raise MessageRejected(
-                RejectReason.WRONG_FEDERATION, f"message for federation {h.federation_id!r}"
-            )
-        if h.round != self.round:
-            raise MessageRejected(
-                RejectReason.WRONG_ROUND, f"message for round {h.round}, this is {self.round}"
-            )
-        sender = self.params.index(h.sender)
-        if sender is None:
-            raise MessageRejected(
-                RejectReason.UNKNOWN_SENDER, f"{h.sender!r} is not a participant of this round"
-            )
-        authenticate(self.allowlist, msg)
         mdigest = msg.signature.hex()
         previous = self.seen.get(sender)
         if previous == mdigest:
@@ -229,17 +200,8 @@ class PlainSumClient:
         self._weight = weight
 
     def receive(self, data: bytes) -> list[bytes]:
-        msg = decode(data)
+        msg = from_server(data, self.federation_id, self.server_id, self.allowlist)
         h = msg.header
-        if h.federation_id != self.federation_id:
-            raise MessageRejected(
-                RejectReason.WRONG_FEDERATION, f"message for federation {h.federation_id!r}"
-            )
-        if h.sender != self.server_id:
-            raise MessageRejected(
-                RejectReason.UNKNOWN_SENDER, f"{h.sender!r} is not the aggregator"
-            )
-        authenticate(self.allowlist, msg)
         if not isinstance(msg.payload, RoundSetup):
             raise MessageRejected(
                 RejectReason.WRONG_STAGE, f"a plain-sum round has no {type(msg.payload).__name__}"

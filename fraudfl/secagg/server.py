@@ -42,6 +42,7 @@ from fraudfl.secagg.messages import (
     KeyEntry,
     KeyList,
     MaskedInput,
+    Message,
     NonceList,
     NonceReveal,
     Payload,
@@ -82,6 +83,45 @@ class Outgoing:
 
     recipients: tuple[str, ...]
     data: bytes
+
+
+def round_params(
+    federation_id: str, round_number: int, participants: Sequence[str], *, threshold: int,
+    vector_length: int, neighbours: int = 0, weighted: bool = False, bits: int = 32,
+    clip: float = 1.0, weight_max: float = 1.0,
+) -> RoundParams:
+    """A round's public parameters, participants sorted, with the agreed graph seed."""
+    names = tuple(sorted(participants))
+    return RoundParams(
+        participants=names, threshold=threshold, neighbours=neighbours,
+        vector_length=vector_length, weighted=weighted, bits=bits, clip=clip,
+        weight_max=weight_max, graph_seed=graph_seed(federation_id, round_number, names),
+    )
+
+
+def from_participant(
+    data: bytes, federation_id: str, round_number: int, params: RoundParams,
+    allowlist: Allowlist,
+) -> tuple[Message, int]:
+    """A bank's message to the server, decoded and authenticated, with the sender's index;
+    :class:`MessageRejected` if it is not of this federation, round and participant set."""
+    msg = decode(data)
+    h = msg.header
+    if h.federation_id != federation_id:
+        raise MessageRejected(
+            RejectReason.WRONG_FEDERATION, f"message for federation {h.federation_id!r}"
+        )
+    if h.round != round_number:
+        raise MessageRejected(
+            RejectReason.WRONG_ROUND, f"message for round {h.round}, this is {round_number}"
+        )
+    sender = params.index(h.sender)
+    if sender is None:
+        raise MessageRejected(
+            RejectReason.UNKNOWN_SENDER, f"{h.sender!r} is not a participant of this round"
+        )
+    authenticate(allowlist, msg)
+    return msg, sender
 
 
 class SecAggServer:
@@ -125,11 +165,10 @@ class SecAggServer:
         neighbours: int = 0, weighted: bool = False, bits: int = 32, clip: float = 1.0,
         weight_max: float = 1.0,
     ) -> SecAggServer:
-        names = tuple(sorted(participants))
-        params = RoundParams(
-            participants=names, threshold=threshold, neighbours=neighbours,
-            vector_length=vector_length, weighted=weighted, bits=bits, clip=clip,
-            weight_max=weight_max, graph_seed=graph_seed(federation_id, round_number, names),
+        params = round_params(
+            federation_id, round_number, participants, threshold=threshold,
+            vector_length=vector_length, neighbours=neighbours, weighted=weighted, bits=bits,
+            clip=clip, weight_max=weight_max,
         )
         return cls(identity, allowlist, federation_id, round_number, params)
 
@@ -167,22 +206,10 @@ class SecAggServer:
         return list(self.outbox)
 
     def receive(self, data: bytes) -> list[Outgoing]:
-        msg = decode(data)
+        msg, sender = from_participant(
+            data, self.federation_id, self.round, self.params, self.allowlist
+        )
         h = msg.header
-        if h.federation_id != self.federation_id:
-            raise MessageRejected(
-                RejectReason.WRONG_FEDERATION, f"message for federation {h.federation_id!r}"
-            )
-        if h.round != self.round:
-            raise MessageRejected(
-                RejectReason.WRONG_ROUND, f"message for round {h.round}, this is {self.round}"
-            )
-        sender = self.params.index(h.sender)
-        if sender is None:
-            raise MessageRejected(
-                RejectReason.UNKNOWN_SENDER, f"{h.sender!r} is not a participant of this round"
-            )
-        authenticate(self.allowlist, msg)
         # Ed25519 signatures are deterministic and not malleable, so once verified the signature
         # identifies the exact bytes: no need to hash a 4 MB upload again.
         mdigest = msg.signature.hex()
