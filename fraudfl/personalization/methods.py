@@ -13,11 +13,10 @@ bank node:
 - ``fedper`` (Arivazhagan et al., "Federated Learning with Personalization Layers", 2019): the
   model's body is federated (securely aggregated), its head (the last ``personal_layers`` linear
   layers) never leaves the bank. :class:`ParamPartition` splits the flat parameter vector;
-  :class:`FedPerTrainer`, :class:`FedPerAggregator` and :class:`FedPerStrategy` wrap the
-  simulation's seams so that only body coordinates reach the aggregation, and
-  :class:`FedPerBank` is what a bank node keeps and calls.
+  :class:`FedPerBank` is what a bank keeps and calls (only body coordinates leave it) and
+  :class:`FedPerStrategy` runs the server strategy on the body.
 
-All personal training goes through a :data:`LocalTrainer`, the simulation's trainer signature.
+All personal training goes through a :data:`LocalTrainer`.
 Under DP that is :func:`private_trainer`, which charges every step to the bank's accountant,
 the one place all private training of a bank goes through.
 """

@@ -327,8 +327,8 @@ def train_local(
 
 
 class LocalTrainer(Protocol):
-    """How a bank trains in a round (the simulation's and personalisation's seam); the DP
-    trainer (:class:`fraudfl.privacy.federation.PrivateTrainer`) holds per-bank accountants."""
+    """How personal training runs (fine-tuning, Ditto): plain, or DP-SGD through the bank's
+    accountant (:func:`fraudfl.personalization.private_trainer`)."""
 
     def __call__(
         self,
