@@ -97,6 +97,7 @@ def main() -> int:
                     strategy=strategy, mu=mu, rounds=args.rounds, banks_per_round=10,
                     local_epochs=20, batch_size=10, lr=0.01, straggler_fraction=fraction,
                     seed=args.seed, model="logistic", val_fraction=0.0, standardize=False,
+                    update_weight="examples",  # the paper weights devices by their samples
                 )
                 started = time.perf_counter()
                 result = run_simulation(dataset, config)

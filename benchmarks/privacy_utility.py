@@ -43,7 +43,7 @@ def run_one(dataset: Any, args: argparse.Namespace, epsilon: float) -> dict[str,
         config = SimulationConfig(
             strategy="fedprox", mu=args.mu, rounds=args.rounds, banks_per_round=args.banks,
             local_epochs=1, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-            pos_weight=args.pos_weight, privacy=privacy,
+            pos_weight=args.pos_weight, privacy=privacy, update_weight=args.update_weight,
         )
         t0 = time.perf_counter()
         result: SimulationResult = run_simulation(dataset, config)
@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--max-grad-norm", type=float, default=5.0)
     ap.add_argument("--accountant", choices=["rdp", "prv"], default="rdp")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--update-weight", choices=["constant", "examples"], default="examples",
+                    help="banks weighted equally (the services' policy default) or by rows")
     ap.add_argument("--out", type=Path, default=Path("privacy_utility.png"))
     args = ap.parse_args()
     epsilons = [float(e) for e in args.epsilons.split(",")]
