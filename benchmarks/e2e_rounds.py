@@ -38,10 +38,9 @@ from fraudfl.checkpoint import load_checkpoint
 from fraudfl.cli.init import FederationPlan, write_federation
 from fraudfl.config import AggregatorConfig, BankNodeConfig, load_config
 from fraudfl.models import ModelSpec
-from fraudfl.transport.base import Transport
+from fraudfl.transport.base import ForwardingTransport, Transport
 from fraudfl.transport.broker import EmbeddedBroker
 from fraudfl.transport.chunking import parse_chunk
-from fraudfl.transport.faults import ForwardingTransport
 from fraudfl.transport.kafka import KafkaSettings, KafkaTransport
 
 _ROUND = struct.Struct(">Q")  # the envelope's round, after magic, version and flags

@@ -15,8 +15,7 @@ from bank_node.service import BankNodeService
 from fraudfl.cli.init import FederationPlan, write_federation
 from fraudfl.config import AggregatorConfig, BankNodeConfig, load_config
 from fraudfl.privacy.accountant import PrivacyAccountant
-from fraudfl.transport.base import Record, Transport
-from fraudfl.transport.faults import ForwardingTransport
+from fraudfl.transport.base import ForwardingTransport, Record, Transport
 from fraudfl.transport.memory import MemoryBroker, MemoryTransport
 
 

@@ -25,12 +25,11 @@ from fraudfl.cli.init import Federation, FederationPlan, write_federation
 from fraudfl.config import AggregatorConfig, BankNodeConfig, load_config
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.rounds.messages import MODEL, ModelInfo, decode_model
-from fraudfl.transport.base import Record, Transport
+from fraudfl.transport.base import ForwardingTransport, Record, Transport
 from fraudfl.transport.broker import EmbeddedBroker
 from fraudfl.transport.channel import Channel
 from fraudfl.transport.chunking import parse_chunk
 from fraudfl.transport.envelope import decode as decode_envelope
-from fraudfl.transport.faults import ForwardingTransport
 from fraudfl.transport.kafka import KafkaSettings, KafkaTransport
 from fraudfl.transport.sealing import EncryptionKey
 from fraudfl.transport.topics import TopicLayout

@@ -262,7 +262,7 @@ def test_broker_dies_with_a_killed_parent() -> None:
 
 
 def test_every_record_produced_twice_is_received_once(parties: Parties) -> None:
-    from fraudfl.transport.faults import DuplicatingTransport
+    from tests.transport.faults import DuplicatingTransport
 
     layout = TopicLayout(FED)
     ident, enc = parties.keys["bank-a"]

@@ -1,6 +1,6 @@
 from fraudfl.transport.base import TopicSpec
-from fraudfl.transport.faults import DuplicatingTransport
 from fraudfl.transport.memory import MemoryBroker, MemoryTransport
+from tests.transport.faults import DuplicatingTransport
 
 
 def test_duplicating_transport_sends_copies_and_forwards_the_rest() -> None:
