@@ -545,7 +545,6 @@ class BankParticipant:
             "client": self.client.to_dict(),
             "plain": self.plain.to_dict(),
             "model_info": None if self.model_info is None else self.model_info.model_dump(),
-            "accountant": self.accountant.to_dict(),
             "rejections": self.rejections,
             "last_train": None if self.last_train is None else self.last_train.model_dump(),
             "fedper": None if self.fedper is None else self.fedper.to_dict(),
@@ -584,11 +583,3 @@ class BankParticipant:
         self.last_train = None if last_train is None else TrainInstructions(**last_train)
         fedper = header.get("fedper")
         self.fedper = None if fedper is None else FedPerBank.from_dict(fedper)
-        # The accountant is restored from its own file by the service (the single ledger); the
-        # copy here only covers a crash between the two writes, so keep the longer history.
-        saved = PrivacyAccountant.from_dict(header["accountant"])
-        if saved.total_steps > self.accountant.total_steps:
-            self.accountant = PrivacyAccountant(
-                saved.mechanism, budget=self.accountant.budget, history=list(saved.history),
-                label=self.accountant.label,
-            )
