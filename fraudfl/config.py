@@ -101,6 +101,14 @@ class ServerTLSSettings(_Section):
     client_cafile: Path | None = None
 
 
+class BasicAuthSettings(_Section):
+    """HTTP basic authentication of ``/metrics`` (Prometheus' ``basic_auth``)."""
+
+    username: str = Field(min_length=1)
+    # From FRAUDFL_METRICS_BASIC_AUTH__PASSWORD, never from the file.
+    password: SecretStr
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # json: one JSON object per line (for log collectors); text: for people.
@@ -308,6 +316,8 @@ class ServiceConfig(_Section):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
     metrics_tls: ServerTLSSettings | None = None
+    # /metrics behind basic auth (probes on /healthz and /readyz stay open for the kubelet).
+    metrics_basic_auth: BasicAuthSettings | None = None
     log: LogSettings = LogSettings()
     # torch intra-op threads; small models train fastest single-threaded.
     torch_threads: int = Field(default=1, ge=1)

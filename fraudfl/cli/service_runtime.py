@@ -16,4 +16,10 @@ def metrics_server(config: ServiceConfig, health: Health) -> MetricsServer | Non
     tls = None if config.metrics_tls is None else ServerTLS(
         config.metrics_tls.certfile, config.metrics_tls.keyfile, config.metrics_tls.client_cafile
     )
-    return start_metrics_server(config.metrics_port, config.metrics_host, health=health, tls=tls)
+    auth = None if config.metrics_basic_auth is None else (
+        config.metrics_basic_auth.username,
+        config.metrics_basic_auth.password.get_secret_value(),
+    )
+    return start_metrics_server(
+        config.metrics_port, config.metrics_host, health=health, tls=tls, basic_auth=auth
+    )

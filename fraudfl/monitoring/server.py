@@ -5,11 +5,14 @@ One threaded WSGI server (prometheus-client's) per process. ``/metrics`` is the 
 fed by the service's main loop, so a wedged loop or a lost broker shows (a server started
 without a ``Health``, e.g. the scoring service's separate metrics port, serves ``/metrics``
 only). Any other path is 404. The server can speak
-TLS, optionally requiring client certificates (Prometheus' ``tls_config``).
+TLS, optionally requiring client certificates (Prometheus' ``tls_config``), and put ``/metrics``
+behind HTTP basic authentication (``basic_auth``); the probes stay open.
 """
 
 from __future__ import annotations
 
+import base64
+import hmac
 import json
 import logging
 import socket
@@ -88,13 +91,24 @@ class MetricsServer:
 
 
 def health_app(
-    registry: CollectorRegistry, health: Health | None
+    registry: CollectorRegistry, health: Health | None,
+    basic_auth: tuple[str, str] | None = None,
 ) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     metrics = make_wsgi_app(registry)
+    expected = None if basic_auth is None else (
+        "Basic " + base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode()).decode()
+    ).encode()
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path in ("/metrics", "/metrics/"):
+            given = environ.get("HTTP_AUTHORIZATION", "").encode()
+            if expected is not None and not hmac.compare_digest(given, expected):
+                start_response("401 Unauthorized", [
+                    ("Content-Type", "text/plain"),
+                    ("WWW-Authenticate", 'Basic realm="fraudfl metrics"'),
+                ])
+                return [b"authentication required\n"]
             return metrics(environ, start_response)  # type: ignore[no-any-return]
         if path in ("/healthz", "/readyz") and health is not None:
             ok, body = health.live() if path == "/healthz" else health.ready()
@@ -117,6 +131,7 @@ def start_metrics_server(
     *,
     health: Health | None = None,
     tls: ServerTLS | None = None,
+    basic_auth: tuple[str, str] | None = None,
 ) -> MetricsServer:
     """Serve ``registry`` at ``/metrics`` and ``health`` at ``/healthz``/``/readyz`` from a
     daemon thread.
@@ -136,7 +151,7 @@ def start_metrics_server(
         )[0]
         Server.address_family = family
         httpd = make_server(
-            str(sockaddr[0]), port, health_app(registry, health), Server,
+            str(sockaddr[0]), port, health_app(registry, health, basic_auth), Server,
             handler_class=_SilentHandler,
         )
     except OSError as exc:

@@ -94,3 +94,17 @@ def test_admin_command_against_a_running_aggregator(
     (config.state_dir / "admin.token").write_text("stale-token")
     assert main(["admin", "status", "--config", str(config_path)]) == EXIT_USAGE
     assert "cannot reach" in capsys.readouterr().err
+
+
+def test_an_unreachable_broker_exits_3(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    fed = write_federation(FederationPlan(
+        directory=tmp_path / "fed", banks=2, transactions=600, federation_id="down",
+        bootstrap_servers=f"127.0.0.1:{port}",
+    ))
+    code = main(["--log-level", "ERROR", "aggregator", "--config", str(fed.aggregator_config)])
+    assert code == 3

@@ -242,3 +242,13 @@ def test_a_bad_secret_in_the_file_is_not_echoed(fed: Path) -> None:
     with pytest.raises(FraudflError, match=r"kafka\.sasl_plain_password: .*value hidden") as err:
         load_config(AggregatorConfig, write(fed / "agg.toml", text), env={})
     assert "918273645" not in str(err.value)
+
+
+def test_metrics_basic_auth_password_from_the_environment(fed: Path) -> None:
+    text = AGG.replace("[rounds]", '[metrics_basic_auth]\nusername = "prometheus"\n\n[rounds]', 1)
+    assert "[metrics_basic_auth]" in text
+    cfg = load_config(AggregatorConfig, write(fed / "agg.toml", text),
+                      env={"FRAUDFL_METRICS_BASIC_AUTH__PASSWORD": "000111"})
+    assert cfg.metrics_basic_auth is not None
+    assert cfg.metrics_basic_auth.password.get_secret_value() == "000111"
+    assert "000111" not in repr(cfg)

@@ -132,3 +132,47 @@ def test_no_transaction_lost_across_a_scorer_crash_and_restart(
     assert all(a["status"] == "scored" for a in alerts)
     probabilities = np.array([a["probability"] for a in alerts])
     assert np.all((probabilities >= 0) & (probabilities <= 1))
+
+
+def test_serve_config_runs_the_stream_scorer_with_its_kafka_section(
+    tmp_path: Path, broker: EmbeddedBroker
+) -> None:
+    """`fraudfl serve --config` with a [stream] table: the stream scorer's clients come from
+    [stream.kafka] (the same section that carries TLS/SASL settings in production)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    _, txs = make_artifact(tmp_path)  # the artifact lands in tmp_path/model
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "scoring.toml"
+    config.write_text(
+        f'model = "model"\nport = {port}\n'
+        + '[stream]\ntransactions_topic = "transactions"\nalerts_topic = "fraud-alerts"\n'
+        + f'[stream.kafka]\nbootstrap_servers = "{broker.bootstrap_servers}"\n'
+        + 'client_id = "scoring-bank-a"\n'
+    )
+    settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fraudfl", "serve", "--config", str(config)],
+        stderr=subprocess.PIPE, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    try:
+        producer = KafkaTransport(settings)
+        deadline = time.monotonic() + 120
+        while "transactions" not in producer.list_topics():  # the scorer creates it
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the stream scorer did not start"
+            time.sleep(0.2)
+        publish(producer, txs[:50])
+        producer.close()
+        alerts = read_alerts(settings, 50)
+        assert {a["transaction_id"] for a in alerts} == {tx["transaction_id"] for tx in txs[:50]}
+        assert all(a["status"] == "scored" for a in alerts)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0

@@ -151,3 +151,32 @@ def test_metrics_over_tls_with_client_certificates(
     with pytest.raises(FraudflError, match="cannot load the TLS certificate"):
         start_metrics_server(0, host="127.0.0.1", registry=registry,
                              tls=ServerTLS(pki.ca, pki.server_key))
+
+
+def test_basic_auth_guards_metrics_not_probes(registry: CollectorRegistry) -> None:
+    import base64
+
+    from fraudfl.monitoring.health import Health
+
+    health = Health()
+    health.beat()
+    server = start_metrics_server(0, host="127.0.0.1", registry=registry, health=health,
+                                  basic_auth=("prometheus", "s3cret-pw"))
+    try:
+        with pytest.raises(urllib.error.HTTPError) as info:
+            get(server.url)
+        assert info.value.code == 401
+        assert info.value.headers["WWW-Authenticate"].startswith("Basic")
+        for password in ("wrong", "s3cret-pw"):
+            token = base64.b64encode(f"prometheus:{password}".encode()).decode()
+            request = urllib.request.Request(server.url,
+                                             headers={"Authorization": f"Basic {token}"})
+            if password == "wrong":
+                with pytest.raises(urllib.error.HTTPError):
+                    urllib.request.urlopen(request, timeout=10)
+            else:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    assert response.status == 200
+        assert get(server.base_url + "/healthz")[0] == 200  # the kubelet has no password
+    finally:
+        server.stop()
