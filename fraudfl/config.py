@@ -379,6 +379,9 @@ class StreamConfig(_Section):
     alerts_topic: str = Field(default="fraud-alerts", pattern=r"^[A-Za-z0-9._-]{1,249}$")
     partitions: tuple[int, ...] | None = None
     alerts_only: bool = False
+    # 1: one alert record per transaction; more: JSON arrays of up to this many alerts
+    # (bounded like fraudfl.scoring.stream.MAX_ALERTS_PER_RECORD).
+    alerts_per_record: int = Field(default=1, ge=1, le=2_000)
     # Offsets file; default: stream-offsets.json next to the artifact.
     state: Path | None = None
 

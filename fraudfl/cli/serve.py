@@ -61,6 +61,9 @@ def register(subparsers: Any) -> None:
                              "scorers sharing one topic, each with its own --stream-state)")
     stream.add_argument("--alerts-only", action="store_true",
                         help="produce only flagged (and invalid) transactions, not every score")
+    stream.add_argument("--alerts-per-record", type=int, default=1, metavar="N",
+                        help="pack up to N alerts into one record as a JSON array (default 1: "
+                             "one record per transaction, keyed by its id)")
     stream.add_argument("--stream-state", type=Path, default=None,
                         help="file keeping the streaming scorer's consumed offsets "
                              "(default: stream-offsets.json next to the artifact)")
@@ -91,6 +94,7 @@ def scoring_config(args: argparse.Namespace) -> Any:
                                client_id="fraudfl-scoring"),
             transactions_topic=args.transactions_topic, alerts_topic=args.alerts_topic,
             partitions=partitions, alerts_only=args.alerts_only, state=args.stream_state,
+            alerts_per_record=args.alerts_per_record,
         )
     return ScoringConfig(
         model=args.model, host=args.host, port=args.port, poll_interval=args.poll_interval,
@@ -162,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
             StreamSettings(state_path=stream.state or model_dir / "stream-offsets.json",
                            transactions_topic=stream.transactions_topic,
                            alerts_topic=stream.alerts_topic, alerts_only=stream.alerts_only,
-                           partitions=stream.partitions),
+                           partitions=stream.partitions,
+                           alerts_per_record=stream.alerts_per_record),
             metrics=metrics,
         )
         streamer.start()

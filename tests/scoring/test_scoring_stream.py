@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from fraudfl.errors import FraudflError
 from fraudfl.scoring import ModelHolder
 from fraudfl.scoring.stream import StreamingScorer, StreamSettings, load_offsets
 from fraudfl.transport import MemoryBroker, MemoryTransport, TopicPartition, TransportError
@@ -140,3 +141,53 @@ def test_a_failure_mid_batch_rewinds_instead_of_skipping(
     while scorer.process_once():
         pass
     assert sorted(a["transaction_id"] for a in alerts(broker)) == list(range(25))
+
+
+def test_array_records_and_packed_alerts_score_each_transaction_once(
+    tmp_path: Path, artifact_dir: Path, trained_bank: TrainedBank
+) -> None:
+    """Transactions arriving as JSON arrays and alerts packed into arrays give the same alerts
+    as one record each; a wrong element is reported alone, with its place in the array."""
+    broker = MemoryBroker()
+    txs = transactions(trained_bank, 90)
+    reference = MemoryBroker()
+    one_each = StreamingScorer(ModelHolder(artifact_dir), MemoryTransport(reference),
+                               StreamSettings(state_path=tmp_path / "a.json",
+                                              poll_timeout_s=0.01))
+    one_each.open()
+    publish(MemoryTransport(reference), txs)
+    while one_each.process_once():
+        pass
+    expected = {a["transaction_id"]: a["probability"] for a in alerts(reference)}
+
+    settings = StreamSettings(state_path=tmp_path / "b.json", poll_timeout_s=0.01,
+                              alerts_per_record=25)
+    latencies: list[tuple[int, float]] = []
+    scorer = StreamingScorer(ModelHolder(artifact_dir), MemoryTransport(broker), settings,
+                             on_batch=lambda n, s: latencies.append((n, s)))
+    scorer.open()
+    producer = MemoryTransport(broker)
+    bad = {**txs[41], "amount": "lots"}
+    batches = [txs[:40], [*txs[40:41], bad, *txs[42:80]], txs[80:]]
+    for batch in batches:
+        producer.send("transactions", None, json.dumps(batch).encode())
+    producer.send("transactions", None, b"[1, 2")  # not JSON: one invalid alert for the record
+    while scorer.process_once():
+        pass
+    records = broker.records("fraud-alerts")
+    assert all(r.key is None for r in records)
+    assert max(len(json.loads(r.value)) for r in records) == 25
+    out = [a for r in records for a in json.loads(r.value)]
+    scored = {a["transaction_id"]: a["probability"] for a in out if a["status"] == "scored"}
+    # Equal up to float32 rounding: batch sizes differ between the two runs.
+    assert scored == pytest.approx({k: v for k, v in expected.items() if k != 41}, rel=1e-5)
+    invalid = [a for a in out if a["status"] == "invalid"]
+    assert [(a["transaction_id"], a.get("index")) for a in invalid] == [(41, 1), (None, None)]
+    assert "field 'amount'" in invalid[0]["error"]
+    assert sum(n for n, _ in latencies) == 4 and all(s >= 0 for _, s in latencies)
+    assert sum(load_offsets(settings.state_path, "transactions").values()) == 4
+
+
+def test_alerts_per_record_is_bounded(tmp_path: Path) -> None:
+    with pytest.raises(FraudflError, match="alerts_per_record"):
+        StreamSettings(state_path=tmp_path / "s.json", alerts_per_record=0)
