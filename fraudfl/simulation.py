@@ -29,7 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,9 +54,10 @@ from fraudfl.config import (
 from fraudfl.data import FederatedDataset
 from fraudfl.data.pipeline import FeaturePipeline
 from fraudfl.data.split import train_val_split
+from fraudfl.data.stats import compute_stats
 from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
-from fraudfl.models import MODEL_KINDS, ModelSpec, Task, set_flat_params
+from fraudfl.models import MODEL_KINDS, ModelSpec, Task, get_flat_params, set_flat_params
 from fraudfl.personalization import BankComparison, compare_on_bank
 from fraudfl.privacy.accountant import (
     BudgetExhausted,
@@ -420,8 +421,6 @@ def prepare_data(dataset: FederatedDataset, val_fraction: float, seed: int, *,
                  standardize: bool = True) -> PreparedData:
     """The banks' matrices under the pipeline fitted from the *sum* of their training
     statistics, as the statistics round fits it (benchmarks and baselines outside a run)."""
-    from fraudfl.data.stats import compute_stats
-
     splits = split_banks(dataset, val_fraction, seed)
     stats = [compute_stats(s.train, dataset.schema, source=s.bank_id) for s in splits]
     total = stats[0]
@@ -505,6 +504,9 @@ class Simulation:
         self.spec: ModelSpec | None = None
         self.params: npt.NDArray[np.float32] | None = None
         self.records: list[RoundRecord] = []
+        # Set with model v0: the evaluation model and the pooled training rows for train_loss.
+        self._eval_model: torch.nn.Module | None = None
+        self._train_rows: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]] | None = None
         self._round_started = self._model_zero_at = time.perf_counter()
         self._stragglers: dict[int, dict[str, float]] = {}
 
@@ -556,15 +558,15 @@ class Simulation:
             self.data = transform_data(self.dataset, self.splits, pipeline)
             self.spec = ModelSpec.from_dict(info.spec)
             self._eval_model = self.spec.build()
-            self._X_train = np.concatenate([b.X_train for b in self.data.banks])
-            self._y_train = np.concatenate([b.y_train for b in self.data.banks])
+            self._train_rows = (np.concatenate([b.X_train for b in self.data.banks]),
+                                np.concatenate([b.y_train for b in self.data.banks]))
             self._round_started = self._model_zero_at = time.perf_counter()
             return
         assert self.data is not None
+        assert self._eval_model is not None and self._train_rows is not None
         set_flat_params(self._eval_model, params)
         metrics = evaluate(self._eval_model, self.data.X_test, self.data.y_test, self.data.task)
-        metrics["train_loss"] = loss_only(self._eval_model, self._X_train, self._y_train,
-                                          self.data.task)
+        metrics["train_loss"] = loss_only(self._eval_model, *self._train_rows, self.data.task)
         history = {r.round: r for r in self.orchestrator.history}
         rec = history.get(info.round)
         selected = [] if rec is None else list(rec.selected)
@@ -687,8 +689,6 @@ def _run_baselines(
     out: dict[str, Any] = {}
     if config.baseline == "none":
         return out
-    from fraudfl.models import get_flat_params
-
     model = spec.build(seed=config.seed)
     initial = get_flat_params(model)
     total_epochs = config.rounds * config.local_epochs
@@ -736,8 +736,6 @@ def _personalize(
     config = sim.config
     reference = sim.params
     if config.fedper_layers:
-        from dataclasses import replace
-
         plain_config = replace(config, personalization="none", personal_layers=0,
                                privacy=None if config.privacy is None
                                else replace(config.privacy, state_dir=None))
