@@ -81,7 +81,6 @@ from fraudfl.secagg.messages import RoundSetup
 from fraudfl.secagg.messages import decode as decode_secagg
 from fraudfl.secagg.plain import PlainSumClient
 from fraudfl.training.local import TrainConfig
-from fraudfl.training.private import DPConfig, dp_planned_steps, dp_sample_rate
 from fraudfl.vocabulary import DeclineReason, RoundKind
 
 log = logging.getLogger(__name__)
@@ -452,6 +451,8 @@ class BankParticipant:
         privacy = self.config.privacy
         if privacy.noise_multiplier is not None:
             return privacy.noise_multiplier
+        from fraudfl.training.private import dp_planned_steps, dp_sample_rate  # Opacus: DP only
+
         steps = dp_planned_steps(cfg, num_examples)
         if self.config.personalization in ("finetune", "ditto"):
             personal = self._personalization_config(self.config.personalization)
@@ -521,6 +522,8 @@ class BankParticipant:
         ))
         trainer = plain_trainer
         if privacy.enabled and method != "fedper":
+            from fraudfl.training.private import DPConfig  # Opacus: DP only
+
             dp = DPConfig(self.noise_multiplier(base, len(y)), privacy.max_grad_norm,
                           privacy.engine)
             trainer = private_trainer({self.bank_id: self.accountant}, dp)

@@ -52,7 +52,6 @@ from fraudfl.secagg.messages import RoundSetup
 from fraudfl.secagg.messages import decode as decode_secagg
 from fraudfl.strategy import SummedUpdate
 from fraudfl.training.local import LocalResult, train_local
-from fraudfl.training.private import DPConfig, train_private
 from fraudfl.vocabulary import DeclineReason, RoundKind
 
 if TYPE_CHECKING:  # the state machines import this module
@@ -294,6 +293,9 @@ class TrainTask(Task):
         privacy = bank.config.privacy
         result: LocalResult
         if privacy.enabled:
+            # Imports Opacus (a second and ~150 MB): only banks under DP pay for it.
+            from fraudfl.training.private import DPConfig, train_private
+
             try:
                 noise = bank.noise_multiplier(cfg, len(y))
             except FraudflError as exc:  # no noise multiplier reaches the target epsilon
