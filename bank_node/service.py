@@ -75,6 +75,10 @@ DRAIN_POLLS = 200
 PUBLISH_ATTEMPTS = 30
 # Lag and position metrics are refreshed this often, not on every poll.
 PROGRESS_EVERY_S = 5.0
+# A new bank's scan of the control topic for the current run: until this many empty polls,
+# and for at least this long (a first fetch may come back empty).
+RUN_SCAN_IDLE_POLLS = 2
+RUN_SCAN_MIN_S = 1.0
 # The stages a bank answers; advertise_keys includes local training.
 BANK_STAGES = (
     "advertise_keys", "share_keys", "masked_input", "consistency_check", "unmask"
@@ -149,6 +153,7 @@ class BankNodeService:
             max_record_bytes=config.kafka.max_message_bytes,
             on_reject=self._on_reject,
         )
+        self._encryption_key = encryption_key
         self.layout = TopicLayout(config.federation_id)
         self.checkpoint_path = config.state_dir / CHECKPOINT_FILE
         self.outbox: list[Reply] = []
@@ -159,7 +164,6 @@ class BankNodeService:
         self.run_record = RunRecord.load(config.state_dir)
         # Messages of another run than the pinned one are dropped: an older run's (catching up
         # through the topics' history) quietly, a newer one's loudly (``refused``).
-        self.skipping = False
         self.refused: str | None = None
         self._had_state = False
         self._progress_at = -PROGRESS_EVERY_S
@@ -210,6 +214,8 @@ class BankNodeService:
             return 0
         if self.probe is None:
             self.health.check("topics", True, "present at start")
+        if self.run_record is None and not self.checkpoint_path.exists():
+            self._pin_newest_run()
         self.channel.listen(topics)
         saved = load_checkpoint(self.checkpoint_path)
         self._had_state = saved is not None
@@ -300,16 +306,57 @@ class BankNodeService:
     # -- runs --------------------------------------------------------------------------------
 
     def _of_our_run(self, messages: list[VerifiedMessage]) -> list[VerifiedMessage]:
-        """Handle run markers; drop the aggregator's messages while they are of another run."""
-        out: list[VerifiedMessage] = []
+        """Handle run markers; drop the aggregator's messages of any other run than the pinned
+        one. A run's messages are all signed after its marker, so an earlier timestamp means an
+        earlier run, whatever topic it comes from and whenever it is read."""
         for msg in messages:
-            if msg.sender != self.config.aggregator_id:
-                out.append(msg)
-            elif msg.payload_type == RUN:
+            if msg.sender == self.config.aggregator_id and msg.payload_type == RUN:
                 self._on_run_marker(msg.payload)
-            elif not self.skipping and self.refused is None:
-                out.append(msg)
-        return out
+        return [
+            msg for msg in messages
+            if msg.sender != self.config.aggregator_id
+            or (msg.payload_type != RUN and self._of_pinned_run(msg.envelope.timestamp_ms))
+        ]
+
+    def _of_pinned_run(self, timestamp_ms: int) -> bool:
+        rec = self.run_record
+        if self.refused is not None:
+            return False
+        if rec is None:
+            return True  # no run known yet (state from before runs existed)
+        return rec.started_ms is not None and timestamp_ms >= rec.started_ms
+
+    def _pin_newest_run(self) -> None:
+        """A new bank joins the federation's current run, not the first one in the topic: it
+        reads the control topic once for the newest run marker, then reads it again from the
+        start (the earlier runs' messages are skipped as older ones)."""
+        scan = Channel(
+            self.transport, self.identity, self.allowlist, self.config.federation_id,
+            encryption_key=self._encryption_key,
+            max_record_bytes=self.config.kafka.max_message_bytes,
+        )
+        (control,) = scan.listen([self.layout.control])
+        newest: RunMarker | None = None
+        idle, started = 0, time.monotonic()
+        while idle < RUN_SCAN_IDLE_POLLS or time.monotonic() - started < RUN_SCAN_MIN_S:
+            batch = scan.receive(DRAIN_POLL_S * 10)
+            idle = 0 if batch else idle + 1
+            for msg in batch:
+                if msg.sender != self.config.aggregator_id or msg.payload_type != RUN:
+                    continue
+                try:
+                    marker = RunMarker.decode(msg.payload)
+                except ValueError:
+                    continue
+                if newest is None or marker.started_ms > newest.started_ms:
+                    newest = marker
+        self.transport.seek({control: 0})
+        if newest is not None:
+            self.run_record = RunRecord.of(newest)
+            self.run_record.save(self.config.state_dir)
+            log.info("%s: joining the federation's current run %s", self.config.bank_id,
+                     newest.run_id)
+            self.health.check("run", True, self._run_detail())
 
     def _on_run_marker(self, payload: bytes) -> None:
         bank = self.config.bank_id
@@ -326,12 +373,9 @@ class BankNodeService:
                 rec.started_ms = marker.started_ms
                 rec.save(self.config.state_dir)
                 log.info("%s: joined run %s", bank, marker.run_id)
-            self.skipping = False
             return
         if rec is not None and (rec.started_ms is None or marker.started_ms < rec.started_ms):
-            # An earlier run's history (or, after --join-run, everything before our run).
-            self.skipping = True
-            return
+            return  # an earlier run's history (or, after --join-run, everything before ours)
         if rec is not None and (rec.participated or self._had_state):
             if self.refused != marker.run_id:
                 self.refused = marker.run_id
@@ -350,7 +394,6 @@ class BankNodeService:
                      rec.run_id)
         self.run_record = RunRecord.of(marker)
         self.run_record.save(self.config.state_dir)
-        self.skipping = False
         self.health.check("run", True, self._run_detail())
 
     def _run_detail(self) -> str:

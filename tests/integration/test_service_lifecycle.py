@@ -205,27 +205,37 @@ def test_new_run_needs_consent_and_keeps_topics_and_ledgers(
         for t in transports:
             t.close()
 
-    # The operators agree on run-3: the aggregator starts it from scratch, each bank joins it
-    # (round state archived, privacy ledger kept) and skips runs 1 and 2 in the topics.
+    # The operators agree on run-3: the aggregator starts it from scratch; two banks join it
+    # (round state archived, privacy ledger kept) and skip runs 1 and 2 in the topics; the third
+    # is replaced by a new node with empty state, which finds the current run by itself.
     for f in fed.agg_config.state_dir.iterdir():
         f.unlink()
-    for bank in fed.bank_ids:
+    joined, fresh = fed.bank_ids[:2], fed.bank_ids[2]
+    for bank in joined:
         state = fed.bank_configs[bank].state_dir
         archived = join_run(state, "run-3")
         assert archived is not None and archived.name == f"bank.ckpt.{first_run.run_id}"
         assert (state / "accountant.json").exists()
         assert json.loads((state / RUN_FILE).read_text())["run_id"] == "run-3"
-    fed.start_banks()
+    for f in fed.bank_configs[fresh].state_dir.iterdir():
+        if f.is_file():
+            f.unlink()
     with KafkaTransport(fed.settings()) as t:
-        assert AggregatorService(fed.agg_config, t, new_run="run-3").run() == 0
+        agg = ServiceThread(AggregatorService(fed.agg_config, t, new_run="run-3"), "agg")
+        # The run-3 marker is on the control topic before the new bank starts reading it.
+        wait_for(lambda: (RunRecord.load(fed.agg_config.state_dir) or first_run).run_id
+                 == "run-3", 30, "run-3 to start")
+        fed.start_banks()
+        assert agg.join(300) == 0
     fed.wait_banks_have_model(1)
     fed.stop_all()
     for bank in fed.bank_ids:
         state = fed.bank_configs[bank].state_dir
         pinned = RunRecord.load(state)
         assert pinned is not None and pinned.run_id == "run-3" and pinned.started_ms
-        after = PrivacyAccountant.load(state / "accountant.json").epsilon()
-        assert after > spent[bank]  # the ledger went on from run 1, it was not renewed
+    for bank in joined:
+        after = PrivacyAccountant.load(fed.bank_configs[bank].state_dir / "accountant.json")
+        assert after.epsilon() > spent[bank]  # the ledger went on from run 1, not renewed
     assert [(r["round"], r["status"]) for r in fed.rounds()] == [(0, "completed"),
                                                                   (1, "completed")]
 
