@@ -9,7 +9,9 @@ A bank that took part in one run and then sees the marker of a newer one refuses
 its round state (and the model it serves) belongs to the old history, and silently following
 the new run would mix the two. The operator decides (``fraudfl bank-node --join-run RUN_ID``
 keeps the privacy ledger and drops the round state; docs/operations.md). A marker older than
-the pinned run (read while catching up through the topic's history) only means "not yet".
+the pinned run (read while catching up through the topic's history) only means "not yet", and
+a message of the aggregator signed before the pinned run's ``started_ms`` belongs to an earlier
+run, whatever topic it is read from.
 """
 
 from __future__ import annotations
