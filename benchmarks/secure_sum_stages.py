@@ -23,11 +23,11 @@ The floor printed beside them is the broker's own round trip, produce -> acknowl
 fetched by another client, for a small message and for one bank's masked input.
 
 Each case runs once per ``--fetch-max-wait-ms`` value (how long Tansu holds an empty fetch;
-kafka-python's default is 500 ms, fraudfl's ``KafkaSettings`` 20 ms), so the table shows that
+kafka-python's default is 500 ms, fraudfl's ``KafkaSettings`` 100 ms), so the table shows that
 setting's effect measured in one run.
 
     .venv/bin/python benchmarks/secure_sum_stages.py [--banks 10 20 50] [--params 100k] \
-        [--fetch-max-wait-ms 500 20]
+        [--fetch-max-wait-ms 500 100]
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def main() -> None:
     parser.add_argument("--banks", type=int, nargs="+", default=[10, 20, 50])
     parser.add_argument("--params", default="100k", choices=HIDDEN)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--fetch-max-wait-ms", type=int, nargs="+", default=[500, 20])
+    parser.add_argument("--fetch-max-wait-ms", type=int, nargs="+", default=[500, 100])
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, force=True)
     torch.set_num_threads(1)
