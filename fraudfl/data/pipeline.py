@@ -233,7 +233,7 @@ class FeaturePipeline:
         # the end held three times the result's memory at once on wide tables (1,800
         # features). Numeric columns and their indicators are computed column by column in
         # float64 in a column-major block, then cast into ``out`` in one copy: the same
-        # rounding, the same values (compared on a 600k x 120 table).
+        # rounding, the same values (compared on a 300k x 120 table).
         out = np.zeros((n, self.num_features), dtype=np.float32)
         rows = np.arange(n)
         markers, required = self.missing_values, set(self.required)
