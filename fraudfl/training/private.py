@@ -25,8 +25,8 @@ Engines (``DPConfig.engine``), all giving the same model for the same seeds (tes
 - ``vectorized`` (default): the ghost-clipping identity computed directly for the Sequential
   Linear/LayerNorm/HashedEmbedding models of :mod:`fraudfl.models`, with Opacus' loader and
   Opacus' noise recipe.
-  On the fraud MLP, Opacus' hook machinery costs 7-8x a non-private epoch; this costs about
-  2.8x (``benchmarks/dp_overhead.py``, ``docs/privacy.md``).
+  On the fraud MLP, Opacus' hook machinery costs 7-10x a non-private epoch; this costs about
+  1.8x (``benchmarks/dp_overhead.py``, ``docs/privacy.md``).
 """
 
 from __future__ import annotations
