@@ -230,9 +230,10 @@ class FeaturePipeline:
             )
         n = len(frame)
         # Built in float32 and row-major from the start, as returned: a float64 matrix cast at
-        # the end cost twice the memory and most of the time on wide tables (1,800 features).
-        # Numeric columns and their indicators are computed column by column in float64 in a
-        # column-major block, then cast into ``out`` in one copy: the same rounding as before.
+        # the end held three times the result's memory at once on wide tables (1,800
+        # features). Numeric columns and their indicators are computed column by column in
+        # float64 in a column-major block, then cast into ``out`` in one copy: the same
+        # rounding, the same values (compared on a 300k x 120 table).
         out = np.zeros((n, self.num_features), dtype=np.float32)
         rows = np.arange(n)
         markers, required = self.missing_values, set(self.required)

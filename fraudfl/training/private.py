@@ -23,10 +23,10 @@ Engines (``DPConfig.engine``), all giving the same model for the same seeds (tes
 - ``ghost``, ``hooks``, ``functorch``: Opacus ``PrivacyEngine.make_private`` in that
   grad-sample mode; the optimiser's step hook does step 3.
 - ``vectorized`` (default): the ghost-clipping identity computed directly for the Sequential
-  Linear/LayerNorm/HashedEmbedding models of :mod:`fraudfl.models`, with Opacus' loader and
-  Opacus' noise recipe.
-  On the fraud MLP, Opacus' hook machinery costs 7-8x a non-private epoch; this costs about
-  2.8x (``benchmarks/dp_overhead.py``, ``docs/privacy.md``).
+  Linear/LayerNorm/HashedEmbedding models of :mod:`fraudfl.models`, with Opacus' Poisson
+  sampling (reproduced draw for draw) and Opacus' noise recipe.
+  On the fraud MLP, Opacus' hook machinery costs 7-10x a non-private epoch; this costs about
+  1.8x (``benchmarks/dp_overhead.py``, ``docs/privacy.md``).
 """
 
 from __future__ import annotations

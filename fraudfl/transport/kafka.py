@@ -4,7 +4,9 @@ Settings follow the shared broker notes: ``acks=all``; request and fetch sizes f
 chunk size; explicit ``assign()`` with ``group_id=None`` and no auto-commit, so positions are the
 service's own and go into its checkpoint; ``auto_offset_reset="earliest"`` only (Tansu's
 end-offset answers are wrong, so "latest", ``end_offsets`` and ``seek_to_end`` are never used).
-The idempotent producer is off because its producer id does not survive a restart of Tansu;
+Fetches return at the first byte (``fetch_min_bytes=1``) and are held at most
+``fetch_max_wait_ms`` (100 ms) when empty, because Tansu does not wake a held fetch when data
+arrives. The idempotent producer is off because its producer id does not survive a restart of Tansu;
 duplicates from retries are dropped by message id at the receiving ``Channel`` instead.
 """
 
@@ -58,6 +60,12 @@ class KafkaSettings:
     compression: Compression = "none"
     replication_factor: int = 1
     request_timeout_ms: int = 120_000
+    # How long the broker may hold a fetch that found no data. Tansu does not answer a held
+    # fetch when data arrives: with kafka-python's 500 ms default every stage of a secure sum
+    # waited ~0.25 s on average. 20 ms was as fast for 10 banks but, with 50 banks polling 50
+    # times a second each from one process, slower than 500 ms; 100 ms kept both
+    # (benchmarks/secure_sum_stages.py, docs/services.md).
+    fetch_max_wait_ms: int = 100
 
     def common(self) -> dict[str, Any]:
         opts: dict[str, Any] = {
@@ -117,6 +125,8 @@ class KafkaSettings:
             "group_id": None,
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
+            "fetch_max_wait_ms": self.fetch_max_wait_ms,
+            "fetch_min_bytes": 1,
             "fetch_max_bytes": fetch,
             "max_partition_fetch_bytes": fetch,
             "receive_message_max_bytes": 2 * fetch,

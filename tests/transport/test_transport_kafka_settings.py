@@ -15,6 +15,9 @@ def test_options_follow_the_broker_notes() -> None:
     assert consumer["auto_offset_reset"] == "earliest"
     assert consumer["allow_auto_create_topics"] is False
     assert "ssl_cafile" not in consumer and "sasl_mechanism" not in consumer
+    # Tansu does not answer a held empty fetch when data arrives: hold it briefly.
+    assert consumer["fetch_min_bytes"] == 1 and consumer["fetch_max_wait_ms"] == 100
+    assert KafkaSettings("a:9092", fetch_max_wait_ms=5).consumer()["fetch_max_wait_ms"] == 5
 
 
 def test_tls_and_sasl_pass_through() -> None:
