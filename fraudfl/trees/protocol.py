@@ -297,10 +297,6 @@ class TreeBuilder:
         """The task the banks answer next; None when the job is done."""
         return self._task
 
-    @property
-    def done(self) -> bool:
-        return self._task is None
-
     def _start_round(self) -> LevelTask | LeafTask:
         self._levels = 0
         r = self.ensemble.n_rounds
