@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fraudfl.errors import FraudflError
 
@@ -38,11 +38,23 @@ class GBDTParams(BaseModel):
         description="prior probability (binary); None: from the summed label counts",
     )
     seed: int = Field(default=0, ge=0, description="column sampling and the simulation's rows")
+    feature_weights: tuple[float, ...] | None = Field(
+        default=None,
+        description="per feature, its weight in column sampling and random splits (XGBoost's "
+        "feature_weights); 0 excludes a feature from both",
+    )
     splitter: Literal["best", "random"] = Field(
         default="best",
         description="best: split search on summed histograms; random: random splits (public "
         "randomness), only the leaf sums are computed from data",
     )
+
+    @field_validator("feature_weights")
+    @classmethod
+    def _weights(cls, w: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if w is not None and (any(not x >= 0 for x in w) or not any(x > 0 for x in w)):
+            raise ValueError("feature weights must be >= 0 with at least one > 0")
+        return w
 
     @property
     def n_outputs(self) -> int:

@@ -162,12 +162,20 @@ Task = LabelCountTask | LevelTask | LeafTask | ValidationTask
 
 
 def column_sample(params: GBDTParams, n_features: int, round_: int) -> IntArray:
-    """The features of round ``round_``: public randomness from the job's seed, sorted."""
+    """The features of round ``round_``: public randomness from the job's seed, sorted.
+
+    With ``feature_weights`` the draw is weighted (features of weight 0 never drawn), as
+    XGBoost does; with ``colsample_bytree = 1`` every feature is used either way.
+    """
     if params.colsample_bytree >= 1.0:
         return np.arange(n_features, dtype=np.int64)
     k = max(1, round(params.colsample_bytree * n_features))
     rng = np.random.default_rng([params.seed, round_])
-    return np.sort(rng.choice(n_features, size=k, replace=False)).astype(np.int64)
+    if params.feature_weights is None:
+        return np.sort(rng.choice(n_features, size=k, replace=False)).astype(np.int64)
+    w = np.asarray(params.feature_weights, dtype=np.float64)
+    k = min(k, int(np.count_nonzero(w)))
+    return np.sort(rng.choice(n_features, size=k, replace=False, p=w / w.sum())).astype(np.int64)
 
 
 def random_trees(
@@ -175,16 +183,23 @@ def random_trees(
 ) -> GrowingTrees:
     """Complete trees of random splits (Geurts et al.'s extremely randomised trees, as used for
     DP boosting by Maddock et al. 2022): at every node above the last level a random sampled
-    feature with at least one cut point, a random cut (equal-count bins make it a random
-    quantile) and a random missing direction. Drawn from the job's public seed: no data is
-    looked at, so no privacy is spent on structure."""
-    usable = np.array([f for f in features if len(edges.edges[f]) > 0], dtype=np.int64)
+    feature with at least one cut point (drawn by ``feature_weights``), a random cut
+    (equal-count bins make it a random quantile) and a random missing direction. Drawn from
+    the job's public seed: no data is looked at, so no privacy is spent on structure."""
+    weights = (np.ones(edges.n_features) if params.feature_weights is None
+               else np.asarray(params.feature_weights, dtype=np.float64))
+    usable = np.array(
+        [f for f in features if len(edges.edges[f]) > 0 and weights[f] > 0], dtype=np.int64
+    )
     if len(usable) == 0:
         return trees
     rng = np.random.default_rng([params.seed, round_, 1])
     n_split = heap_size(params.max_depth - 1)
     shape = (trees.feature.shape[0], n_split)
-    f = usable[rng.integers(0, len(usable), shape)]
+    if params.feature_weights is None:
+        f = usable[rng.integers(0, len(usable), shape)]
+    else:
+        f = usable[rng.choice(len(usable), size=shape, p=weights[usable] / weights[usable].sum())]
     n_cuts = np.array([len(e) for e in edges.edges], dtype=np.int64)[f]
     t = np.floor(rng.random(shape) * n_cuts).astype(np.int64)
     tree, node = np.nonzero(np.ones(shape, dtype=np.bool_))
@@ -249,6 +264,11 @@ class TreeBuilder:
         self._best: tuple[float, int] | None = None
         self._levels = 0
         self._task: Task | None
+        if params.feature_weights is not None and len(params.feature_weights) != edges.n_features:
+            raise FraudflError(
+                f"feature_weights: {len(params.feature_weights)} weights for "
+                f"{edges.n_features} features"
+            )
         if initial is not None:
             if (initial.edges != edges or initial.num_class != params.num_class
                     or initial.max_depth != params.max_depth):
@@ -276,10 +296,6 @@ class TreeBuilder:
     def task(self) -> Task | None:
         """The task the banks answer next; None when the job is done."""
         return self._task
-
-    @property
-    def done(self) -> bool:
-        return self._task is None
 
     def _start_round(self) -> LevelTask | LeafTask:
         self._levels = 0

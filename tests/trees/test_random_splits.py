@@ -64,3 +64,26 @@ def test_dp_random_trees_pay_for_the_leaves_only(
     assert best.step_multiplier > 1.9 * noise.step_multiplier
     train_federated(banks, params, edges, noise=noise, accountants=accs)
     assert accs[0].history == (HistoryEntry(noise.tree_multiplier, 0.5, params.n_estimators),)
+
+
+def test_feature_weights_steer_column_sampling_and_random_splits(
+    binary_banks: tuple[list[BankData], BinEdges, list[np.ndarray]],
+) -> None:
+    import pytest
+
+    from fraudfl.errors import FraudflError
+
+    banks, edges, _ = binary_banks
+    weights = (0.0, 1.0, 0.0, 3.0, 0.0, 0.0)
+    random_fit = train_federated(banks, _params(feature_weights=weights, n_estimators=6), edges)
+    used = random_fit.ensemble.feature[random_fit.ensemble.feature >= 0]
+    assert set(used.tolist()) == {1, 3}
+    assert np.count_nonzero(used == 3) > np.count_nonzero(used == 1)
+    best_fit = train_federated(banks, _params(feature_weights=weights, splitter="best",
+                                              colsample_bytree=0.5), edges)
+    used = best_fit.ensemble.feature[best_fit.ensemble.feature >= 0]
+    assert len(used) and set(used.tolist()) <= {1, 3}
+    with pytest.raises(FraudflError, match="2 weights for 6 features"):
+        train_federated(banks, _params(feature_weights=(1.0, 1.0)), edges)
+    with pytest.raises(ValueError, match="at least one > 0"):
+        _params(feature_weights=(0.0,) * 6)
