@@ -1,10 +1,13 @@
-"""The streaming scorer: ``transactions`` topic in, ``fraud-alerts`` topic out, at least once.
+"""The streaming scorer: ``transactions`` topic in, ``fraud-alerts`` topic out, each once.
 
-Each poll's transactions are scored with the model serving at that moment, one record per
-transaction is produced to the alerts topic (keyed by transaction id, so a consumer can drop
-the duplicates that at-least-once delivery allows), the producer is flushed until every record
-is acknowledged, and only then are the consumed offsets saved, atomically, to the scorer's own
-state file. A crash anywhere before that save replays the batch on restart; nothing is skipped.
+Each poll's transactions are scored with the model serving at that moment, one alert per
+transaction is produced to the alerts topic (keyed by transaction id, or packed into arrays),
+the producer is flushed until every record is acknowledged, and only then are the consumed
+offsets saved, atomically, to the scorer's own state file, with where on each alerts partition
+the alerts written after this save will begin. A crash anywhere before that save replays the
+batch on restart; nothing is skipped. Before replaying, the scorer reads the alerts written
+since the save and does not produce again the alerts it finds, so nothing is produced twice
+(only a scorer's very first batch, with no state file yet, stays at least once).
 Offsets are the scorer's own (explicit partition assignment, no consumer group), as the broker
 notes advise.
 
@@ -25,7 +28,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,8 @@ from fraudfl.transport.errors import TransportError
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = "fraudfl.stream_offsets"
+# Reading the alerts written since the last save at start-up (normally one poll batch's).
+ALERT_SCAN_TIMEOUT_S = 60.0
 # An alert is under 300 bytes of JSON: this many stay far below a record's size limit.
 MAX_ALERTS_PER_RECORD = 2_000
 
@@ -94,11 +99,32 @@ def load_offsets(path: Path, topic: str) -> dict[TopicPartition, int]:
     return {TopicPartition(topic, int(k)): v for k, v in offsets.items()}
 
 
-def save_offsets(path: Path, topic: str, offsets: dict[TopicPartition, int]) -> None:
+def load_alert_marks(path: Path) -> dict[int, int]:
+    """Per alerts partition, where this scorer's alerts written after its last save begin
+    (empty when unknown: a state file from before marks were kept, or no scorer yet)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise FraudflError(f"{path}: cannot read the streaming scorer's offsets: {exc}") from exc
+    marks = data.get("alerts", {}) if isinstance(data, dict) else None
+    if not isinstance(marks, dict) or not all(
+        k.isdigit() and isinstance(v, int) and v >= 0 for k, v in marks.items()
+    ):
+        raise FraudflError(f"{path}: 'alerts' must map partition numbers to offsets")
+    return {int(k): v for k, v in marks.items()}
+
+
+def save_offsets(
+    path: Path, topic: str, offsets: dict[TopicPartition, int],
+    alerts: Mapping[int, int] | None = None,
+) -> None:
     atomic_write_json(path, {
         "format": STATE_FORMAT,
         "topic": topic,
         "offsets": {str(tp.partition): off for tp, off in sorted(offsets.items())},
+        "alerts": {str(p): off for p, off in sorted((alerts or {}).items())},
     })
 
 
@@ -122,6 +148,10 @@ class StreamingScorer:
         self.settings = settings
         self.metrics = metrics
         self.committed: dict[TopicPartition, int] = {}
+        # Where alerts written after the last save begin, per alerts partition (saved with the
+        # offsets), and the transactions whose alert a scan found already written.
+        self.alert_marks: dict[int, int] = {}
+        self._written: set[tuple[int, int, int | None]] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ready = False
@@ -139,15 +169,49 @@ class StreamingScorer:
         if bad:
             raise FraudflError(f"{s.transactions_topic} has {n} partitions; cannot read {bad}")
         partitions = [TopicPartition(s.transactions_topic, p) for p in wanted]
-        self.transport.assign(partitions)
         self.committed = load_offsets(s.state_path, s.transactions_topic)
+        self.alert_marks = load_alert_marks(s.state_path)
         if self.committed:
-            self.transport.seek({tp: off for tp, off in self.committed.items() if tp in partitions})
+            self._written = self._scan_alerts({tp.partition for tp in partitions})
+        self.transport.assign(partitions)
+        # Also after a failed batch in this process: back to the last save.
+        self.transport.seek({tp: self.committed.get(tp, 0) for tp in partitions})
         self._ready = True
         log.info("streaming scorer reading %s (partitions %s) from %s, writing %s",
                  s.transactions_topic, [tp.partition for tp in partitions],
                  {tp.partition: off for tp, off in self.committed.items()} or "the start",
                  s.alerts_topic)
+
+    def _scan_alerts(self, partitions: set[int]) -> set[tuple[int, int, int | None]]:
+        """The transactions of ``partitions`` past the saved offsets that already have an
+        alert: what a scorer stopped after its producer's acknowledgements but before its
+        save wrote. Reads the alerts topic from the saved marks to its end (the consumer's
+        high watermark: Tansu's end offsets are wrong)."""
+        s = self.settings
+        topic = s.alerts_topic
+        tps = [TopicPartition(topic, p) for p in range(self.transport.partitions_for(topic))]
+        self.transport.assign(tps)
+        self.transport.seek({tp: self.alert_marks.get(tp.partition, 0) for tp in tps})
+        found: set[tuple[int, int, int | None]] = set()
+        deadline = time.monotonic() + ALERT_SCAN_TIMEOUT_S
+        while True:
+            for record in self.transport.poll(s.poll_timeout_s):
+                for body in _alert_bodies(record.value):
+                    part, off = body.get("partition"), body.get("offset")
+                    if part in partitions and isinstance(off, int) and off >= self.committed.get(
+                        TopicPartition(s.transactions_topic, part), 0
+                    ):
+                        found.add((part, off, body.get("index")))
+            ends, positions = self.transport.highwater(), self.transport.position()
+            if all(tp in ends and positions[tp] >= ends[tp] for tp in tps):
+                break
+            if time.monotonic() > deadline:
+                raise TransportError(f"cannot read {topic} to its end to find written alerts")
+        self.alert_marks = {tp.partition: positions[tp] for tp in tps}
+        if found:
+            log.info("streaming scorer: %d transaction(s) already have their alert on %s; "
+                     "they are not produced again", len(found), topic)
+        return found
 
     def process_once(self) -> int:
         """One poll -> score -> produce -> flush -> save offsets cycle; records consumed.
@@ -166,14 +230,25 @@ class StreamingScorer:
             self.transport.flush()
             acknowledged = time.perf_counter()
             positions = dict(self.transport.position())
-            save_offsets(self.settings.state_path, self.settings.transactions_topic, positions)
+            marks = dict(self.alert_marks)
+            for tp, end in self.transport.acknowledged().items():
+                if tp.topic == self.settings.alerts_topic:
+                    marks[tp.partition] = max(end, marks.get(tp.partition, 0))
+            save_offsets(self.settings.state_path, self.settings.transactions_topic, positions,
+                         marks)
         except BaseException:
-            self._rewind()
+            # Some alerts of the batch may be written: reopen (rescan the alerts written since
+            # the last save, seek back to it) before the next poll.
+            self._ready = False
             if self.metrics is not None:
                 self.metrics.request_finished("stream", "server_error",
                                               duration_seconds=time.perf_counter() - started)
             raise
         self.committed = positions
+        self.alert_marks = marks
+        if self._written:
+            self._written = {w for w in self._written if w[1] >= positions.get(
+                TopicPartition(self.settings.transactions_topic, w[0]), 0)}
         if self.on_batch is not None:
             self.on_batch(len(records), acknowledged - started)
         if self.metrics is not None:
@@ -257,6 +332,9 @@ class StreamingScorer:
         ``alerts_per_record`` alerts: kafka-python's per-record cost, not the model, bounds a
         scorer that writes one record per transaction."""
         topic, per_record = self.settings.alerts_topic, self.settings.alerts_per_record
+        if self._written:
+            alerts = [b for b in alerts
+                      if (b["partition"], b["offset"], b.get("index")) not in self._written]
         if per_record == 1:
             source = self.settings.transactions_topic
             for body in alerts:
@@ -265,14 +343,6 @@ class StreamingScorer:
         for start in range(0, len(alerts), per_record):
             chunk = alerts[start : start + per_record]
             self.transport.send(topic, None, json.dumps(chunk).encode())
-
-    def _rewind(self) -> None:
-        try:
-            assigned = self.transport.position()
-            self.transport.seek({tp: self.committed.get(tp, 0) for tp in assigned})
-        except Exception:
-            # The transport itself is broken; a restarted scorer resumes from the saved offsets.
-            log.exception("streaming scorer: cannot rewind to the saved offsets")
 
     def run(self) -> None:
         """Process until :meth:`stop`; failures are logged and the batch retried."""
@@ -318,6 +388,16 @@ def _alert_key(topic: str, body: dict[str, Any]) -> bytes:
     index = body.get("index")
     where = f"{topic}/{body['partition']}/{body['offset']}"
     return (where if index is None else f"{where}/{index}").encode()
+
+
+def _alert_bodies(value: bytes) -> list[dict[str, Any]]:
+    """The alerts of one record of the alerts topic (one object or an array of them)."""
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return []
+    items = data if isinstance(data, list) else [data]
+    return [item for item in items if isinstance(item, dict)]
 
 
 def _is_id(value: Any) -> bool:

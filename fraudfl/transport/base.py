@@ -91,6 +91,12 @@ class Transport(abc.ABC):
         """Replication factor of an existing topic, when the transport knows one."""
         return None
 
+    def acknowledged(self) -> dict[TopicPartition, int]:
+        """Per partition written to, the offset just after the last record a ``flush`` has
+        confirmed (where to start reading to find what was written since). Default: nothing
+        known."""
+        return {}
+
     def assign_topics(self, topics: Iterable[str]) -> list[TopicPartition]:
         """Assign every partition of ``topics``; returns the assignment."""
         assignment = [
@@ -142,6 +148,9 @@ class ForwardingTransport(Transport):
 
     def list_topics(self) -> set[str]:
         return self.inner.list_topics()
+
+    def acknowledged(self) -> dict[TopicPartition, int]:
+        return self.inner.acknowledged()
 
     def close(self) -> None:
         self.inner.close()

@@ -158,6 +158,7 @@ class KafkaTransport(Transport):
         self._consumer: Any = None
         self._admin: Any = None
         self._futures: list[Any] = []
+        self._acknowledged: dict[TopicPartition, int] = {}
         self._positions: dict[TopicPartition, int] = {}
         self._assigned: list[TopicPartition] = []
 
@@ -233,6 +234,15 @@ class KafkaTransport(Transport):
                 f"{len(failed)} of {len(futures)} records were not delivered"
                 + (f": {failed[0]}" if failed else " in time")
             )
+        acked = self._acknowledged
+        for f in futures:
+            meta = f.value
+            tp = TopicPartition(meta.topic, meta.partition)
+            if meta.offset >= acked.get(tp, 0):
+                acked[tp] = meta.offset + 1
+
+    def acknowledged(self) -> dict[TopicPartition, int]:
+        return dict(self._acknowledged)
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         from kafka import TopicPartition as KafkaTP

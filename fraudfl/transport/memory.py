@@ -113,6 +113,7 @@ class MemoryTransport(Transport):
         self.broker = broker
         self.max_poll_records = max_poll_records
         self._positions: dict[TopicPartition, int] = {}
+        self._acknowledged: dict[TopicPartition, int] = {}
         self._closed = False
 
     def _check_open(self) -> None:
@@ -121,7 +122,13 @@ class MemoryTransport(Transport):
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         self._check_open()
-        self.broker.append(topic, key, value)
+        tp = self.broker.append(topic, key, value)
+        # Appending is acknowledging here; the end may include later writers' records, which
+        # still puts it after this one.
+        self._acknowledged[tp] = self.broker.end_offset(tp)
+
+    def acknowledged(self) -> dict[TopicPartition, int]:
+        return dict(self._acknowledged)
 
     def flush(self, timeout_s: float | None = None) -> None:
         self._check_open()
