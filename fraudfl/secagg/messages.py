@@ -326,6 +326,20 @@ class ShareRouting:
         return cls(r.indices("U2"), _read_sealed_list(r))
 
 
+def _vector_body(vector: npt.NDArray[np.unsignedinteger]) -> bytes:
+    bits = vector.dtype.itemsize * 8
+    dtype = np.dtype(vector.dtype).newbyteorder("<")
+    return struct.pack(">BI", bits, len(vector)) + vector.astype(dtype, copy=False).tobytes()
+
+
+def _read_vector(r: _Reader, what: str) -> npt.NDArray[np.unsignedinteger]:
+    bits, count = r.u8("bits"), r.u32("count")
+    if bits not in SUPPORTED_BITS or count > MAX_VECTOR_LENGTH:
+        raise MessageRejected(RejectReason.MALFORMED, f"bad vector header ({bits}, {count})")
+    dtype = np.dtype(SUPPORTED_BITS[bits]).newbyteorder("<")
+    return np.frombuffer(r.take(count * dtype.itemsize, what), dtype=dtype)
+
+
 @dataclass(frozen=True)
 class MaskedInput:
     """Stage 3, bank to server: ``bits u8 | count u32 | count x b-bit little-endian words``."""
@@ -335,30 +349,30 @@ class MaskedInput:
     vector: npt.NDArray[np.unsignedinteger]
 
     def body(self) -> bytes:
-        bits = self.vector.dtype.itemsize * 8
-        dtype = np.dtype(self.vector.dtype).newbyteorder("<")
-        return struct.pack(">BI", bits, len(self.vector)) + self.vector.astype(
-            dtype, copy=False
-        ).tobytes()
+        return _vector_body(self.vector)
 
     @classmethod
     def parse(cls, r: _Reader) -> MaskedInput:
-        bits, count = r.u8("bits"), r.u32("count")
-        if bits not in SUPPORTED_BITS or count > MAX_VECTOR_LENGTH:
-            raise MessageRejected(RejectReason.MALFORMED, f"bad vector header ({bits}, {count})")
-        dtype = np.dtype(SUPPORTED_BITS[bits]).newbyteorder("<")
-        raw = r.take(count * dtype.itemsize, "masked vector")
-        return cls(np.frombuffer(raw, dtype=dtype))
+        return cls(_read_vector(r, "masked vector"))
 
 
 @dataclass(frozen=True)
-class PlainInput(MaskedInput):
+class PlainInput:
     """Plain-sum rounds only, bank to server, answering the setup: the quantised input in the
-    clear (same layout as :class:`MaskedInput`). A bank sends it only when its own settings
-    allow rounds without masking (``fraudfl simulate``)."""
+    clear (the layout of :class:`MaskedInput`, a type of its own so that no stage of the masked
+    protocol takes it). A bank sends it only when its own settings allow rounds without masking
+    (``fraudfl simulate``)."""
 
     TYPE: ClassVar[int] = 14
     STAGE: ClassVar[int] = STAGE_ADVERTISE
+    vector: npt.NDArray[np.unsignedinteger]
+
+    def body(self) -> bytes:
+        return _vector_body(self.vector)
+
+    @classmethod
+    def parse(cls, r: _Reader) -> PlainInput:
+        return cls(_read_vector(r, "plain vector"))
 
 
 @dataclass(frozen=True)
