@@ -413,7 +413,10 @@ class AggregatorService:
                 if rec is not None:
                     finished_rounds.append(rec)
             if m is not None:
-                self._count(m, event)
+                try:
+                    self._count(m, event)
+                except ValueError:  # a label outside the metric's closed set: never fatal
+                    log.exception("could not count %r", event)
         if finished_rounds:
             with self.round_log.open("a") as fh:
                 for rec in finished_rounds:

@@ -49,7 +49,13 @@ from fraudfl.privacy.accountant import (
     default_delta,
     warn_if_vacuous,
 )
-from fraudfl.rounds.events import MessageRejected, RoundDeclined, RoundJoined, Trained
+from fraudfl.rounds.events import (
+    BankEvent,
+    MessageRejected,
+    RoundDeclined,
+    RoundJoined,
+    Trained,
+)
 from fraudfl.rounds.messages import ANNOUNCE, MODEL
 from fraudfl.rounds.noise import CALIBRATION_FILE, NoiseCalibration
 from fraudfl.rounds.participant import BankParticipant, Reply
@@ -495,16 +501,23 @@ class BankNodeService:
         for event in self.participant.drain_events():
             if self.metrics is None:
                 continue
-            if isinstance(event, RoundJoined):
-                self.metrics.round_joined(event.kind)
-            elif isinstance(event, Trained):
-                self.metrics.training_completed(
-                    duration_seconds=seconds, examples=event.examples, loss=event.loss
-                )
-            elif isinstance(event, RoundDeclined):
-                self.metrics.round_declined(event.reason)  # type: ignore[arg-type]
-            elif isinstance(event, MessageRejected):
-                self.metrics.message_rejected(event.reason)
+            try:
+                self._count_event(event, seconds)
+            except ValueError:  # a label outside the metric's closed set: a bug, never fatal
+                log.exception("%s: could not count %r", self.config.bank_id, event)
+
+    def _count_event(self, event: BankEvent, seconds: float) -> None:
+        assert self.metrics is not None
+        if isinstance(event, RoundJoined):
+            self.metrics.round_joined(event.kind)
+        elif isinstance(event, Trained):
+            self.metrics.training_completed(
+                duration_seconds=seconds, examples=event.examples, loss=event.loss
+            )
+        elif isinstance(event, RoundDeclined):
+            self.metrics.round_declined(event.reason)  # type: ignore[arg-type]
+        elif isinstance(event, MessageRejected):
+            self.metrics.message_rejected(event.reason)
 
     def _previous_status(self) -> dict[str, Any]:
         try:

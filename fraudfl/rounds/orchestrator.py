@@ -332,7 +332,8 @@ class Orchestrator:
         if payload_type == DECLINE:
             return self._emit(self._on_decline(sender, payload, now), now)
         if payload_type != SECAGG:
-            self._reject("unexpected_type", f"{payload_type!r} from {sender}")
+            self._reject("malformed", f"unexpected payload type {payload_type[:64]!r} from "
+                         f"{sender}")
             return []
         try:
             out = self.server.receive(payload)
@@ -373,7 +374,7 @@ class Orchestrator:
     def _reject(self, reason: str, detail: str) -> None:
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
         self.events.append(MessageRejectedEvent(reason, detail))
-        log.warning("round %d: rejected a message (%s): %s", self.round, reason, detail)
+        log.warning("round %d: rejected a message (%s): %r", self.round, reason, detail[:500])
 
     def _on_decline(self, sender: str, payload: bytes, now: float) -> list[Outbound]:
         assert self.server is not None and self.current is not None
@@ -387,7 +388,7 @@ class Orchestrator:
         if sender not in self.current.declined:
             self.current.declined.append(sender)
             self.events.append(BankDeclined(self.round, sender, decline.reason, decline.detail))
-            log.info("round %d: %s declined (%s) %s", self.round, sender, decline.reason,
+            log.info("round %d: %s declined (%s) %r", self.round, sender, decline.reason,
                      decline.detail)
         if decline.reason == "privacy_budget":
             self.exhausted.add(sender)

@@ -34,6 +34,7 @@ from torch import nn
 from fraudfl.config import BankSettings
 from fraudfl.data.pipeline import FeaturePipeline
 from fraudfl.data.schema import Schema
+from fraudfl.errors import FraudflError
 from fraudfl.identity import Allowlist, Identity
 from fraudfl.models import ModelSpec, Task
 from fraudfl.personalization import (
@@ -224,7 +225,7 @@ class BankParticipant:
         except ControlMessageError as exc:
             self._reject("malformed", str(exc))
             return []
-        self._reject("unexpected_type", payload_type)
+        self._reject("malformed", f"unexpected payload type {payload_type[:64]!r}")
         return []
 
     def drain_events(self) -> list[BankEvent]:
@@ -235,7 +236,7 @@ class BankParticipant:
     def _reject(self, reason: str, detail: str) -> None:
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
         self.events.append(MessageRejectedEvent(reason, detail))
-        log.warning("%s: rejected a message (%s): %s", self.bank_id, reason, detail)
+        log.warning("%s: rejected a message (%s): %r", self.bank_id, reason, detail[:500])
 
     def _on_model(self, payload: bytes) -> list[Reply]:
         info, params = decode_model(payload)
@@ -399,8 +400,11 @@ class BankParticipant:
     def _setup(self, round_number: int, setup: bytes, secure: bool = True) -> list[Reply]:
         try:
             replies = (self.client if secure else self.plain).receive(setup)
-        except (MessageRejected, SecAggError) as exc:
-            self._reject("secagg_setup", str(exc))
+        except MessageRejected as exc:
+            self._reject(exc.reason.value, f"secure-aggregation setup: {exc.detail}")
+            return []
+        except SecAggError as exc:
+            self._reject("inconsistent", f"secure-aggregation setup: {exc}")
             return []
         return [Reply(round_number, "advertise_keys", SECAGG, r) for r in replies]
 
@@ -409,6 +413,9 @@ class BankParticipant:
     ) -> list[Reply]:
         log.warning("%s: declining round %d: %s", self.bank_id, round_number, detail)
         self._count_decline(round_number, reason, detail)
+        # The detail stays here: a budget's text names delta and the spent epsilon, from which
+        # the bank's number of records follows (delta defaults to 0.1 / records).
+        detail = ""
         self.last_report = RoundReport(round_number, "train", declined=True,
                                        decline_reason=reason)
         body = Decline(round=round_number, reason=reason, detail=detail)
@@ -549,6 +556,8 @@ class BankParticipant:
             "plain": self.plain.to_dict(),
             "model_info": None if self.model_info is None else self.model_info.model_dump(),
             "rejections": self.rejections,
+            # The ledger (the accountant's own file) must never be behind this checkpoint.
+            "ledger_steps": self.accountant.total_steps,
             "last_train": None if self.last_train is None else self.last_train.model_dump(),
             "fedper": None if self.fedper is None else self.fedper.to_dict(),
         }
@@ -586,3 +595,12 @@ class BankParticipant:
         self.last_train = None if last_train is None else TrainInstructions(**last_train)
         fedper = header.get("fedper")
         self.fedper = None if fedper is None else FedPerBank.from_dict(fedper)
+        ledger_steps = int(header.get("ledger_steps", 0))
+        if self.accountant.total_steps < ledger_steps:
+            # A lost or older ledger next to a newer checkpoint: going on would renew spent
+            # privacy budget without anyone noticing.
+            raise FraudflError(
+                f"{self.bank_id}: the privacy ledger holds {self.accountant.total_steps} DP steps, "
+                f"the checkpoint records {ledger_steps}: restore the ledger (accountant.json) "
+                "that belongs with this state directory"
+            )

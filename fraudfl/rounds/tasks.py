@@ -33,6 +33,7 @@ from fraudfl.data.pipeline import FeaturePipeline
 from fraudfl.data.stats import FeatureStats, compute_stats
 from fraudfl.errors import FraudflError
 from fraudfl.models import ModelSpec, get_flat_params
+from fraudfl.personalization import ParamPartition
 from fraudfl.privacy.accountant import BudgetExhausted
 from fraudfl.privacy.bank_level import (
     BankDPConfig,
@@ -271,13 +272,22 @@ class TrainTask(Task):
 
     def contribute(self, bank: BankParticipant, ann: Announcement, setup: bytes) -> Outcome:
         assert bank.model_info is not None and bank.params is not None and ann.train is not None
-        X, y = bank.training_data()
         spec = ModelSpec.from_dict(bank.model_info.spec)
         model = spec.build()
-        bank.last_train = ann.train
-        cfg = bank.train_config(spec, ann.train)
-        fedper = bank.fedper_state(model, ann.personal_layers)
-        length = len(bank.params) if fedper is None else fedper.partition.shared_size
+        # Everything the announcement asks is checked before a row is read or privacy spent,
+        # and before the bank's state (its FedPer head) changes.
+        try:
+            cfg = bank.train_config(spec, ann.train)
+            partition = ParamPartition.for_model(model, ann.personal_layers) \
+                if ann.personal_layers else None
+            bank_dp = None
+            if ann.bank_dp is not None and ann.bank_dp.enabled:
+                d = ann.bank_dp
+                bank_dp = BankDPConfig(d.clip_norm, d.noise_multiplier, d.expected_banks,
+                                       d.total_banks)
+        except FraudflError as exc:
+            return PolicyRefusal(Refusal.OUT_OF_BOUNDS, f"training instructions: {exc}")
+        length = len(bank.params) if partition is None else partition.shared_size
         setup_params = decode_secagg(setup).payload
         assert isinstance(setup_params, RoundSetup)  # checked by the policy before
         if setup_params.params.vector_length != length or not setup_params.params.weighted:
@@ -286,6 +296,9 @@ class TrainTask(Task):
                 Refusal.SETUP_MISMATCH,
                 f"setup sums {setup_params.params.vector_length} values, the update has {length}",
             )
+        X, y = bank.training_data()
+        bank.last_train = ann.train
+        fedper = bank.fedper_state(model, ann.personal_layers)
         # FedPer: train the global body with this bank's own head, which never leaves it.
         start = bank.params if fedper is None else fedper.start_params(bank.params)
         rng = bank.rng(ann.round)
@@ -322,13 +335,8 @@ class TrainTask(Task):
             update = fedper.finish_round(result.params, bank.params).astype(np.float64)
         weight = (1.0 if bank.policy.update_weight == "constant"
                   else min(1.0, result.num_examples / ann.weight_scale))
-        if ann.bank_dp is not None and ann.bank_dp.enabled:
-            dp = ann.bank_dp
-            update = privatize_update(
-                update,
-                BankDPConfig(dp.clip_norm, dp.noise_multiplier, dp.expected_banks, dp.total_banks),
-                rng,
-            ).astype(np.float64)
+        if bank_dp is not None:
+            update = privatize_update(update, bank_dp, rng).astype(np.float64)
             # DP-FedAvg sums clipped updates with weight 1: the sum's sensitivity is C.
             weight = 1.0
         return Contribution(update, weight, result.num_examples, result.loss, trained=True)

@@ -74,3 +74,19 @@ def test_banks_report_joining_and_training(tmp_path: Path) -> None:
     assert events[:2] == [RoundJoined(0, "stats"), RoundJoined(1, "train")]
     trained = events[2]
     assert isinstance(trained, Trained) and trained.round == 1 and trained.examples > 0
+
+
+def test_every_rejection_is_a_label_the_metrics_know(tmp_path: Path) -> None:
+    """An unknown payload type (signed by the aggregator, or by an enrolled bank) is counted
+    under the metrics' closed set of reasons: a label outside it would stop the service."""
+    from fraudfl.monitoring.metrics import REJECT_REASONS
+
+    fed = make_federation(tmp_path, n_banks=3, rounds=1)
+    fed.orchestrator.start(fed.now)
+    fed.orchestrator.drain_events()
+    fed.orchestrator.receive("bank_00", 0, "x" * 10_000, b"{}", fed.now)
+    bank = fed.banks["bank_01"]
+    bank.receive("x", b"{}")
+    events = [*fed.orchestrator.drain_events(), *bank.drain_events()]
+    reasons = [e.reason for e in events if isinstance(e, MessageRejected)]
+    assert len(reasons) == 2 and set(reasons) <= set(REJECT_REASONS)

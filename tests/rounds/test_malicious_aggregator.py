@@ -300,3 +300,42 @@ def test_split_views_are_not_unmasked_together(tmp_path: Path) -> None:
         assert not np.allclose(after - before, fedavg, atol=1e-3)
     else:
         assert record.cause == "invalid_sum"
+
+
+def test_inconsistent_bank_dp_instructions_are_refused_before_privacy_is_spent(
+    tmp_path: Path,
+) -> None:
+    """Bank-level DP settings no honest aggregator sends (more expected banks than exist) are
+    refused with the rest of the instructions, before a row is read or a DP step charged."""
+    from fraudfl.rounds.messages import BankDPInstructions
+
+    fed = make_federation(tmp_path, n_banks=3, rounds=1, privacy=True, target_epsilon=50.0,
+                          noise_multiplier=1.0)
+    ann, setup = _round1_announcement(fed)
+    forged = ann.model_copy(update={"bank_dp": BankDPInstructions(
+        enabled=True, clip_norm=1.0, noise_multiplier=1.0, expected_banks=9, total_banks=3)})
+    bank = fed.banks["bank_00"]
+    replies = bank.receive(ANNOUNCE, encode(forged, setup))
+    assert [r.payload_type for r in replies] == [DECLINE]
+    assert decode(replies[0].payload, Decline)[0].detail == "out_of_bounds"
+    assert bank.accountant.total_steps == 0
+
+
+def test_a_decline_tells_the_aggregator_the_reason_only(tmp_path: Path) -> None:
+    """A budget decline's text names delta and the spent epsilon (delta defaults to
+    0.1 / records): it stays in the bank's log, the aggregator gets the reason."""
+    fed = make_federation(tmp_path, n_banks=3, rounds=2, privacy=True, target_epsilon=0.05,
+                          noise_multiplier=0.5)
+    sent: list[Reply] = []
+    deliver = fed.grid.deliver
+
+    def spy(out: list[Any]) -> list[tuple[str, Reply]]:
+        replies = deliver(out)
+        sent.extend(r for _, r in replies)
+        return replies
+
+    fed.grid.deliver = spy  # type: ignore[method-assign]
+    fed.pump(fed.orchestrator.start(fed.now))
+    declines = [decode(r.payload, Decline)[0] for r in sent if r.payload_type == DECLINE]
+    assert declines and {d.reason for d in declines} == {"privacy_budget"}
+    assert all(d.detail == "" for d in declines)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from fraudfl.rounds.messages import ANNOUNCE, MODEL
 from fraudfl.rounds.orchestrator import Outbound
 from fraudfl.rounds.participant import BankParticipant
@@ -51,3 +53,20 @@ def test_resent_announcement_is_not_retrained_and_state_restores(tmp_path: Path)
         r.payload for r in first
     ]
     assert restored.accountant.total_steps == steps
+
+
+def test_a_ledger_behind_the_checkpoint_is_refused(tmp_path: Path) -> None:
+    """A lost or older privacy ledger next to a newer checkpoint would renew spent budget:
+    the bank refuses to load instead."""
+    from fraudfl.errors import FraudflError
+    from fraudfl.privacy.accountant import PrivacyAccountant, PrivacyBudget
+
+    fed = make_federation(tmp_path, n_banks=3, rounds=1, privacy=True, target_epsilon=50.0,
+                          noise_multiplier=1.0)
+    fed.pump(fed.orchestrator.start(fed.now))
+    bank = fed.banks["bank_00"]
+    assert bank.accountant.total_steps > 0
+    header, blobs = bank.to_state()
+    bank.accountant = PrivacyAccountant(budget=PrivacyBudget(50.0, 1e-4), label="bank_00")
+    with pytest.raises(FraudflError, match="privacy ledger"):
+        bank.load_state(header, blobs)
