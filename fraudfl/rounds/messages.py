@@ -101,7 +101,8 @@ class Decline(_Header):
     KIND: ClassVar[int] = 2
     round: int = Field(ge=0)
     reason: DeclineReason
-    detail: str = ""
+    # A policy refusal's rule name (fraudfl.rounds.policy.Refusal); empty otherwise.
+    detail: str = Field(default="", max_length=64)
 
 
 class ModelInfo(_Header):
