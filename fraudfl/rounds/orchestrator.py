@@ -82,7 +82,7 @@ from fraudfl.secagg.messages import (
 )
 from fraudfl.secagg.messages import encode as encode_secagg
 from fraudfl.secagg.plain import PlainSumServer
-from fraudfl.secagg.server import Outgoing, SecAggServer, ServerStatus, round_params
+from fraudfl.secagg.server import Outgoing, SecAggServer, ServerStatus, SumServer, round_params
 from fraudfl.strategy import Strategy, make_strategy
 from fraudfl.vocabulary import STAGES, AbortReason, RoundKind
 
@@ -188,7 +188,7 @@ class Orchestrator:
             },
         )
         self.round = -1
-        self.server: SecAggServer | PlainSumServer | None = None
+        self.server: SumServer | None = None
         self.current: RoundRecord | None = None
         self.history: list[RoundRecord] = []
         self.exhausted: set[str] = set()

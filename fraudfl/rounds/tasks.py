@@ -58,8 +58,7 @@ from fraudfl.vocabulary import DeclineReason, RoundKind
 if TYPE_CHECKING:  # the state machines import this module
     from fraudfl.rounds.orchestrator import Orchestrator, RoundRecord
     from fraudfl.rounds.participant import BankParticipant
-    from fraudfl.secagg.plain import PlainSumServer
-    from fraudfl.secagg.server import SecAggServer
+    from fraudfl.secagg.server import SumServer
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ class Task(ABC):
 
     @abstractmethod
     def reduce(
-        self, orch: Orchestrator, server: SecAggServer | PlainSumServer, rec: RoundRecord
+        self, orch: Orchestrator, server: SumServer, rec: RoundRecord
     ) -> str | None:
         """Consume the unmasked sum; why it is refused, or None."""
 
@@ -137,7 +136,7 @@ class StatsTask(Task):
         )
 
     def reduce(
-        self, orch: Orchestrator, server: SecAggServer | PlainSumServer, rec: RoundRecord
+        self, orch: Orchestrator, server: SumServer, rec: RoundRecord
     ) -> str | None:
         ring_sum = server.params.quantizer().decode(server.result)
         totals = exact_sum.decode(ring_sum, server.params.n, 32)
@@ -208,7 +207,7 @@ class TrainTask(Task):
         )
 
     def reduce(
-        self, orch: Orchestrator, server: SecAggServer | PlainSumServer, rec: RoundRecord
+        self, orch: Orchestrator, server: SumServer, rec: RoundRecord
     ) -> str | None:
         assert orch.params is not None
         quantizer = server.params.quantizer()

@@ -33,7 +33,7 @@ from fraudfl.secagg.messages import (
 )
 from fraudfl.secagg.params import RoundParams
 from fraudfl.secagg.quantize import Rounding
-from fraudfl.secagg.server import Outgoing, ServerStatus, from_participant
+from fraudfl.secagg.server import Outgoing, ServerStatus, SumServer, from_participant
 from fraudfl.secagg.state import params_from_dict, params_to_dict
 
 log = logging.getLogger(__name__)
@@ -41,42 +41,25 @@ log = logging.getLogger(__name__)
 STATE_VERSION = 1
 
 
-class PlainSumServer:
+class PlainSumServer(SumServer):
     """One plain-sum round, from the server's side (the interface of ``SecAggServer``)."""
 
     def __init__(
         self, identity: Identity, allowlist: Allowlist, federation_id: str, round_number: int,
         params: RoundParams,
     ) -> None:
-        params.validate()
-        self.identity = identity
-        self.allowlist = allowlist
-        self.federation_id = federation_id
-        self.round = round_number
-        self.params = params
-        self.stage = STAGE_SETUP
-        self.status = ServerStatus.RUNNING
-        self.abort_reason = ""
-        self.total: npt.NDArray[np.unsignedinteger] | None = None
+        super().__init__(identity, allowlist, federation_id, round_number, params)
         self.answered: list[int] = []
         self.seen: dict[int, str] = {}
-        self.outbox: list[Outgoing] = []
 
-    @property
-    def result(self) -> npt.NDArray[np.unsignedinteger]:
-        if self.status is not ServerStatus.DONE or self.total is None:
-            raise RuntimeError(f"no result: round is {self.status.value} {self.abort_reason}")
-        return self.total
+    def _summed(self) -> list[int]:
+        return self.answered
 
-    @property
-    def survivors(self) -> list[str]:
-        return [self.params.participants[i] for i in self.answered]
+    def _expected(self) -> list[int]:
+        return list(range(self.params.n)) if self.stage == STAGE_ADVERTISE else []
 
-    def pending(self) -> list[str]:
-        if self.status is ServerStatus.DONE:
-            return []
-        done = set(self.answered)
-        return [p for i, p in enumerate(self.params.participants) if i not in done]
+    def _answered(self) -> set[int]:
+        return set(self.answered)
 
     def start(self) -> list[Outgoing]:
         if self.stage != STAGE_SETUP:
@@ -84,9 +67,6 @@ class PlainSumServer:
         self.stage = STAGE_ADVERTISE
         data = encode(self.identity, self.federation_id, self.round, RoundSetup(self.params))
         self.outbox = [Outgoing(self.params.participants, data)]
-        return list(self.outbox)
-
-    def resend(self) -> list[Outgoing]:
         return list(self.outbox)
 
     def receive(self, data: bytes) -> list[Outgoing]:

@@ -12,6 +12,7 @@ kinds of share for one bank.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -124,8 +125,9 @@ def from_participant(
     return msg, sender
 
 
-class SecAggServer:
-    """One round of secure aggregation, from the server's side."""
+class SumServer(ABC):
+    """What every server of a round's sum shares (masked or plain): its parameters, status and
+    result, and which banks the current stage still waits for."""
 
     def __init__(
         self, identity: Identity, allowlist: Allowlist, federation_id: str, round_number: int,
@@ -143,11 +145,70 @@ class SecAggServer:
         self.stage = STAGE_SETUP
         self.status = ServerStatus.RUNNING
         self.abort_reason = ""
+        self.total: npt.NDArray[np.unsignedinteger] | None = None
+        self.outbox: list[Outgoing] = []  # the latest broadcast, re-sent after a restart
+
+    @property
+    def result(self) -> npt.NDArray[np.unsignedinteger]:
+        """The unmasked ring sum of the surviving banks' encoded inputs."""
+        if self.status is not ServerStatus.DONE or self.total is None:
+            raise RuntimeError(f"no result: round is {self.status.value} {self.abort_reason}")
+        return self.total
+
+    @property
+    def survivors(self) -> list[str]:
+        """Banks whose inputs are in the sum."""
+        return [self.params.participants[i] for i in self._summed()]
+
+    def pending(self) -> list[str]:
+        """Banks the current stage still waits for (after an abort: had not answered it)."""
+        if self.status is ServerStatus.DONE:
+            return []
+        answered = self._answered()
+        return [self.params.participants[i] for i in self._expected() if i not in answered]
+
+    def resend(self) -> list[Outgoing]:
+        """The messages of the last transition again (after a restart from a checkpoint)."""
+        return list(self.outbox)
+
+    @abstractmethod
+    def start(self) -> list[Outgoing]:
+        """Announce the round (the setup message to every participant)."""
+
+    @abstractmethod
+    def receive(self, data: bytes) -> list[Outgoing]:
+        """One bank's message; raises :class:`MessageRejected` for a bad one."""
+
+    @abstractmethod
+    def stage_timeout(self) -> list[Outgoing]:
+        """Close the current stage with the banks that have answered (or abort below t)."""
+
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible state; holds no private key."""
+
+    @abstractmethod
+    def _summed(self) -> list[int]: ...
+
+    @abstractmethod
+    def _expected(self) -> list[int]: ...
+
+    @abstractmethod
+    def _answered(self) -> set[int]: ...
+
+
+class SecAggServer(SumServer):
+    """One round of secure aggregation, from the server's side."""
+
+    def __init__(
+        self, identity: Identity, allowlist: Allowlist, federation_id: str, round_number: int,
+        params: RoundParams,
+    ) -> None:
+        super().__init__(identity, allowlist, federation_id, round_number, params)
         self.keys: dict[int, KeyEntry] = {}  # U1
         self.nonces: dict[int, bytes] = {}  # SecAgg+: revealed graph nonces
         self.sealed: dict[int, dict[int, bytes]] = {}  # sender -> recipient -> share (stage 2)
         self.u2: tuple[int, ...] = ()
-        self.total: npt.NDArray[np.unsignedinteger] | None = None
         self.u3: list[int] = []
         self.confirmations: dict[int, bytes] = {}  # bank -> its signature of SurvivorConfirm(U3)
         self.views: dict[int, bytes] = {}  # bank -> the view digest it confirmed
@@ -156,7 +217,6 @@ class SecAggServer:
         self.mask_key_shares: dict[int, dict[int, bytes]] = {}  # owner -> x -> share of s_sk
         self.u4: list[int] = []
         self.seen: dict[tuple[int, int], str] = {}  # (sender, stage) -> digest
-        self.outbox: list[Outgoing] = []  # the latest broadcast, re-sent after a restart
 
     @classmethod
     def create(
@@ -172,26 +232,8 @@ class SecAggServer:
         )
         return cls(identity, allowlist, federation_id, round_number, params)
 
-    # -- results -----------------------------------------------------------------------------
-
-    @property
-    def result(self) -> npt.NDArray[np.unsignedinteger]:
-        """The unmasked ring sum of the surviving banks' encoded inputs."""
-        if self.status is not ServerStatus.DONE or self.total is None:
-            raise RuntimeError(f"no result: round is {self.status.value} {self.abort_reason}")
-        return self.total
-
-    @property
-    def survivors(self) -> list[str]:
-        """Banks whose inputs are in the sum."""
-        return [self.params.participants[i] for i in self.u3]
-
-    def pending(self) -> list[str]:
-        """Banks the current stage still waits for (after an abort: had not answered it)."""
-        if self.status is ServerStatus.DONE:
-            return []
-        answered = self._answered()
-        return [self.params.participants[i] for i in self._expected() if i not in answered]
+    def _summed(self) -> list[int]:
+        return self.u3
 
     # -- events ------------------------------------------------------------------------------
 
@@ -200,10 +242,6 @@ class SecAggServer:
             raise RuntimeError("round already started")
         self.stage = STAGE_ADVERTISE
         return self._broadcast(self.params.participants, RoundSetup(self.params))
-
-    def resend(self) -> list[Outgoing]:
-        """The messages of the last transition again (after a restart from a checkpoint)."""
-        return list(self.outbox)
 
     def receive(self, data: bytes) -> list[Outgoing]:
         msg, sender = from_participant(
