@@ -28,6 +28,7 @@ from fraudfl.config import (
     TrainingSettings,
 )
 from fraudfl.errors import FraudflError
+from fraudfl.simulation import SimulationConfig
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +70,21 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "ditto_lambda": ("personal_training", "ditto_lambda"),
 }
 
-# Flags that are plain values in argparse but settings in the file; their defaults when
-# neither the file nor the command line sets them are the services' own.
+# Flags that are plain values in argparse but settings in the file: when neither the file nor
+# the command line sets them, the simulation's defaults (themselves the services' settings).
+_SIMULATION = SimulationConfig()
 _DEFAULTS: dict[str, Any] = {
-    "rounds": 10,
-    "banks_per_round": 10,
-    "seed": 0,
-    "strategy": StrategySettings().name,
-    "model": TrainingSettings().model,
-    "hidden": TrainingSettings().hidden,
-    "local_epochs": TrainingSettings().local_epochs,
-    "batch_size": TrainingSettings().batch_size,
-    "lr": TrainingSettings().lr,
-    "secure_aggregation": False,
-    "no_standardize": False,
+    "rounds": _SIMULATION.rounds,
+    "banks_per_round": _SIMULATION.banks_per_round,
+    "seed": _SIMULATION.seed,
+    "strategy": _SIMULATION.strategy,
+    "model": _SIMULATION.model,
+    "hidden": _SIMULATION.hidden,
+    "local_epochs": _SIMULATION.local_epochs,
+    "batch_size": _SIMULATION.batch_size,
+    "lr": _SIMULATION.lr,
+    "secure_aggregation": _SIMULATION.secure_aggregation,
+    "no_standardize": not _SIMULATION.standardize,
 }
 
 

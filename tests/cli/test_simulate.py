@@ -2,6 +2,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fraudfl.cli import main
@@ -110,9 +111,17 @@ def test_save_model_writes_scoring_artifacts(generated: Path, tmp_path: Path) ->
     assert main(["simulate", "--data", str(generated), "--rounds", "1", "--no-progress",
                  "--personalization", "finetune", "--personal-epochs", "1",
                  "--save-model", str(saved)]) == 0
+    from fraudfl.scoring.artifact import load_artifact
+
+    global_model = load_artifact(saved)
+    assert global_model.personalization == "none" and global_model.bank_id == ""
     banks = sorted(p.name for p in saved.iterdir() if p.is_dir())
-    assert banks and all((saved / b / "model.json").exists() or any((saved / b).iterdir())
-                         for b in banks)
+    assert banks
+    for bank in banks:
+        personal = load_artifact(saved / bank)
+        assert personal.bank_id == bank and personal.personalization == "finetune"
+        assert personal.params.shape == global_model.params.shape
+        assert not np.array_equal(personal.params, global_model.params)
     test_file = next(generated.glob("test.*"))
     scored = tmp_path / "scored.csv"
     assert main(["score", "--model", str(saved), "--input", str(test_file),
