@@ -358,8 +358,11 @@ class TreeStepTask(Task):
                 return PolicyRefusal(Refusal.SETUP_MISMATCH, "label counts of another length")
             return Contribution(counts, None, len(y))
         assert ensemble is not None
+        # Noise shares are sized for the fewest banks a completed sum contains: the threshold;
+        # a plain sum (simulation) models the secure round's majority threshold.
+        shares = threshold if ann.secure else len(ann.participants) // 2 + 1
         try:
-            job = bank_tree_job(bank, params, ensemble, threshold)
+            job = bank_tree_job(bank, params, ensemble, shares)
         except BudgetExhausted as exc:
             return Declined("privacy_budget", str(exc))
         except FraudflError as exc:
@@ -411,7 +414,7 @@ class BankTreeJob:
 
 
 def bank_tree_job(
-    bank: BankParticipant, params: GBDTParams, ensemble: TreeEnsemble, threshold: int
+    bank: BankParticipant, params: GBDTParams, ensemble: TreeEnsemble, shares: int
 ) -> BankTreeJob:
     """The bank's handler for this job: made at its first step (or after a restart), with its
     noise calibrated for the rounds left; ``FraudflError`` when no noise fits the budget
@@ -444,7 +447,7 @@ def bank_tree_job(
     handler = TreeBank(
         ensemble.edges.transform(X), y, remaining, rng=bank.rng(bank.last_announced),
         noise=noise, accountant=bank.accountant if noise is not None else None,
-        noise_shares=max(1, threshold), label=bank.bank_id,
+        noise_shares=max(1, shares), label=bank.bank_id,
     )
     if isinstance(job, BankTreeJob):
         job.handler.finish()
