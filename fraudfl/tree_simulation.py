@@ -10,7 +10,6 @@ evaluation set and each bank's validation split, and one record is kept per boos
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,10 +21,8 @@ import numpy.typing as npt
 from fraudfl.data import FederatedDataset
 from fraudfl.data.pipeline import FeaturePipeline
 from fraudfl.errors import FraudflError
-from fraudfl.models import Task
 from fraudfl.rounds.messages import ModelInfo
 from fraudfl.simulation import (
-    Metrics,
     RoundRecord,
     Simulation,
     SimulationConfig,
@@ -33,32 +30,10 @@ from fraudfl.simulation import (
     split_banks,
     transform_data,
 )
-from fraudfl.training.evaluation import binary_ranking_metrics
+from fraudfl.training.evaluation import evaluate_ensemble
 from fraudfl.trees.ensemble import TreeEnsemble
 
 log = logging.getLogger(__name__)
-
-# Probabilities are kept this far from 0 and 1 in the log loss.
-_EPS = 1e-12
-
-
-def ensemble_metrics(
-    ensemble: TreeEnsemble, X: npt.NDArray[np.float32], y: npt.NDArray[np.int64], task: Task
-) -> Metrics:
-    """The neural models' metrics (``fraudfl.training.evaluation``) for a tree ensemble."""
-    if len(y) == 0:
-        names = ("auprc", "roc_auc", "recall_at_1pct_fpr", "loss") if task == "binary" \
-            else ("accuracy", "loss")
-        return {name: math.nan for name in names}
-    p = ensemble.predict_proba(X)
-    if task == "binary":
-        p1 = np.clip(p, _EPS, 1 - _EPS)
-        loss = float(-np.mean(y * np.log(p1) + (1 - y) * np.log(1 - p1)))
-        return {**binary_ranking_metrics(np.asarray(y), p), "loss": loss}
-    picked = np.clip(p[np.arange(len(y)), y], _EPS, 1.0)
-    return {"accuracy": float(np.mean(p.argmax(axis=1) == y)),
-            "loss": float(-np.mean(np.log(picked)))}
-
 
 class TreeSimulation(Simulation):
     """A tree job on the grid, one record per published boosting round."""
@@ -89,14 +64,14 @@ class TreeSimulation(Simulation):
             return  # the bins and base margin: no trees yet
         self.ensemble = ensemble
         data = self.data
-        metrics = ensemble_metrics(ensemble, data.X_test, data.y_test, data.task)
+        metrics = evaluate_ensemble(ensemble, data.X_test, data.y_test, data.task)
         train_X = np.concatenate([b.X_train for b in data.banks])
         train_y = np.concatenate([b.y_train for b in data.banks])
-        metrics["train_loss"] = ensemble_metrics(ensemble, train_X, train_y, data.task)["loss"]
+        metrics["train_loss"] = evaluate_ensemble(ensemble, train_X, train_y, data.task)["loss"]
         record = RoundRecord(
             round=ensemble.n_rounds,
             global_metrics=metrics,
-            banks={b.bank_id: ensemble_metrics(ensemble, b.X_val, b.y_val, data.task)
+            banks={b.bank_id: evaluate_ensemble(ensemble, b.X_val, b.y_val, data.task)
                    for b in data.banks if len(b.y_val)},
             seconds=time.perf_counter() - self._round_started,
             participants=sorted({b for r in steps for b in r.selected}),
