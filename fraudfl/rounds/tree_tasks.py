@@ -33,7 +33,6 @@ the history included, so the total stays within the bank's target.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -397,7 +396,8 @@ class TreeStepTask(Task):
 class BankTreeJob:
     """A bank's state for one boosting job (not saved: rebuilt from the published model)."""
 
-    key: str
+    params: GBDTParams
+    edges: BinEdges
     handler: TreeBank
     # The boosting round whose row sample the handler holds (-1: none).
     round: int = -1
@@ -419,9 +419,8 @@ def bank_tree_job(
     """The bank's handler for this job: made at its first step (or after a restart), with its
     noise calibrated for the rounds left; ``FraudflError`` when no noise fits the budget
     (declined by the caller as a budget decline)."""
-    key = json.dumps([params.model_dump(mode="json"), ensemble.edges.to_dict()], sort_keys=True)
     job = bank.tree_job
-    if isinstance(job, BankTreeJob) and job.key == key:
+    if isinstance(job, BankTreeJob) and job.params == params and job.edges == ensemble.edges:
         return job
     X, y = bank.training_data()
     remaining = params.model_copy(update={"n_estimators": params.n_estimators - ensemble.n_rounds})
@@ -451,7 +450,7 @@ def bank_tree_job(
     )
     if isinstance(job, BankTreeJob):
         job.handler.finish()
-    new = BankTreeJob(key, handler)
+    new = BankTreeJob(params, ensemble.edges, handler)
     bank.tree_job = new
     return new
 

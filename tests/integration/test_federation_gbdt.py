@@ -48,8 +48,10 @@ def mid_tree(fed: ThreadFederation, tree: int) -> tuple[int, bool]:
 def test_gbdt_federation_survives_a_bank_kill_and_an_aggregator_restart_mid_tree(
     tmp_path: Path, broker: EmbeddedBroker
 ) -> None:
+    # rounds.rounds (5) is not the job's length (3 trees): a restarted aggregator must not
+    # take the difference for rounds to add.
     fed = ThreadFederation(
-        tmp_path, broker, banks=3, transactions=3000,
+        tmp_path, broker, banks=3, rounds=5, transactions=3000,
         aggregator={
             "training": {"model": "gbdt"},
             "trees": {"n_estimators": TREES, "max_depth": DEPTH, "max_bin": 16,

@@ -214,3 +214,18 @@ def test_dp_banks_charge_their_accountant_and_decline_over_budget(
         assert 0 < bank.accountant.epsilon() <= 3.0
     # DP changed the model: not the non-private one.
     assert np.abs(ensemble.value).sum() > 0
+
+
+def test_the_bins_sketch_is_answered_once(
+    federation_factory: Callable[..., Federation],
+) -> None:
+    fed = make(federation_factory, secure=True)
+    again = fed.banks[sorted(fed.banks)[0]]
+    again.bins_answered = True  # it answered a sketch of this federation before
+    ensemble = run(fed)
+    bins = next(r for r in fed.orchestrator.history if r.kind == "tree_bins")
+    assert bins.status == "completed" and bins.declined == [again.bank_id]
+    assert any(getattr(e, "reason", "") == "bins_already_answered" for e in again.drain_events())
+    # The others answered it once (their unmask shares are out) and the job went on.
+    assert all(b.bins_answered for b in fed.banks.values())
+    assert ensemble.n_rounds == TREES["n_estimators"]
