@@ -237,7 +237,8 @@ class AggregatorService:
                     self.metrics.recovered("resumed" if resumed else "round_aborted")
             out = orch.restart(now)
             more = self.config.rounds.rounds - orch.planned_rounds
-            if more > 0:
+            # A tree job's length is [trees] n_estimators, not rounds.rounds.
+            if more > 0 and self.config.training.model != "gbdt":
                 log.info("rounds.rounds raised to %d: planning %d more rounds",
                          self.config.rounds.rounds, more)
                 out += orch.extend(more, now)
@@ -341,6 +342,8 @@ class AggregatorService:
             raise AdminRefused(f"rounds must be an integer from 1 to {MAX_EXTENSION}")
         if self.orchestrator.round < 0:
             raise AdminRefused("the federation has not started yet")
+        if self.config.training.model == "gbdt":
+            raise AdminRefused("a tree job cannot be extended; start a new run")
         was_finished = self.orchestrator.finished
         out = self.orchestrator.extend(rounds, self.clock())
         log.warning("admin: extended by %d rounds to %d planned%s", rounds,

@@ -61,7 +61,7 @@ from fraudfl.rounds.noise import CALIBRATION_FILE, NoiseCalibration
 from fraudfl.rounds.participant import BankParticipant, Reply
 from fraudfl.rounds.policy import ConsortiumPolicy, load_pinned_policy
 from fraudfl.rounds.run import RUN, RunMarker, RunRecord
-from fraudfl.training.evaluation import evaluate
+from fraudfl.training.evaluation import evaluate, evaluate_ensemble
 from fraudfl.transport.base import Transport
 from fraudfl.transport.channel import Channel, ChannelState, VerifiedMessage
 from fraudfl.transport.errors import RejectReason, TransportError
@@ -559,6 +559,37 @@ class BankNodeService:
             epsilon_spent=spent, epsilon_budget=acc.budget.epsilon, delta=acc.budget.delta
         )
 
+    def _save_tree_artifact(self) -> None:
+        """The published tree ensemble as the served model (kind ``gbdt``); trees are not
+        personalised here (a bank's local trees on top are library-only so far)."""
+        from fraudfl.scoring.artifact import TARGET_FPR, build_tree_artifact, save_artifact
+
+        p = self.participant
+        info, ensemble = p.model_info, p.ensemble
+        if info is None or ensemble is None or ensemble.n_rounds == 0:
+            return  # the bins and base margin: nothing to serve yet
+        pipeline = FeaturePipeline.from_dict(info.pipeline)
+        X_val, y_val = pipeline.transform(self.val_frame, source=f"{self.config.data} (val)")
+        y_val = y_val.astype(np.int64)
+        served = evaluate_ensemble(ensemble, X_val, y_val, pipeline.task)
+        self.model_quality = {
+            "version": info.version, "personalization": "none",
+            "global": {k: float(v) if np.isfinite(v) else None for k, v in served.items()},
+        }
+        if self.metrics is not None:
+            self.metrics.set_model_version(info.version)
+            for name in QUALITY_METRICS:
+                if np.isfinite(served.get(name, np.nan)):
+                    self.metrics.set_validation_quality(name, served[name])
+                    self.metrics.set_model_quality("global", name, served[name])
+        if ensemble.num_class != 2:
+            return
+        artifact = build_tree_artifact(
+            ensemble, pipeline, X_val, y_val, target_fpr=TARGET_FPR, version=info.version,
+            round=info.round, bank_id=self.config.bank_id, metrics=served,
+        )
+        save_artifact(artifact, self.config.state_dir / MODEL_DIR)
+
     def _save_artifact(self) -> None:
         """Write the model the bank serves (the global one or its personalised one) where the
         scoring service loads it, with both models' quality on the bank's validation split."""
@@ -566,6 +597,9 @@ class BankNodeService:
 
         p = self.participant
         info, params = p.model_info, p.params
+        if info is not None and info.kind == "gbdt":
+            self._save_tree_artifact()
+            return
         if info is None or params is None:
             return
         spec = ModelSpec.from_dict(info.spec)

@@ -103,6 +103,9 @@ def main() -> None:
                     help="DP rows leave hashed id columns out (feature_weights 0)")
     ap.add_argument("--dp-only", action="store_true", help="only the DP rows")
     ap.add_argument("--secure-trees", type=int, default=10)
+    ap.add_argument("--broker-trees", type=int, default=3,
+                    help="trees run by the real services over the embedded broker with secure "
+                    "aggregation (seconds per tree measured, 100 trees extrapolated; 0: skip)")
     ap.add_argument("--out", type=Path, default=RESULTS / "gbdt.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -231,6 +234,24 @@ def main() -> None:
         table.add_row(r["model"], score, str(r["trees"]),
                       f"{r['seconds_per_tree']:.3f}", str(r["sums"]), eps)
     console.print(table)
+    if args.broker_trees and not args.dp_only:
+        from gbdt_broker import seconds_per_tree  # benchmarks/ is on sys.path when run
+
+        # The same generator and parameters through the aggregator and bank-node services.
+        broker = seconds_per_tree(
+            banks=args.banks, transactions=args.transactions, trees=args.broker_trees,
+            max_depth=args.max_depth, messy=not args.clean, seed=args.seed,
+            max_bin=args.max_bin, learning_rate=args.learning_rate,
+        )
+        simulated = rows[0]["seconds_per_tree"]
+        console.print(
+            f"over the embedded broker, secure aggregation, {args.banks} banks, depth "
+            f"{args.max_depth}: {broker['seconds_per_tree']:.2f} s per tree (measured over "
+            f"{broker['trees_measured']} trees; in simulation {simulated:.2f} s); "
+            f"100 trees: {broker['extrapolated_seconds_100_trees'] / 60:.1f} min "
+            f"(EXTRAPOLATED from the measured trees, not run)")
+        rows.append({"model": "federated over the embedded broker (secure aggregation)",
+                     "trees": broker["trees_measured"], **broker})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                     "rows": rows}, indent=2) + "\n")

@@ -118,7 +118,8 @@ class LogSettings(_Section):
 class TrainingSettings(_Section):
     """Local training of one round; the aggregator announces these to the banks."""
 
-    model: Literal["mlp", "logistic"] = "mlp"
+    # "gbdt": histogram gradient-boosted trees (the [trees] section), one secure sum per level.
+    model: Literal["mlp", "logistic", "gbdt"] = "mlp"
     hidden: tuple[PositiveInt, ...] = (32, 16)
     local_epochs: int = Field(default=1, ge=1)
     batch_size: int = Field(default=256, ge=1)
@@ -145,6 +146,35 @@ class TrainingSettings(_Section):
                 f"as many hidden layers, so that a body is left to aggregate"
             )
         return self
+
+
+class TreeSettings(_Section):
+    """A gradient-boosted trees job (``training.model = "gbdt"``); names as
+    :class:`fraudfl.trees.GBDTParams` (XGBoost's), which validates them again."""
+
+    n_estimators: int = Field(default=100, ge=1)
+    max_depth: int = Field(default=6, ge=1, le=12)
+    learning_rate: float = Field(default=0.3, gt=0)
+    reg_lambda: float = Field(default=1.0, ge=0)
+    min_child_weight: float = Field(default=1.0, ge=0)
+    min_child_samples: int = Field(default=1, ge=0)
+    gamma: float = Field(default=0.0, ge=0)
+    subsample: float = Field(default=1.0, gt=0, le=1)
+    colsample_bytree: float = Field(default=1.0, gt=0, le=1)
+    max_bin: int = Field(default=254, ge=2, le=254)
+    splitter: Literal["best", "random"] = "best"
+    # Prior fraud probability of the base margin; None: from summed label counts when
+    # label_counts is true (banks under DP refuse to release them), else 1/2.
+    base_score: float | None = Field(default=None, gt=0, lt=1)
+    label_counts: bool = True
+    # Public bound on one bank's rows: each coordinate of a bank's tree vector (counts, sums of
+    # gradients) is clipped to [-clip, clip] for the secure sum's fixed-point encoding.
+    clip: float = Field(default=float(1 << 20), gt=0)
+
+    def gbdt_params(self, seed: int) -> dict[str, Any]:
+        """The job's :class:`~fraudfl.trees.GBDTParams` fields (announced to the banks)."""
+        values = self.model_dump(exclude={"label_counts", "clip"})
+        return {**values, "seed": seed}
 
 
 class StrategySettings(_Section):
@@ -267,6 +297,7 @@ class FederationSettings(_Section):
     secagg: SecAggSettings = SecAggSettings()
     bank_dp: BankDPSettings = BankDPSettings()
     features: FeatureSettings = FeatureSettings()
+    trees: TreeSettings = TreeSettings()
     timeouts: StageTimeouts = StageTimeouts()
     # Give up after this many aborted rounds in a row (e.g. too few banks alive).
     max_consecutive_aborts: int = Field(default=5, ge=1)

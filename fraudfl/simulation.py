@@ -50,6 +50,7 @@ from fraudfl.config import (
     SecAggSettings,
     StrategySettings,
     TrainingSettings,
+    TreeSettings,
 )
 from fraudfl.data import FederatedDataset
 from fraudfl.data.pipeline import FeaturePipeline
@@ -71,10 +72,11 @@ from fraudfl.rounds.engine import InMemoryGrid
 from fraudfl.rounds.messages import ModelInfo
 from fraudfl.rounds.orchestrator import Orchestrator
 from fraudfl.rounds.participant import BankParticipant
-from fraudfl.rounds.policy import ConsortiumPolicy, TaskPolicy, TrainBounds
+from fraudfl.rounds.policy import ConsortiumPolicy, TaskPolicy, TrainBounds, TreeBounds
 from fraudfl.strategy import STRATEGY_NAMES
 from fraudfl.training.evaluation import evaluate, loss_only
 from fraudfl.training.local import TrainConfig, train_local
+from fraudfl.trees.ensemble import TreeEnsemble
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +136,17 @@ class SimulationConfig:
     # The consortium policy's update weight: "constant" (every bank 1.0; the services'
     # default, so no example count leaves a bank) or "examples" (FedAvg's n_k / n weighting).
     update_weight: str = ConsortiumPolicy().update_weight
+    # model "gbdt": the boosting job (the services' [trees] section).
+    trees: TreeSettings = field(default_factory=TreeSettings)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:
             raise FraudflError(f"strategy must be one of {STRATEGY_NAMES}, got {self.strategy!r}")
-        if self.model not in MODEL_KINDS:
-            raise FraudflError(f"model must be one of {MODEL_KINDS}, got {self.model!r}")
+        if self.model not in (*MODEL_KINDS, "gbdt"):
+            raise FraudflError(f"model must be one of {(*MODEL_KINDS, 'gbdt')}, got "
+                               f"{self.model!r}")
+        if self.model == "gbdt":
+            self._check_trees()
         if self.baseline not in BASELINES:
             raise FraudflError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
         if self.personalization not in PERSONALIZATIONS:
@@ -166,6 +173,18 @@ class SimulationConfig:
                                f"got {self.secagg_neighbours}")
         # Validates local_epochs, max_steps, batch_size, lr, mu the same way the trainer does.
         self.train_config("binary", mu=self.mu)
+
+    def _check_trees(self) -> None:
+        """What a tree job does not do (yet): refused rather than silently ignored."""
+        unsupported = {
+            "baseline": self.baseline != "none",
+            "personalization": self.personalization != "none" or self.fedper_layers > 0,
+            "straggler_fraction": self.straggler_fraction > 0,
+            "bank-level DP": self.privacy is not None and self.privacy.bank_level,
+        }
+        for name, used in unsupported.items():
+            if used:
+                raise FraudflError(f"model gbdt: {name} is not supported for trees")
 
     def train_config(
         self, task: Task, *, mu: float, local_epochs: int | None = None
@@ -224,6 +243,9 @@ class SimulationConfig:
                 ),
                 bank_dp=bank_dp,
                 features=FeatureSettings(standardize=self.standardize),
+                # Banks under DP do not release label counts: the job starts from base_score.
+                trees=self.trees.model_copy(update={"label_counts": False})
+                if self.privacy is not None and self.privacy.record_level else self.trees,
             )
         except ValidationError as exc:
             err = exc.errors()[0]
@@ -265,17 +287,31 @@ class SimulationConfig:
             mu=(0.0, max(bounds.mu[1], self.mu)),
             max_rounds=max(bounds.max_rounds, self.rounds + 1),
         )
+        # ... and to its tree job: a round per level and one for the leaves of every tree.
+        t, tb = self.trees, TreeBounds()
+        trees = TreeBounds(
+            n_estimators=(1, max(tb.n_estimators[1], t.n_estimators)),
+            max_depth=(1, max(tb.max_depth[1], t.max_depth)),
+            learning_rate=(min(tb.learning_rate[0], t.learning_rate),
+                           max(tb.learning_rate[1], t.learning_rate)),
+            reg_lambda=(0.0, max(tb.reg_lambda[1], t.reg_lambda)),
+            min_child_weight=(0.0, max(tb.min_child_weight[1], t.min_child_weight)),
+            subsample=(min(tb.subsample[0], t.subsample), 1.0),
+            colsample_bytree=(min(tb.colsample_bytree[0], t.colsample_bytree), 1.0),
+        )
+        rounds = max(self.rounds, t.n_estimators * (t.max_depth + 1) + 2)
         return ConsortiumPolicy(
             update_weight=self.update_weight,  # type: ignore[arg-type]
-            max_rounds_per_day=max(default.max_rounds_per_day, self.rounds + 1),
+            max_rounds_per_day=max(default.max_rounds_per_day, rounds + 1),
             min_neighbours=self.secagg_neighbours if self.secure_aggregation else 0,
-            tasks=TaskPolicy(train=train),
+            tasks=TaskPolicy(train=train, trees=trees),
         )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["hidden"] = list(self.hidden)
         data.pop("privacy")
+        data["trees"] = self.trees.model_dump() if self.model == "gbdt" else None
         return data
 
 
@@ -345,6 +381,8 @@ class SimulationResult:
     pipeline: FeaturePipeline | None = None
     # Each bank's personal model (personalisation runs only).
     personal_params: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
+    # model "gbdt": the final published ensemble (final_params is then empty).
+    ensemble: TreeEnsemble | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The documented results shape, with NaN written as ``null``."""
@@ -645,6 +683,10 @@ def run_simulation(
     on_round: Callable[[RoundRecord], None] | None = None,
 ) -> SimulationResult:
     """Run a federated simulation; see the module docstring for what happens around a round."""
+    if config.model == "gbdt":
+        from fraudfl.tree_simulation import run_tree_simulation
+
+        return run_tree_simulation(dataset, config, on_round=on_round)
     started = time.perf_counter()
     threads_before = torch.get_num_threads()
     if config.torch_threads is not None:
@@ -803,6 +845,10 @@ def save_models(result: SimulationResult, directory: Path, dataset: FederatedDat
     the scoring artifacts a bank node writes; thresholds are chosen on validation splits."""
     from fraudfl.scoring.artifact import TARGET_FPR, build_artifact, save_artifact
 
+    if result.ensemble is not None:
+        from fraudfl.tree_simulation import save_tree_model
+
+        return [save_tree_model(result, directory, dataset, config)]
     if result.spec is None or result.pipeline is None:
         raise FraudflError("no model to save")
     if result.spec.num_classes != 2:

@@ -15,8 +15,10 @@ from typing import Literal, get_args
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 ID_RE = re.compile(ID_PATTERN)
 
-# Round 0 computes the feature statistics; rounds 1, 2, ... train the model.
-RoundKind = Literal["stats", "train"]
+# Round 0 computes the feature statistics; rounds 1, 2, ... train the model: a neural model's
+# update ("train"), or for trees the sketch of the pipeline's features ("tree_bins", once) and
+# then one boosting step per round ("tree": label counts, a level's histograms, leaf sums).
+RoundKind = Literal["stats", "train", "tree_bins", "tree"]
 ROUND_KINDS: tuple[RoundKind, ...] = get_args(RoundKind)
 
 # The secure-aggregation stages, which the aggregator times out separately (the keys of

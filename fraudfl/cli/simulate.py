@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fraudfl.config import DEFAULT_MAX_GRAD_NORM, SecAggSettings, TrainingSettings
+from fraudfl.config import DEFAULT_MAX_GRAD_NORM, SecAggSettings, TrainingSettings, TreeSettings
 from fraudfl.errors import FraudflError
 from fraudfl.strategy import STRATEGY_NAMES
 
@@ -90,8 +90,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                      help="with --secure-aggregation: SecAgg+ degree k (default 0: full graph)")
 
     loc = p.add_argument_group("local training")
-    loc.add_argument("--model", choices=["logistic", "mlp"], default=None,
-                     help="model (default: mlp)")
+    loc.add_argument("--model", choices=["logistic", "mlp", "gbdt"], default=None,
+                     help="model (default: mlp; gbdt: gradient-boosted trees, docs/trees.md)")
     loc.add_argument("--hidden", type=_hidden, default=None, metavar="N[,N...]",
                      help=f"MLP hidden layer sizes (default: {_DEFAULT_HIDDEN})")
     loc.add_argument("--local-epochs", type=int, default=None,
@@ -109,6 +109,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                      help="train on raw numeric features (no mean/std scaling)")
     loc.add_argument("--val-fraction", type=float, default=0.2,
                      help="share of each bank held out for validation (default: 0.2)")
+
+    trees = p.add_argument_group("gradient-boosted trees (--model gbdt; docs/trees.md)")
+    _tree_defaults = TreeSettings()
+    trees.add_argument("--trees", type=int, default=None,
+                       help=f"boosting rounds (default: {_tree_defaults.n_estimators})")
+    trees.add_argument("--max-depth", type=int, default=None,
+                       help=f"levels per tree (default: {_tree_defaults.max_depth})")
+    trees.add_argument("--learning-rate", type=float, default=None,
+                       help=f"shrinkage (default: {_tree_defaults.learning_rate})")
+    trees.add_argument("--l2", type=float, default=None,
+                       help=f"L2 on leaf values, lambda (default: {_tree_defaults.reg_lambda})")
+    trees.add_argument("--min-child-weight", type=float, default=None,
+                       help=f"least hessian sum per child (default: "
+                       f"{_tree_defaults.min_child_weight})")
+    trees.add_argument("--subsample", type=float, default=None,
+                       help="share of each bank's rows per tree, Poisson-sampled (default: 1)")
+    trees.add_argument("--colsample", type=float, default=None,
+                       help="share of features per tree (default: 1)")
 
     pers = p.add_argument_group("personalization (docs/personalization.md)")
     pers.add_argument("--personalization", choices=["none", "finetune", "fedper", "ditto"],
@@ -177,7 +195,7 @@ class SimulationProgress:
             TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
             console=console, transient=True, disable=not enabled,
         )
-        self.task = self.bar.add_task(f"{strategy} rounds", total=rounds, status="")
+        self.task = self.bar.add_task(strategy, total=rounds, status="")
 
     def __enter__(self) -> SimulationProgress:
         self.bar.__enter__()
@@ -216,6 +234,41 @@ _DEPENDENT_FLAGS: dict[str, tuple[object, str, Callable[[argparse.Namespace], bo
     "accountant": ("rdp", "--target-epsilon or --noise-multiplier", _record_level),
     "dp_engine": ("vectorized", "--target-epsilon or --noise-multiplier", _record_level),
 }
+
+
+# Tree flags (argparse dest) and their key in the [trees] settings; only with --model gbdt.
+TREE_FLAGS: dict[str, str] = {
+    "trees": "n_estimators",
+    "max_depth": "max_depth",
+    "learning_rate": "learning_rate",
+    "l2": "reg_lambda",
+    "min_child_weight": "min_child_weight",
+    "subsample": "subsample",
+    "colsample": "colsample_bytree",
+}
+
+
+def tree_settings(args: argparse.Namespace) -> TreeSettings:
+    """The [trees] section of --config with the tree flags over it."""
+    from pydantic import ValidationError
+
+    values = dict(getattr(args, "tree_file", {}))
+    for dest, key in TREE_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if args.model != "gbdt":
+            raise FraudflError(f"--{dest.replace('_', '-')} needs --model gbdt; alone it has "
+                               "no effect")
+        values[key] = value
+    try:
+        return TreeSettings.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else "trees"
+        flag = next((d for d, k in TREE_FLAGS.items() if k == key), key)
+        raise FraudflError(f"--{flag.replace('_', '-')}: {err['msg']} "
+                           f"(got {err.get('input')!r})") from None
 
 
 def _apply_dependent_flags(args: argparse.Namespace) -> None:
@@ -281,7 +334,7 @@ def run(args: argparse.Namespace) -> int:
         secagg_clip_range=getattr(args, "secagg_clip_range", SecAggSettings().clip_range),
         update_weight=args.update_weight,
         personalization=args.personalization, personal_epochs=args.personal_epochs,
-        ditto_lambda=args.ditto_lambda,
+        ditto_lambda=args.ditto_lambda, trees=tree_settings(args),
     )
     console = output_console()
     if needs_inference(args.data, args.label_column):
@@ -290,7 +343,10 @@ def run(args: argparse.Namespace) -> int:
         args.data, label_column=args.label_column, drop_columns=args.drop_columns,
         task=args.task,
     )
-    with SimulationProgress(config.rounds, config.strategy, enabled=not args.no_progress,
+    gbdt = config.model == "gbdt"
+    with SimulationProgress(config.trees.n_estimators if gbdt else config.rounds,
+                            "gbdt trees" if gbdt else f"{config.strategy} rounds",
+                            enabled=not args.no_progress,
                             console=Console(stderr=True)) as progress:
         result = run_simulation(dataset, config, on_round=progress.advance)
     personalization = result.final.get("personalization")

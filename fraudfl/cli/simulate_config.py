@@ -26,6 +26,7 @@ from fraudfl.config import (
     SecAggSettings,
     StrategySettings,
     TrainingSettings,
+    TreeSettings,
 )
 from fraudfl.errors import FraudflError
 from fraudfl.simulation import SimulationConfig
@@ -41,6 +42,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "features": FeatureSettings,
     "privacy": PrivacySettings,
     "personal_training": PersonalTrainingSettings,
+    "trees": TreeSettings,
 }
 
 # flag (argparse dest) -> (section, key) of the services' configuration.
@@ -69,6 +71,8 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "personal_epochs": ("personal_training", "epochs"),
     "ditto_lambda": ("personal_training", "ditto_lambda"),
 }
+# The [trees] section goes to the tree flags' settings whole (fraudfl.cli.simulate.tree_settings):
+# the flags name only some of its keys.
 
 # Flags that are plain values in argparse but settings in the file: when neither the file nor
 # the command line sets them, the simulation's defaults (themselves the services' settings).
@@ -136,6 +140,8 @@ def apply_config_file(args: argparse.Namespace) -> None:
     if secagg is not None and "clip_range" in secagg.model_fields_set:
         # No flag: the quantisation range is a federation setting only a file sets.
         args.secagg_clip_range = secagg.clip_range  # type: ignore[attr-defined]
+    trees = sections.get("trees")
+    args.tree_file = {} if trees is None else trees.model_dump(include=trees.model_fields_set)
     bank_dp = sections.get("bank_dp")
     if bank_dp is not None and bank_dp.enabled:  # type: ignore[attr-defined]
         if args.bank_dp_clip is None:

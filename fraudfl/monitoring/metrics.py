@@ -85,6 +85,7 @@ DeclineReason = Literal[
     "stats_already_answered",
     "too_many_rounds",
     "plain_sum",
+    "bins_already_answered",
 ]
 KafkaErrorReason = Literal["send_failed", "receive_failed", "connection_lost", "timeout"]
 Endpoint = Literal["score", "health", "model", "stream"]

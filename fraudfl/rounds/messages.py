@@ -17,7 +17,9 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fraudfl import boundedjson
-from fraudfl.vocabulary import DeclineReason
+from fraudfl.errors import FraudflError
+from fraudfl.trees.ensemble import TreeEnsemble
+from fraudfl.vocabulary import DeclineReason, RoundKind
 
 MAGIC = b"FFRM"
 VERSION = 1
@@ -66,6 +68,27 @@ class BankDPInstructions(_Header):
     total_banks: int = Field(default=1, ge=1)
 
 
+# One split of a growing tree: (tree, heap node, feature, split bin, missing goes left).
+Split = tuple[int, int, int, int, bool]
+
+
+class TreeInstructions(_Header):
+    """One step of a boosting job: what a bank needs to recompute its vector.
+
+    ``params`` are the job's :class:`~fraudfl.trees.GBDTParams` fields; the ensemble the
+    gradients start from is the announcement's model version; ``splits`` are the splits chosen
+    so far in round ``boosting_round``'s growing trees and ``features`` its column sample.
+    """
+
+    step: Literal["bins", "labels", "level", "leaves"]
+    params: dict[str, Any]
+    clip: float = Field(gt=0)
+    boosting_round: int = Field(default=0, ge=0)
+    depth: int = Field(default=0, ge=0)
+    splits: tuple[Split, ...] = ()
+    features: tuple[int, ...] = ()
+
+
 class Announcement(_Header):
     """Aggregator to every bank: a round starts. The blob is the secagg setup message.
 
@@ -75,7 +98,7 @@ class Announcement(_Header):
 
     KIND: ClassVar[int] = 1
     round: int = Field(ge=0)
-    kind: Literal["stats", "train"]
+    kind: RoundKind
     participants: tuple[str, ...]
     # False: the round sums in the clear (fraudfl.secagg.plain); banks refuse it unless their
     # own settings allow it.
@@ -91,7 +114,8 @@ class Announcement(_Header):
     stats_frac_bits: int | None = None
     # FedPer: the last k linear layers are personal; banks send the body's update only.
     personal_layers: int = Field(default=0, ge=0)
-
+    # Tree rounds ("tree_bins", "tree"): the boosting step.
+    tree: TreeInstructions | None = None
 
 
 
@@ -106,10 +130,13 @@ class Decline(_Header):
 
 
 class ModelInfo(_Header):
-    """A versioned global model; the blob is the float32 parameter vector (little-endian).
+    """A versioned global model; the blob is the float32 parameter vector (little-endian), or
+    for ``kind="gbdt"`` the ensemble's float64 node array (``TreeEnsemble.node_array``, its
+    metadata in ``trees``; ``spec`` holds the job's parameters).
 
     Version 0 is the initial model, published with the feature pipeline fitted from the summed
-    statistics; version v > 0 is the model produced by round v.
+    statistics (for trees: no ensemble yet, the bins are not known); version v > 0 is the
+    model produced by round v.
     """
 
     KIND: ClassVar[int] = 3
@@ -117,7 +144,7 @@ class ModelInfo(_Header):
     round: int = Field(ge=0)
     spec: dict[str, Any]
     pipeline: dict[str, Any]
-    num_params: int = Field(ge=1)
+    num_params: int = Field(ge=0)
     sha256: str
     participants: tuple[str, ...] = ()
     dropouts: tuple[str, ...] = ()
@@ -128,6 +155,8 @@ class ModelInfo(_Header):
     # FedPer: only the body was aggregated; the last k linear layers (the head) are the
     # initial ones, each bank trains and keeps its own.
     personal_layers: int = Field(default=0, ge=0)
+    kind: Literal["neural", "gbdt"] = "neural"
+    trees: dict[str, Any] | None = None
 
 
 H = TypeVar("H", bound=_Header)
@@ -165,13 +194,58 @@ def decode(data: bytes, cls: type[H]) -> tuple[H, bytes]:
     return header, bytes(data[_HEAD.size + head_len :])
 
 
+def tree_digest(nodes: npt.NDArray[np.float64]) -> str:
+    return hashlib.sha256(np.ascontiguousarray(nodes, dtype="<f8").tobytes()).hexdigest()
+
+
 def encode_model(info: ModelInfo, params: npt.NDArray[np.float32]) -> bytes:
     return encode(info, np.ascontiguousarray(params, dtype="<f4").tobytes())
 
 
-def decode_model(data: bytes) -> tuple[ModelInfo, npt.NDArray[np.float32]]:
-    """A published model; checks the vector's length and digest against its header."""
+def encode_tree_model(info: ModelInfo, ensemble: TreeEnsemble | None) -> bytes:
+    blob = b"" if ensemble is None else np.ascontiguousarray(
+        ensemble.node_array(), dtype="<f8").tobytes()
+    return encode(info, blob)
+
+
+def decode_tree_model(data: bytes) -> tuple[ModelInfo, TreeEnsemble | None]:
+    """A published tree model (None before the job's bins are known), strictly checked."""
     info, blob = decode(data, ModelInfo)
+    if info.kind != "gbdt":
+        raise ControlMessageError(f"model v{info.version} is not a tree model")
+    if len(blob) != 8 * info.num_params:
+        raise ControlMessageError(
+            f"model v{info.version}: {len(blob)} bytes for {info.num_params} node values"
+        )
+    nodes = np.frombuffer(blob, dtype="<f8").astype(np.float64)
+    if tree_digest(nodes) != info.sha256:
+        raise ControlMessageError(f"model v{info.version}: node digest mismatch")
+    if info.trees is None:
+        if info.num_params:
+            raise ControlMessageError(f"model v{info.version}: nodes without tree metadata")
+        return info, None
+    n_trees, max_depth = info.trees.get("n_trees"), info.trees.get("max_depth")
+    if not isinstance(n_trees, int) or not isinstance(max_depth, int) or not 1 <= max_depth <= 16:
+        raise ControlMessageError(f"model v{info.version}: invalid tree metadata")
+    try:
+        ensemble = TreeEnsemble.from_parts(
+            info.trees, nodes.reshape(n_trees, (1 << (max_depth + 1)) - 1, 4),
+            source=f"model v{info.version}",
+        )
+    except (FraudflError, ValueError) as exc:
+        raise ControlMessageError(str(exc)) from exc
+    return info, ensemble
+
+
+def decode_model(data: bytes) -> tuple[ModelInfo, npt.NDArray[np.float32]]:
+    """A published model; checks the vector's length and digest against its header.
+
+    A tree model (``kind="gbdt"``) is checked by :func:`decode_tree_model` and comes with an
+    empty parameter vector: its ensemble is read with that function."""
+    info, blob = decode(data, ModelInfo)
+    if info.kind == "gbdt":
+        decode_tree_model(data)
+        return info, np.zeros(0, dtype=np.float32)
     if len(blob) != 4 * info.num_params:
         raise ControlMessageError(
             f"model v{info.version}: {len(blob)} bytes for {info.num_params} parameters"

@@ -65,9 +65,12 @@ from fraudfl.rounds.messages import (
     decode,
     encode,
     encode_model,
+    encode_tree_model,
     params_digest,
+    tree_digest,
 )
 from fraudfl.rounds.tasks import TASKS
+from fraudfl.rounds.tree_tasks import TreeJob
 from fraudfl.secagg.errors import MessageRejected
 from fraudfl.secagg.graph import effective_degree
 from fraudfl.secagg.messages import (
@@ -193,8 +196,10 @@ class Orchestrator:
         self.history: list[RoundRecord] = []
         self.exhausted: set[str] = set()
         self.completed = 0
-        # Training rounds to complete; grows with extend() (a finished federation continued).
-        self.planned_rounds = config.rounds.rounds
+        # Training rounds to complete (boosting rounds for trees); grows with extend() (a
+        # finished federation continued).
+        self.planned_rounds = (config.trees.n_estimators if config.training.model == "gbdt"
+                               else config.rounds.rounds)
         self.consecutive_aborts = 0
         self.finished = False
         self.stage_started = 0.0
@@ -202,6 +207,8 @@ class Orchestrator:
         self.pipeline: FeaturePipeline | None = None
         self.params: npt.NDArray[np.float32] | None = None
         self.model_version: int | None = None
+        # A gbdt federation's boosting job (fraudfl.rounds.tree_tasks), from the stats round on.
+        self.trees: TreeJob | None = None
         self.federation_accountant = PrivacyAccountant("rdp", label="federation")
         self.outbox: list[Outbound] = []
         self.rejections: dict[str, int] = {}
@@ -274,6 +281,8 @@ class Orchestrator:
         """Plan ``rounds`` more training rounds; a finished federation starts the next one."""
         if rounds < 0:
             raise ValueError("rounds must be >= 0")
+        if self.config.training.model == "gbdt":
+            raise FraudflError("a tree job cannot be extended; start a new federation")
         self.planned_rounds = max(self.planned_rounds, self.completed) + rounds
         if not self.finished or rounds == 0 or self.round < 0:
             return []
@@ -410,9 +419,16 @@ class Orchestrator:
                 self.current.dropouts.append(bank)
                 self.events.append(BankDropped(self.current.round, bank))
 
+    def _next_kind(self) -> RoundKind:
+        if self.pipeline is None:
+            return "stats"
+        if self.trees is None:
+            return "train"
+        return "tree_bins" if self.trees.edges is None else "tree"
+
     def _start_round(self, round_number: int, now: float) -> list[Outbound]:
         self.round = round_number
-        kind: RoundKind = "stats" if self.params is None else "train"
+        kind = self._next_kind()
         selected = self._select(round_number)
         self.current = RoundRecord(round_number, kind, "running", selected, started_at=now)
         self.stage_started = now
@@ -494,7 +510,7 @@ class Orchestrator:
         return []
 
     def _next_round(self, now: float) -> list[Outbound]:
-        if self.completed >= self.planned_rounds:
+        if self.completed >= self.planned_rounds or (self.trees is not None and self.trees.done):
             return self._finished()
         eligible = [b for b in self.banks if b not in self.exhausted]
         if len(eligible) < self.config.rounds.min_banks:
@@ -509,15 +525,17 @@ class Orchestrator:
         rec.survivors = sorted(self.server.survivors)
         self._note_dropouts([b for b in self.server.params.participants
                              if b not in rec.survivors])
+        published = next((r.model_version for r in reversed(self.history)
+                          if r.status == "completed"), None)
         problem = TASKS[rec.kind].reduce(self, self.server, rec)
         if problem is not None:
             return self._abort(problem, now, "invalid_sum")
         rec.status, rec.finished_at = "completed", now
         self.consecutive_aborts = 0
-        assert self.params is not None and self.spec is not None and self.pipeline is not None
-        assert self.model_version is not None
+        assert self.pipeline is not None and self.model_version is not None
         rec.model_version = self.model_version
-        if self.evaluator is not None:
+        if self.evaluator is not None and self.trees is None:
+            assert self.params is not None and self.spec is not None
             rec.metrics = self.evaluator(self.spec, self.pipeline, self.params)
         self.history.append(rec)
         self.server = None
@@ -532,9 +550,13 @@ class Orchestrator:
             rec.round, rec.kind, len(rec.survivors), rec.dropouts, rec.declined,
             "".join(f", {k} {v:.4f}" for k, v in rec.metrics.items()),
         )
-        return [self._model_message(rec), *self._next_round(now)]
+        # A tree step that only chose splits leaves the published model as it was.
+        model = [] if self.model_version == published else [self._model_message(rec)]
+        return [*model, *self._next_round(now)]
 
     def _model_message(self, rec: RoundRecord) -> Outbound:
+        if self.trees is not None:
+            return self._tree_model_message(rec)
         assert self.params is not None and self.spec is not None and self.pipeline is not None
         assert self.model_version is not None
         info = ModelInfo(
@@ -549,6 +571,24 @@ class Orchestrator:
         )
         return Outbound("models", "*", rec.round, "model", MODEL,
                         encode_model(info, self.params), self.banks)
+
+    def _tree_model_message(self, rec: RoundRecord) -> Outbound:
+        assert self.trees is not None and self.pipeline is not None
+        assert self.model_version is not None
+        ensemble = self.trees.ensemble
+        nodes = np.zeros(0) if ensemble is None else ensemble.node_array()
+        info = ModelInfo(
+            version=self.model_version, round=rec.round,
+            spec=self.trees.params.model_dump(mode="json"), pipeline=self.pipeline.to_dict(),
+            num_params=int(nodes.size), sha256=tree_digest(nodes),
+            participants=tuple(rec.survivors), dropouts=tuple(rec.dropouts),
+            declined=tuple(rec.declined), federation_epsilon=rec.federation_epsilon,
+            metrics={k: v for k, v in rec.metrics.items() if math.isfinite(v)},
+            created_ms=int(rec.finished_at * 1000), kind="gbdt",
+            trees=None if ensemble is None else ensemble.metadata(),
+        )
+        return Outbound("models", "*", rec.round, "model", MODEL,
+                        encode_tree_model(info, ensemble), self.banks)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -577,8 +617,12 @@ class Orchestrator:
                 for o in self.outbox
             ],
             "rejections": self.rejections,
+            "trees": None,
         }
         blobs: dict[str, bytes] = {}
+        if self.trees is not None:
+            header["trees"], tree_blobs = self.trees.to_state()
+            blobs.update(tree_blobs)
         if self.params is not None:
             blobs["params"] = np.ascontiguousarray(self.params, dtype="<f4").tobytes()
         for name, arr in self.strategy.state().items():
@@ -606,6 +650,8 @@ class Orchestrator:
         self.model_version = header["model_version"]
         self.federation_accountant = PrivacyAccountant.from_dict(header["federation_accountant"])
         self.rejections = dict(header.get("rejections", {}))
+        trees = header.get("trees")
+        self.trees = None if trees is None else TreeJob.from_state(trees, blobs)
         if "params" in blobs:
             self.params = np.frombuffer(blobs["params"], dtype="<f4").astype(np.float32)
         strategy_state = {

@@ -63,6 +63,7 @@ from fraudfl.rounds.messages import (
     TrainInstructions,
     decode,
     decode_model,
+    decode_tree_model,
     encode,
 )
 from fraudfl.rounds.noise import NoiseCalibration, NoisePlan
@@ -82,6 +83,7 @@ from fraudfl.secagg.messages import RoundSetup
 from fraudfl.secagg.messages import decode as decode_secagg
 from fraudfl.secagg.plain import PlainSumClient
 from fraudfl.training.local import TrainConfig
+from fraudfl.trees.ensemble import TreeEnsemble, heap_size
 from fraudfl.vocabulary import DeclineReason, RoundKind
 
 log = logging.getLogger(__name__)
@@ -183,6 +185,13 @@ class BankParticipant:
         # Every decline (budget or policy refusal) by its reason; the service counts them.
         self.events: list[BankEvent] = []
         self.clock: Callable[[], float] = time.time
+        # Tree federations: the published ensemble (None before the bins exist), the job's
+        # handler (fraudfl.rounds.tree_tasks.BankTreeJob, rebuilt after a restart) and the
+        # bins sketch, answered once as the statistics.
+        self.ensemble: TreeEnsemble | None = None
+        self.tree_job: Any = None
+        self.bins_answered = False
+        self.bins_round = -1
         self._data: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]] | None = None
 
     @property
@@ -240,6 +249,8 @@ class BankParticipant:
 
     def _on_model(self, payload: bytes) -> list[Reply]:
         info, params = decode_model(payload)
+        if info.kind == "gbdt":
+            return self._on_tree_model(payload)
         bounds = self.policy.tasks.train
         if bounds is not None and info.num_params > bounds.max_num_params:
             self._reject("too_large", f"model v{info.version} has {info.num_params} parameters, "
@@ -258,6 +269,33 @@ class BankParticipant:
         if self.pending is not None:
             pending, self.pending = self.pending, None
             return self._on_announce(pending)  # dropped there if this model made it stale
+        return []
+
+    def _on_tree_model(self, payload: bytes) -> list[Reply]:
+        info, ensemble = decode_tree_model(payload)
+        bounds = self.policy.tasks.trees
+        if bounds is not None and info.num_params > bounds.max_vector_length:
+            self._reject("too_large", f"model v{info.version} has {info.num_params} values")
+            return []
+        if self.model_info is not None and info.version <= self.model_info.version:
+            return []
+        new_pipeline = self.model_info is None or self.model_info.pipeline != info.pipeline
+        self.model_info, self.ensemble, self.params = info, ensemble, None
+        self._note_closed(info.round)
+        if new_pipeline or self._data is None:
+            self._data = None
+            self.training_data()
+        job = self.tree_job
+        if ensemble is not None and job is not None and (
+                ensemble.n_rounds >= int(info.spec.get("n_estimators", 0))):
+            # The job's last trees are out: release the steps authorised and not taken.
+            job.handler.finish()
+            self.tree_job = None
+        log.info("%s: received tree model v%d (%d trees)", self.bank_id, info.version,
+                 0 if ensemble is None else ensemble.n_trees)
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            return self._on_announce(pending)
         return []
 
     def _on_secagg(self, payload: bytes) -> list[Reply]:
@@ -280,6 +318,8 @@ class BankParticipant:
         if self.client.stage is ClientStage.DONE and self.client.last_round == self.stats_round:
             # Its unmask shares are out: the statistics sum with this bank in it can be opened.
             self.stats_answered = True
+        if self.client.stage is ClientStage.DONE and self.client.last_round == self.bins_round:
+            self.bins_answered = True
         # Label replies by the protocol stage they answer (as the aggregator names stages).
         stage = _REPLY_STAGE.get(self.client.stage, "secagg") if self.client.stage else "secagg"
         return [Reply(self.client.last_round, stage, SECAGG, r) for r in replies]
@@ -360,7 +400,8 @@ class BankParticipant:
             return PolicyRefusal(Refusal.SETUP_MISMATCH, "the blob is not this round's setup")
         now = self.clock()
         self.round_times = [t for t in self.round_times if now - t < DAY_S]
-        history = BankHistory(ann.round - 1, self.stats_answered, len(self.round_times))
+        history = BankHistory(ann.round - 1, self.stats_answered, len(self.round_times),
+                              bins_answered=self.bins_answered)
         refusal = check_announcement(
             self.policy, ann, message.payload.params, self.allowlist, self.config.aggregator_id,
             history,
@@ -542,6 +583,17 @@ class BankParticipant:
 
     # -- state -------------------------------------------------------------------------------
 
+    @staticmethod
+    def _saved_ensemble(info: ModelInfo, nodes: bytes | None) -> TreeEnsemble | None:
+        if info.trees is None or nodes is None:
+            return None
+        array = np.frombuffer(nodes, dtype="<f8").astype(np.float64)
+        return TreeEnsemble.from_parts(
+            info.trees, array.reshape(int(info.trees["n_trees"]),
+                                      heap_size(int(info.trees["max_depth"])), 4),
+            source="bank state: trees",
+        )
+
     def to_state(self) -> tuple[dict[str, Any], dict[str, bytes]]:
         header: dict[str, Any] = {
             "version": 1,
@@ -551,6 +603,8 @@ class BankParticipant:
             "last_announced": self.last_announced,
             "stats_answered": self.stats_answered,
             "stats_round": self.stats_round,
+            "bins_answered": self.bins_answered,
+            "bins_round": self.bins_round,
             "round_times": self.round_times,
             "client": self.client.to_dict(),
             "plain": self.plain.to_dict(),
@@ -564,6 +618,8 @@ class BankParticipant:
         blobs: dict[str, bytes] = {}
         if self.params is not None:
             blobs["params"] = np.ascontiguousarray(self.params, dtype="<f4").tobytes()
+        if self.ensemble is not None:
+            blobs["trees"] = np.ascontiguousarray(self.ensemble.node_array(), "<f8").tobytes()
         if self.pending is not None:
             blobs["pending"] = self.pending
         return header, blobs
@@ -578,6 +634,8 @@ class BankParticipant:
         self.last_announced = int(header.get("last_announced", self.handled_round))
         self.stats_answered = bool(header.get("stats_answered", self.handled_round >= 0))
         self.stats_round = int(header.get("stats_round", -1))
+        self.bins_answered = bool(header.get("bins_answered", False))
+        self.bins_round = int(header.get("bins_round", -1))
         self.round_times = [float(t) for t in header.get("round_times", [])]
         self.client = SecAggClient.from_dict(header["client"], self.identity, self.allowlist)
         if "plain" in header:
@@ -588,7 +646,10 @@ class BankParticipant:
         self.client.min_other_survivors = self.policy.min_other_banks
         if header["model_info"] is not None:
             self.model_info = ModelInfo.model_validate(header["model_info"])
-            self.params = np.frombuffer(blobs["params"], dtype="<f4").astype(np.float32)
+            if self.model_info.kind == "gbdt":
+                self.ensemble = self._saved_ensemble(self.model_info, blobs.get("trees"))
+            else:
+                self.params = np.frombuffer(blobs["params"], dtype="<f4").astype(np.float32)
         self.pending = blobs.get("pending")
         self.rejections = dict(header.get("rejections", {}))
         last_train = header.get("last_train")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -85,11 +86,47 @@ class StatsBounds(_Strict):
     allowed: bool = True
 
 
+NonNegativeRange = tuple[Annotated[float, Field(ge=0, allow_inf_nan=False)],
+                         Annotated[float, Field(ge=0, allow_inf_nan=False)]]
+FractionRange = tuple[Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)],
+                      Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]]
+
+
+class TreeBounds(_Strict):
+    """What a gradient-boosted trees job may ask of a bank (inclusive ranges): its bins sketch
+    (answered once per federation, as the statistics) and each boosting step."""
+
+    allowed: bool = True
+    n_estimators: PositiveRange = (1, 1000)
+    max_depth: PositiveRange = (1, 8)
+    learning_rate: RateRange = (1e-3, 1.0)
+    reg_lambda: NonNegativeRange = (0.0, 1e6)
+    # Small children are small groups of rows whose summed statistics the aggregator sees.
+    min_child_weight: NonNegativeRange = (0.0, 1e9)
+    subsample: FractionRange = (1e-3, 1.0)
+    colsample_bytree: FractionRange = (1e-3, 1.0)
+    max_bin: PositiveRange = (2, 254)
+    # The longest vector one step may sum (a level of many open nodes over many features).
+    max_vector_length: int = Field(default=50_000_000, ge=1)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> TreeBounds:
+        for name in ("n_estimators", "max_depth", "learning_rate", "reg_lambda",
+                     "min_child_weight", "subsample", "colsample_bytree", "max_bin"):
+            _ordered(getattr(self, name), name)
+        return self
+
+
+TREE_BOUNDED = ("n_estimators", "max_depth", "learning_rate", "reg_lambda", "min_child_weight",
+                "subsample", "colsample_bytree", "max_bin")
+
+
 class TaskPolicy(_Strict):
     """The task kinds a bank accepts: a kind whose table says ``allowed = false`` is refused."""
 
     stats: StatsBounds | None = StatsBounds()
     train: TrainBounds | None = TrainBounds()
+    trees: TreeBounds | None = TreeBounds()
 
 
 class ConsortiumPolicy(_Strict):
@@ -127,6 +164,7 @@ class Refusal(StrEnum):
     OUT_OF_BOUNDS = "out_of_bounds"
     STATS_ALREADY_ANSWERED = "stats_already_answered"
     TOO_MANY_ROUNDS = "too_many_rounds"
+    BINS_ALREADY_ANSWERED = "bins_already_answered"
     # The round sums in the clear; only an in-process simulation allows it.
     PLAIN_SUM = "plain_sum"
 
@@ -147,6 +185,7 @@ class BankHistory:
     last_announced: int
     stats_answered: bool
     rounds_last_day: int
+    bins_answered: bool = False
 
 
 def _outside(value: float, bounds: tuple[float, float]) -> bool:
@@ -203,6 +242,8 @@ def check_announcement(
             return refuse(Refusal.STATS_ALREADY_ANSWERED,
                           "this bank answered the statistics task already")
         return None
+    if ann.kind in ("tree_bins", "tree"):
+        return _tree_refusal(policy, ann, setup, history, refuse)
     bounds = policy.tasks.train
     if bounds is None or not bounds.allowed:
         return refuse(Refusal.TASK_NOT_ALLOWED, "training rounds are not allowed")
@@ -219,6 +260,39 @@ def check_announcement(
     if ann.planned_rounds > bounds.max_rounds or ann.round > bounds.max_rounds:
         return refuse(Refusal.OUT_OF_BOUNDS,
                       f"round {ann.round} of {ann.planned_rounds} > {bounds.max_rounds}")
+    return None
+
+
+def _tree_refusal(
+    policy: ConsortiumPolicy,
+    ann: Announcement,
+    setup: RoundParams,
+    history: BankHistory,
+    refuse: Callable[[Refusal, str], PolicyRefusal],
+) -> PolicyRefusal | None:
+    from fraudfl.trees.params import GBDTParams  # the trees library is needed for trees only
+
+    bounds = policy.tasks.trees
+    if bounds is None or not bounds.allowed:
+        return refuse(Refusal.TASK_NOT_ALLOWED, "tree jobs are not allowed")
+    tree = ann.tree
+    if tree is None or (tree.step == "bins") != (ann.kind == "tree_bins"):
+        return refuse(Refusal.OUT_OF_BOUNDS, f"a {ann.kind} round without its tree step")
+    try:
+        params = GBDTParams.parse(tree.params)
+    except FraudflError as exc:
+        return refuse(Refusal.OUT_OF_BOUNDS, str(exc))
+    for name in TREE_BOUNDED:
+        value = getattr(params, name)
+        if _outside(value, getattr(bounds, name)):
+            return refuse(Refusal.OUT_OF_BOUNDS,
+                          f"{name}={value} outside {list(getattr(bounds, name))}")
+    if setup.vector_length > bounds.max_vector_length:
+        return refuse(Refusal.OUT_OF_BOUNDS,
+                      f"{setup.vector_length} values > {bounds.max_vector_length}")
+    if ann.kind == "tree_bins" and history.bins_answered:
+        return refuse(Refusal.BINS_ALREADY_ANSWERED,
+                      "this bank answered the bins sketch already")
     return None
 
 

@@ -11,9 +11,10 @@ the consortium policy refused). The engine's state machines
 :class:`~fraudfl.rounds.participant.BankParticipant`) do the rest the same way for every kind:
 selection, secure aggregation or its plain twin, deadlines, events, checkpoints.
 
-Two kinds exist: ``stats`` (round 0: the feature statistics, quantile sketches and category
+Two kinds are here: ``stats`` (round 0: the feature statistics, quantile sketches and category
 counts, summed exactly; the aggregator fits the feature pipeline and the initial model) and
-``train`` (a weighted model update; the aggregator applies the strategy). A new capability is a
+``train`` (a weighted model update; the aggregator applies the strategy); the trees' kinds
+(``tree_bins``, ``tree``) are in :mod:`fraudfl.rounds.tree_tasks`. A new capability is a
 new kind here. Several sums in one step are one vector laid out by the task (as the trees'
 level task lays out every open node's histograms), so one secure sum serves them all.
 """
@@ -143,6 +144,11 @@ class StatsTask(Task):
         stats = FeatureStats.from_vector(orch.schema, totals)
         orch.pipeline = FeaturePipeline.fit(stats, standardize=orch.config.features.standardize)
         t = orch.config.training
+        if t.model == "gbdt":
+            from fraudfl.rounds.tree_tasks import start_tree_job
+
+            start_tree_job(orch)
+            return None
         orch.spec = ModelSpec(
             kind=t.model, num_features=orch.pipeline.num_features,
             num_classes=orch.pipeline.num_classes, hidden=tuple(t.hidden),
@@ -360,3 +366,6 @@ def _implausible_weight_sum(
 
 
 TASKS: dict[RoundKind, Task] = {task.kind: task for task in (StatsTask(), TrainTask())}
+
+# The tree kinds build on the classes above and add themselves to TASKS on import.
+import fraudfl.rounds.tree_tasks  # noqa: E402, F401

@@ -22,10 +22,13 @@ import torch
 from torch import nn
 
 from fraudfl.models import Task, make_loss
+from fraudfl.trees.ensemble import TreeEnsemble
 
 BINARY_METRICS = ("auprc", "roc_auc", "recall_at_1pct_fpr", "loss")
 MULTICLASS_METRICS = ("accuracy", "loss")
 _EVAL_BATCH = 65_536
+# A tree ensemble's probabilities are kept this far from 0 and 1 in its log loss.
+_PROB_FLOOR = 1e-12
 
 
 def metric_names(task: Task) -> tuple[str, ...]:
@@ -55,6 +58,23 @@ def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray, task: Task) -> dict
         return {"accuracy": accuracy, "loss": loss}
     scores = logits.reshape(-1).double().numpy()
     return {**binary_ranking_metrics(np.asarray(y), scores), "loss": loss}
+
+
+def evaluate_ensemble(
+    ensemble: TreeEnsemble, X: np.ndarray, y: np.ndarray, task: Task
+) -> dict[str, float]:
+    """:func:`evaluate`'s metrics for a tree ensemble (scored in NumPy)."""
+    if len(y) == 0:
+        return {name: math.nan for name in metric_names(task)}
+    p = ensemble.predict_proba(X)
+    y = np.asarray(y, dtype=np.int64)
+    if task == "multiclass":
+        picked = np.clip(p[np.arange(len(y)), y], _PROB_FLOOR, 1.0)
+        return {"accuracy": float(np.mean(p.argmax(axis=1) == y)),
+                "loss": float(-np.mean(np.log(picked)))}
+    p1 = np.clip(p, _PROB_FLOOR, 1 - _PROB_FLOOR)
+    loss = float(-np.mean(y * np.log(p1) + (1 - y) * np.log(1 - p1)))
+    return {**binary_ranking_metrics(y, p), "loss": loss}
 
 
 def loss_only(model: nn.Module, X: np.ndarray, y: np.ndarray, task: Task) -> float:

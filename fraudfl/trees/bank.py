@@ -125,6 +125,13 @@ class TreeBank:
             return self._leaves(task)
         return self._validation(task)
 
+    def resume(self, task: LevelTask | LeafTask) -> None:
+        """Join round ``task.round`` part-way (a bank that lost its round state, or sat out
+        its first levels): a new Poisson sample, charged as a new step under DP exactly as
+        depth 0 is, and its rows are routed through the splits chosen so far by the next
+        :meth:`handle`. Conservative: the step charged for the lost sample stays spent."""
+        self._start_round(task)
+
     def finish(self) -> int:
         """End of the job: close the accountant's authorisation; returns unused steps."""
         self._authorised = False

@@ -38,7 +38,7 @@ def test_serves_the_registry_and_reflects_new_values(registry: CollectorRegistry
             s.name: s.value
             for fam in text_string_to_metric_families(body)
             for s in fam.samples
-            if s.labels.get("federation") == "fed-http"
+            if s.labels.get("federation") == "fed-http" and s.labels.get("kind", "train") == "train"
         }
         assert values["fraudfl_aggregator_rounds_completed_total"] == 1
         assert values["fraudfl_aggregator_model_version"] == 4
